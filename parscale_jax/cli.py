@@ -1,0 +1,76 @@
+"""The `parscale` command line: info, train, sweep, fit, plot, cost."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from parscale_jax.errors import UserError
+
+
+def _info(args) -> None:
+  from parscale_jax.model.accounting import describe
+  from parscale_jax.model.config import preset
+
+  info = describe(preset(args.size, P=args.P, prefix_tokens=args.prefix_tokens), args.seq_len)
+  info = {"size": args.size, **info}
+  if args.json:
+    print(json.dumps(info, indent=2))
+    return
+  s = info["shape"]
+  print(f"{args.size}  P={s['P']}  layers={s['layers']} hidden={s['hidden']} ffn={s['ffn']} "
+        f"heads={s['heads']}/{s['kv_heads']} head_dim={s['head_dim']} vocab={s['vocab']} "
+        f"prefix={s['prefix_tokens']}")
+  print(f"non-embedding params  {info['non_embedding_params']:>16,d}  "
+        f"(ParScale's own: {info['parscale_params']:,d})")
+  print(f"embedding params      {info['embedding_params']:>16,d}")
+  print(f"train FLOPs / token   {info['train_flops_per_token']:>16.4e}  (seq_len {args.seq_len})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="parscale", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  info = sub.add_parser("info", help="shape, parameter counts and FLOPs of a size preset")
+  info.add_argument("--size", required=True, help="preset name, e.g. paper-1.6b or cpu-790k")
+  info.add_argument("--P", type=int, default=1, help="parallel streams")
+  info.add_argument("--prefix-tokens", type=int, default=48, help="prefix length per stream")
+  info.add_argument("--seq-len", type=int, default=2048, help="sequence length for attention FLOPs")
+  info.add_argument("--json", action="store_true", help="print JSON")
+  info.set_defaults(func=_info)
+
+  for register in _registrars():
+    register(sub)
+  return parser
+
+
+def _registrars():
+  """Subcommands that live beside the code they run."""
+  import importlib
+
+  out = []
+  for module in ("parscale_jax.train.cli", "parscale_jax.sweep.cli", "parscale_jax.analysis.cli",
+                 "parscale_jax.cost.cli"):
+    try:
+      out.append(importlib.import_module(module).register)
+    except ModuleNotFoundError as e:
+      if e.name != module:
+        raise
+  return out
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    args.func(args)
+  except UserError as e:
+    print(f"parscale {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"parscale {args.command}: interrupted", file=sys.stderr)
+    return 130
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,113 @@
+"""Model configuration and named size presets."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from parscale_jax.configlib import ConfigError
+
+BYTE_VOCAB = 257  # 256 byte values + one end-of-document token (see data/tokenizer.py).
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A Qwen2-architecture decoder with ParScale streams."""
+
+  vocab_size: int = BYTE_VOCAB  # Token vocabulary size V.
+  hidden_size: int = 64  # Model width D.
+  intermediate_size: int = 192  # SwiGLU hidden width F.
+  num_layers: int = 2  # Decoder layers L.
+  num_heads: int = 4  # Query heads; head_dim = hidden_size / num_heads.
+  num_kv_heads: int = 2  # Key/value heads (grouped-query attention).
+  rope_theta: float = 10000.0  # Rotary embedding base.
+  rms_norm_eps: float = 1e-6  # RMSNorm epsilon.
+  tie_embeddings: bool = False  # Share the token embedding with the LM head.
+  P: int = 1  # Parallel streams; P = 1 is the plain transformer.
+  prefix_tokens: int = 48  # Learned key/value prefix length per layer and stream (P > 1).
+  smoothing: float = 0.01  # Aggregation weights w <- w(1-eps) + eps/P (the reference's attn_smooth).
+  aggregation: Literal["dynamic", "mean"] = "dynamic"  # Learned MLP weights, or a plain mean (ablation).
+  init_std: float = 0.02  # Std of matrices and embeddings at initialisation.
+  # Prefix init std: large enough that streams differ from step 0; a pilot found 0.5 at least as
+  # good as 0.02, and an uninitialised prefix is what gives the reference its NaNs.
+  prefix_init_std: float = 0.5
+  stream_impl: Literal["vmap", "fold", "loop"] = "vmap"  # How streams run; all give the same numbers.
+  dtype: Literal["float32", "bfloat16"] = "float32"  # Compute dtype; parameters stay float32.
+
+  def __post_init__(self):
+    positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                "num_kv_heads", "P")
+    for name in positive:
+      if getattr(self, name) < 1:
+        raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+    if self.hidden_size % self.num_heads:
+      raise ConfigError(f"model.num_heads={self.num_heads} does not divide "
+                        f"hidden_size={self.hidden_size}")
+    if self.num_heads % self.num_kv_heads:
+      raise ConfigError(f"model.num_kv_heads={self.num_kv_heads} does not divide "
+                        f"num_heads={self.num_heads}")
+    if self.head_dim % 2:
+      raise ConfigError(f"model head_dim={self.head_dim} must be even for rotary embeddings")
+    if self.P > 1 and self.prefix_tokens < 1:
+      raise ConfigError(f"model.prefix_tokens must be >= 1 when P > 1, got {self.prefix_tokens}")
+    if not 0.0 <= self.smoothing < 1.0:
+      raise ConfigError(f"model.smoothing must be in [0, 1), got {self.smoothing}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def has_prefix(self) -> bool:
+    return self.P > 1
+
+  @property
+  def has_aggregator(self) -> bool:
+    return self.P > 1 and self.aggregation == "dynamic"
+
+
+def _paper(hidden: int, ffn: int) -> dict:
+  return dict(vocab_size=151936, hidden_size=hidden, intermediate_size=ffn, num_layers=36,
+              num_heads=16, num_kv_heads=2, rope_theta=1e6, tie_embeddings=False)
+
+
+def _cpu(hidden: int, layers: int, heads: int = 4) -> dict:
+  return dict(vocab_size=BYTE_VOCAB, hidden_size=hidden, intermediate_size=3 * hidden,
+              num_layers=layers, num_heads=heads, num_kv_heads=2, rope_theta=10000.0)
+
+
+# The paper's six sizes (36 layers, 16 heads, 2 kv heads) and a byte-vocabulary ladder for CPU
+# sweeps, from ~55K to ~4M non-embedding parameters.
+PRESETS: dict[str, dict] = {
+    "paper-0.5b": _paper(896, 4864),
+    "paper-0.7b": _paper(1024, 5504),
+    "paper-1.1b": _paper(1280, 6912),
+    "paper-1.6b": _paper(1536, 8320),
+    "paper-2.8b": _paper(2048, 11008),
+    "paper-4.4b": _paper(2560, 13824),
+    "cpu-55k": _cpu(48, 2),
+    "cpu-100k": _cpu(64, 2),
+    "cpu-330k": _cpu(96, 3),
+    "cpu-790k": _cpu(128, 4),
+    "cpu-1.8m": _cpu(192, 4),
+    "cpu-3.9m": _cpu(256, 5),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+  """The named size preset, with field overrides (P, prefix_tokens, ...)."""
+  if name not in PRESETS:
+    raise ConfigError(f"unknown size preset '{name}' (known: {', '.join(PRESETS)})")
+  return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def model_config_from_dict(data: dict) -> ModelConfig:
+  """A model section of a config file: optional `size` preset name plus field overrides."""
+  from parscale_jax.configlib import from_dict
+
+  data = dict(data)
+  size = data.pop("size", None)
+  if size is not None:
+    if size not in PRESETS:
+      raise ConfigError(f"model.size: unknown size preset '{size}' (known: {', '.join(PRESETS)})")
+    data = {**PRESETS[size], **data}
+  return from_dict(ModelConfig, data, prefix="model.")

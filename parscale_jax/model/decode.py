@@ -1,0 +1,67 @@
+"""Cached autoregressive decoding: a jitted prefill and a jitted one-token decode step."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from parscale_jax.model.parscale import ParScaleLM, init_cache
+
+
+def sample_token(logits_BxV, rng, temperature: float, top_k: int | None, top_p: float | None):
+  """Greedy when temperature == 0; else temperature, then top-k and nucleus (top-p) filtering."""
+  if temperature == 0.0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  logits = logits_BxV / temperature
+  if top_k is not None:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p is not None:
+    sorted_desc = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    # Keep the smallest set whose mass reaches top_p: a token stays if the mass before it < top_p.
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    cutoff = jnp.min(jnp.where(mass_before < top_p, sorted_desc, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(3,))
+def decode_step(graphdef, state, tokens_BxS, cache, rng, temperature=0.0, top_k=None, top_p=None):
+  """Feeds tokens_BxS (the prompt, or the last token) at the cache's index; returns the next token
+  [B], its logits [B, V] and the updated cache. The cache buffers are donated."""
+  model = nnx.merge(graphdef, state)
+  logits_BxSxV, cache = model.forward_with_cache(tokens_BxS, cache)
+  last_BxV = logits_BxSxV[:, -1]
+  return sample_token(last_BxV, rng, temperature, top_k, top_p), last_BxV, cache
+
+
+def generate(model: ParScaleLM, input_ids, max_new_tokens: int, *, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, rng: jax.Array | None = None,
+             eos_id: int | None = None, cache_dtype=jnp.float32) -> jax.Array:
+  """Returns the prompt [B, S] followed by `max_new_tokens` generated tokens: [B, S + new].
+
+  Greedy by default; sampled with `temperature > 0` (needs `rng`). After `eos_id`, a row repeats it."""
+  input_ids = jnp.asarray(input_ids, jnp.int32)
+  b, s = input_ids.shape
+  if max_new_tokens <= 0:
+    return input_ids
+  if temperature > 0 and rng is None:
+    raise ValueError("sampling (temperature > 0) needs an rng key")
+  rng = jax.random.key(0) if rng is None else rng
+  graphdef, state = nnx.split(model)
+  cache = init_cache(model.config, b, s + max_new_tokens, cache_dtype)
+  tokens = input_ids
+  done = jnp.zeros((b,), bool)
+  out = [input_ids]
+  for _ in range(max_new_tokens):
+    rng, step_rng = jax.random.split(rng)
+    next_B, _, cache = decode_step(graphdef, state, tokens, cache, step_rng, temperature, top_k, top_p)
+    if eos_id is not None:
+      next_B = jnp.where(done, eos_id, next_B)
+      done = done | (next_B == eos_id)
+    out.append(next_B[:, None])
+    tokens = next_B[:, None]
+  return jnp.concatenate(out, axis=1)

@@ -1,0 +1,128 @@
+"""Qwen2 building blocks: rotary embeddings, grouped-query attention with a per-stream prefix, SwiGLU.
+
+Attention takes the stream's key/value prefix as an argument (not as its own parameter), so the same
+layer weights serve every stream; the prefix keys carry no rotary phase and every real token sees the
+whole prefix, as in the reference implementation.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from parscale_jax.model.config import ModelConfig
+
+
+def dtype_of(config: ModelConfig):
+  return jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+
+
+def rotary(x_BxSxNxH: jax.Array, positions_BxS: jax.Array, theta: float) -> jax.Array:
+  """Applies rotary position embeddings, half-split layout (as in Hugging Face Qwen2)."""
+  head_dim = x_BxSxNxH.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  angles_BxSxH2 = positions_BxS[..., None].astype(jnp.float32) * inv_freq
+  cos = jnp.cos(angles_BxSxH2)[:, :, None, :]
+  sin = jnp.sin(angles_BxSxH2)[:, :, None, :]
+  x = x_BxSxNxH.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxSxNxH.dtype)
+
+
+def _dense(din: int, dout: int, config: ModelConfig, rngs: nnx.Rngs, bias: bool) -> nnx.Linear:
+  return nnx.Linear(din, dout, use_bias=bias, dtype=dtype_of(config), param_dtype=jnp.float32,
+                    kernel_init=nnx.initializers.normal(config.init_std), rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention, with an optional learned prefix and an optional KV cache."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.config = config
+    d, h, kv = config.hidden_size, config.head_dim, config.num_kv_heads
+    self.q_proj = _dense(d, config.num_heads * h, config, rngs, bias=True)
+    self.k_proj = _dense(d, kv * h, config, rngs, bias=True)
+    self.v_proj = _dense(d, kv * h, config, rngs, bias=True)
+    self.o_proj = _dense(config.num_heads * h, d, config, rngs, bias=False)
+
+  def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None):
+    """Returns (out_BxSxD, new_cache).
+
+    prefix_k/prefix_v: [K, T, H] shared by the batch, or [B, K, T, H]; None for no prefix.
+    cache: None, or (k_BxCxKxH, v_BxCxKxH, index) — keys of earlier tokens in slots [0, index);
+      this call's keys are written at slots [index, index + S).
+    """
+    c = self.config
+    b, s, _ = x_BxSxD.shape
+    kv, g, h = c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
+    q_BxSxNxH = rotary(self.q_proj(x_BxSxD).reshape(b, s, kv * g, h), positions_BxS, c.rope_theta)
+    k_BxSxKxH = rotary(self.k_proj(x_BxSxD).reshape(b, s, kv, h), positions_BxS, c.rope_theta)
+    v_BxSxKxH = self.v_proj(x_BxSxD).reshape(b, s, kv, h)
+
+    if cache is None:
+      keys, values, key_pos_BxT = k_BxSxKxH, v_BxSxKxH, positions_BxS
+      new_cache = None
+    else:
+      cache_k, cache_v, index = cache
+      keys = jax.lax.dynamic_update_slice(cache_k, k_BxSxKxH.astype(cache_k.dtype), (0, index, 0, 0))
+      values = jax.lax.dynamic_update_slice(cache_v, v_BxSxKxH.astype(cache_v.dtype), (0, index, 0, 0))
+      # Slot j holds the token at position j; unwritten slots lie in every query's future.
+      key_pos_BxT = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+      new_cache = (keys, values)
+
+    q_BxSxKxGxH = q_BxSxNxH.reshape(b, s, kv, g, h) * (h ** -0.5)
+    scores = jnp.einsum("bskgh,btkh->bkgst", q_BxSxKxGxH, keys.astype(q_BxSxNxH.dtype),
+                        preferred_element_type=jnp.float32)
+    causal_BxSxT = key_pos_BxT[:, None, :] <= positions_BxS[:, :, None]
+    scores = jnp.where(causal_BxSxT[:, None, None], scores, -jnp.inf)
+    if prefix_k is not None:
+      spec = "ktj" if prefix_k.ndim == 3 else "bktj"
+      prefix_scores = jnp.einsum(f"bskgj,{spec}->bkgst", q_BxSxKxGxH,
+                                 prefix_k.astype(q_BxSxNxH.dtype), preferred_element_type=jnp.float32)
+      scores = jnp.concatenate([prefix_scores, scores], axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q_BxSxNxH.dtype)
+    if prefix_k is not None:
+      t = prefix_k.shape[-2]
+      spec = "ktj" if prefix_v.ndim == 3 else "bktj"
+      out = jnp.einsum(f"bkgst,{spec}->bskgj", probs[..., :t], prefix_v.astype(probs.dtype))
+      out = out + jnp.einsum("bkgst,btkh->bskgh", probs[..., t:], values.astype(probs.dtype))
+    else:
+      out = jnp.einsum("bkgst,btkh->bskgh", probs, values.astype(probs.dtype))
+    return self.o_proj(out.reshape(b, s, kv * g * h)), new_cache
+
+
+class MLP(nnx.Module):
+  """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    d, f = config.hidden_size, config.intermediate_size
+    self.gate_proj = _dense(d, f, config, rngs, bias=False)
+    self.up_proj = _dense(d, f, config, rngs, bias=False)
+    self.down_proj = _dense(f, d, config, rngs, bias=False)
+
+  def __call__(self, x_BxSxD):
+    return self.down_proj(jax.nn.silu(self.gate_proj(x_BxSxD)) * self.up_proj(x_BxSxD))
+
+
+def rms_norm(config: ModelConfig, rngs: nnx.Rngs) -> nnx.RMSNorm:
+  return nnx.RMSNorm(config.hidden_size, epsilon=config.rms_norm_eps, dtype=jnp.float32,
+                     param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
+
+
+class DecoderLayer(nnx.Module):
+  """Pre-norm residual block: attention then SwiGLU."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.input_layernorm = rms_norm(config, rngs)
+    self.self_attn = Attention(config, rngs)
+    self.post_attention_layernorm = rms_norm(config, rngs)
+    self.mlp = MLP(config, rngs)
+    self.compute_dtype = dtype_of(config)
+
+  def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None):
+    normed = self.input_layernorm(x_BxSxD).astype(self.compute_dtype)
+    attn, new_cache = self.self_attn(normed, positions_BxS, prefix_k, prefix_v, cache)
+    x_BxSxD = x_BxSxD + attn.astype(x_BxSxD.dtype)
+    normed = self.post_attention_layernorm(x_BxSxD).astype(self.compute_dtype)
+    return x_BxSxD + self.mlp(normed).astype(x_BxSxD.dtype), new_cache

@@ -1,0 +1,185 @@
+"""The ParScale language model: one shared backbone run over P streams by `nnx.vmap`.
+
+Token embedding runs once; the P streams share every backbone weight and differ only by their
+per-layer key/value prefix (the only mapped parameters); a learned aggregator mixes the P final
+hidden states per position before the LM head, which also runs once.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from parscale_jax.model.config import ModelConfig
+from parscale_jax.model.layers import DecoderLayer, dtype_of, rms_norm
+
+
+class ParScaleParam(nnx.Param):
+  """ParScale's own parameters (prefix and aggregator): what a frozen-backbone run trains."""
+
+
+class Backbone(nnx.Module):
+  """The decoder stack and final norm, shared by all streams."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.layers = nnx.List([DecoderLayer(config, rngs) for _ in range(config.num_layers)])
+    self.norm = rms_norm(config, rngs)
+
+  def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None):
+    """One stream. prefix_k/v: [L, K, T, H] or per-row [B, L, K, T, H]; cache: (k_LxBxCxKxH,
+    v_LxBxCxKxH, index) or None. Returns (h_BxSxD, (k, v) or None)."""
+    new_k, new_v = [], []
+    for i, layer in enumerate(self.layers):
+      pk = None if prefix_k is None else prefix_k[..., i, :, :, :]
+      pv = None if prefix_v is None else prefix_v[..., i, :, :, :]
+      layer_cache = None if cache is None else (cache[0][i], cache[1][i], cache[2])
+      x_BxSxD, kv = layer(x_BxSxD, positions_BxS, pk, pv, layer_cache)
+      if kv is not None:
+        new_k.append(kv[0])
+        new_v.append(kv[1])
+    new_cache = (jnp.stack(new_k), jnp.stack(new_v)) if cache is not None else None
+    return self.norm(x_BxSxD), new_cache
+
+
+class Aggregator(nnx.Module):
+  """Linear(P·D → D) → SiLU → Linear(D → P) over the (hidden, stream)-ordered concatenation."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    d, p = config.hidden_size, config.P
+    init = nnx.initializers.normal(config.init_std)
+    self.w1 = ParScaleParam(init(rngs.params(), (p * d, d)))
+    self.b1 = ParScaleParam(jnp.zeros((d,)))
+    self.w2 = ParScaleParam(init(rngs.params(), (d, p)))
+    self.b2 = ParScaleParam(jnp.zeros((p,)))
+    self.compute_dtype = dtype_of(config)
+
+  def __call__(self, h_PxBxSxD):
+    p, b, s, d = h_PxBxSxD.shape
+    # Feature index i·P + p, the reference's concatenation order.
+    cat_BxSxDP = jnp.transpose(h_PxBxSxD, (1, 2, 3, 0)).reshape(b, s, d * p)
+    dt = self.compute_dtype
+    hidden = jax.nn.silu(cat_BxSxDP.astype(dt) @ self.w1[...].astype(dt) + self.b1[...].astype(dt))
+    logits_BxSxP = hidden @ self.w2[...].astype(dt) + self.b2[...].astype(dt)
+    return logits_BxSxP.astype(jnp.float32)
+
+
+class ParScaleLM(nnx.Module):
+  """Qwen2 decoder with P parallel streams. `model(input_ids_BxS)` returns float32 logits_BxSxV."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.config = config
+    c = config
+    self.embed_tokens = nnx.Embed(c.vocab_size, c.hidden_size, param_dtype=jnp.float32,
+                                  embedding_init=nnx.initializers.normal(c.init_std), rngs=rngs)
+    self.backbone = Backbone(c, rngs)
+    if c.has_prefix:
+      shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
+      init = nnx.initializers.normal(c.prefix_init_std)
+      self.prefix_k = ParScaleParam(init(rngs.params(), shape))
+      self.prefix_v = ParScaleParam(init(rngs.params(), shape))
+    if c.has_aggregator:
+      self.aggregator = Aggregator(c, rngs)
+    if not c.tie_embeddings:
+      self.lm_head = nnx.Linear(c.hidden_size, c.vocab_size, use_bias=False, dtype=dtype_of(c),
+                                param_dtype=jnp.float32,
+                                kernel_init=nnx.initializers.normal(c.init_std), rngs=rngs)
+
+  def __call__(self, input_ids_BxS: jax.Array, positions_BxS: jax.Array | None = None) -> jax.Array:
+    if positions_BxS is None:
+      positions_BxS = jnp.broadcast_to(jnp.arange(input_ids_BxS.shape[1]), input_ids_BxS.shape)
+    h_PxBxSxD, _ = self.streams(self.embed_tokens(input_ids_BxS), positions_BxS)
+    return self.head(self.aggregate(h_PxBxSxD))
+
+  def forward_with_cache(self, input_ids_BxS: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+    """Runs tokens at positions [index, index + S) against a cache from `init_cache`."""
+    b, s = input_ids_BxS.shape
+    index = cache["index"]
+    positions_BxS = jnp.broadcast_to(index + jnp.arange(s, dtype=jnp.int32), (b, s))
+    h_PxBxSxD, (k, v) = self.streams(self.embed_tokens(input_ids_BxS), positions_BxS,
+                                     (cache["k"], cache["v"], index))
+    logits = self.head(self.aggregate(h_PxBxSxD))
+    return logits, {"k": k, "v": v, "index": index + s}
+
+  def streams(self, x_BxSxD, positions_BxS, cache=None):
+    """Runs the backbone once per stream. cache: (k_PxLxBxCxKxH, v_PxLxBxCxKxH, index) or None.
+
+    Returns (h_PxBxSxD, (k, v) or None)."""
+    c = self.config
+    backbone = self.backbone
+    kv = None if cache is None else (cache[0], cache[1])
+    index = None if cache is None else cache[2]
+
+    def one_stream(backbone, pk, pv, kv):
+      stream_cache = None if kv is None else (kv[0], kv[1], index)
+      return backbone(x_BxSxD, positions_BxS, pk, pv, stream_cache)
+
+    if not c.has_prefix:  # P = 1: the plain transformer.
+      h_BxSxD, new = one_stream(backbone, None, None, None if kv is None else (kv[0][0], kv[1][0]))
+      return h_BxSxD[None], None if new is None else (new[0][None], new[1][None])
+    pk, pv = self.prefix_k[...], self.prefix_v[...]
+    if c.stream_impl == "vmap":
+      # Backbone broadcast (in_axes None): its weights are shared, never copied P times.
+      return nnx.vmap(one_stream, in_axes=(None, 0, 0, 0))(backbone, pk, pv, kv)
+    if c.stream_impl == "loop":
+      outs = [one_stream(backbone, pk[p], pv[p], None if kv is None else (kv[0][p], kv[1][p]))
+              for p in range(c.P)]
+      h = jnp.stack([o[0] for o in outs])
+      new = None if kv is None else (jnp.stack([o[1][0] for o in outs]),
+                                     jnp.stack([o[1][1] for o in outs]))
+      return h, new
+    return self._folded_streams(x_BxSxD, positions_BxS, pk, pv, kv, index)
+
+  def _folded_streams(self, x_BxSxD, positions_BxS, pk, pv, kv, index):
+    """Streams folded into the batch axis (row p·B + b), as the PyTorch reference runs them."""
+    p = self.config.P
+    b, s, d = x_BxSxD.shape
+    x = jnp.broadcast_to(x_BxSxD, (p, b, s, d)).reshape(p * b, s, d)
+    positions = jnp.broadcast_to(positions_BxS, (p, b, s)).reshape(p * b, s)
+    pk_rows, pv_rows = jnp.repeat(pk, b, axis=0), jnp.repeat(pv, b, axis=0)
+    cache = None
+    if kv is not None:  # [P, L, B, ...] -> [L, P·B, ...]
+      k, v = (jnp.swapaxes(a, 0, 1) for a in kv)
+      cache = (k.reshape(k.shape[0], p * b, *k.shape[3:]), v.reshape(v.shape[0], p * b, *v.shape[3:]),
+               index)
+    h, new = self.backbone(x, positions, pk_rows, pv_rows, cache)
+    h_PxBxSxD = h.reshape(p, b, s, d)
+    if new is None:
+      return h_PxBxSxD, None
+    unfold = lambda a: jnp.swapaxes(a.reshape(a.shape[0], p, b, *a.shape[2:]), 0, 1)
+    return h_PxBxSxD, (unfold(new[0]), unfold(new[1]))
+
+  def aggregate(self, h_PxBxSxD):
+    c = self.config
+    if c.P == 1:
+      return h_PxBxSxD[0]
+    if c.aggregation == "mean":
+      return jnp.mean(h_PxBxSxD, axis=0)
+    w_BxSxP = jax.nn.softmax(self.aggregator(h_PxBxSxD), axis=-1)
+    w_BxSxP = w_BxSxP * (1.0 - c.smoothing) + c.smoothing / c.P
+    return jnp.einsum("pbsd,bsp->bsd", h_PxBxSxD, w_BxSxP.astype(h_PxBxSxD.dtype))
+
+  def head(self, h_BxSxD):
+    dt = dtype_of(self.config)
+    if self.config.tie_embeddings:
+      logits = h_BxSxD.astype(dt) @ self.embed_tokens.embedding[...].astype(dt).T
+    else:
+      logits = self.lm_head(h_BxSxD.astype(dt))
+    return logits.astype(jnp.float32)
+
+
+def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+  """An empty KV cache for `max_len` tokens: k/v [P, L, B, max_len, K, H]; the prefix is not
+  copied into it (attention reads it from the parameters, once per stream)."""
+  shape = (config.P, config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "index": jnp.zeros((), jnp.int32)}
+
+
+def create_model(config: ModelConfig, seed: int = 0) -> ParScaleLM:
+  """A freshly initialised model; initialisation runs as one compiled program, not op by op."""
+  return nnx.jit(lambda: ParScaleLM(config, nnx.Rngs(params=seed)))()
+
+
+def abstract_model(config: ModelConfig) -> ParScaleLM:
+  """The model with shapes only (no memory, no compute): for counting and for loading."""
+  return nnx.eval_shape(lambda: ParScaleLM(config, nnx.Rngs(params=0)))

@@ -1,0 +1,186 @@
+"""The model against the reference's golden outputs, and its invariants."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import parscale_jax as pj
+from parscale_jax.configlib import ConfigError
+from parscale_jax.model import ModelConfig, ParScaleParam, init_cache
+from parscale_jax.model.accounting import param_counts
+from parscale_jax.model.decode import decode_step
+
+from conftest import fixture_dir
+
+TINY = ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                   num_kv_heads=2, P=3, prefix_tokens=5)
+
+
+@nnx.jit
+def forward(model, ids):
+  return model(ids)
+
+
+@pytest.mark.parametrize("name", ["qwen2_parscale_tiny_p4", "qwen2_parscale_tiny_p1"])
+def test_golden_logits_and_greedy_generation(name):
+  path = fixture_dir(name)
+  expected = np.load(path / "expected.npz")
+  model = pj.load_pretrained(path)
+  logits = forward(model, jnp.asarray(expected["input_ids"]))
+  assert logits.dtype == jnp.float32
+  np.testing.assert_allclose(logits, expected["logits"], atol=1e-4, rtol=0)
+  generated = pj.generate(model, expected["input_ids"], 8)
+  np.testing.assert_array_equal(generated, expected["generated_ids"])
+  np.testing.assert_allclose(forward(model, generated), expected["generated_full_logits"], atol=1e-4,
+                             rtol=0)
+
+
+@pytest.mark.parametrize("P", [1, 3])
+def test_cached_logits_equal_uncached(P):
+  config = dataclasses.replace(TINY, P=P)
+  model = pj.create_model(config, seed=1)
+  ids = jax.random.randint(jax.random.key(0), (2, 9), 0, config.vocab_size)
+  full = forward(model, ids)
+  graphdef, state = nnx.split(model)
+  cache = init_cache(config, 2, 12)
+  # Prompt of 5 tokens, then one token at a time.
+  _, last, cache = decode_step(graphdef, state, ids[:, :5], cache, jax.random.key(0))
+  np.testing.assert_allclose(last, full[:, 4], atol=1e-5)
+  for t in range(5, 9):
+    _, last, cache = decode_step(graphdef, state, ids[:, t:t + 1], cache, jax.random.key(0))
+    np.testing.assert_allclose(last, full[:, t], atol=1e-5)
+  assert int(cache["index"]) == 9
+
+
+@pytest.mark.parametrize("impl", ["loop", "fold"])
+def test_vmap_streams_equal_explicit_loop_and_folded_batch(impl):
+  model = pj.create_model(TINY, seed=2)
+  other = pj.create_model(dataclasses.replace(TINY, stream_impl=impl), seed=2)
+  ids = jax.random.randint(jax.random.key(1), (2, 7), 0, TINY.vocab_size)
+  np.testing.assert_allclose(forward(model, ids), forward(other, ids), atol=1e-5)
+
+  def loss(m):
+    return jnp.mean(jax.nn.log_softmax(m(ids))[..., 0])
+
+  grad = nnx.jit(nnx.grad(loss))
+  g1 = nnx.state(grad(model), nnx.Param)
+  g2 = nnx.state(grad(other), nnx.Param)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g1, g2)
+
+
+def test_shared_weights_receive_sum_of_per_stream_gradients():
+  model = pj.create_model(TINY, seed=3)
+  ids = jax.random.randint(jax.random.key(2), (2, 6), 0, TINY.vocab_size)
+  bb_def, bb_state = nnx.split(model.backbone)
+
+  def loss_with_copies(copies):
+    # Each stream runs its own copy of the backbone weights (all equal to the shared ones).
+    x = model.embed_tokens(ids)
+    pos = jnp.broadcast_to(jnp.arange(6), ids.shape)
+    h = jnp.stack([nnx.merge(bb_def, copies[p])(x, pos, model.prefix_k[p], model.prefix_v[p])[0]
+                   for p in range(TINY.P)])
+    return jnp.mean(jax.nn.log_softmax(model.head(model.aggregate(h)))[..., 1])
+
+  per_copy = jax.jit(jax.grad(loss_with_copies))([bb_state] * TINY.P)
+  summed = jax.tree.map(lambda *g: sum(g), *per_copy)
+  grad = nnx.jit(nnx.grad(lambda m: jnp.mean(jax.nn.log_softmax(m(ids))[..., 1])))
+  shared = nnx.state(grad(model))["backbone"]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), summed, shared)
+  # The copies' gradients differ from each other: each stream contributes its own share.
+  q0 = per_copy[0]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
+  q1 = per_copy[1]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
+  assert np.abs(q0 - q1).max() > 1e-6
+
+
+def test_causality():
+  model = pj.create_model(TINY, seed=4)
+  ids = jax.random.randint(jax.random.key(3), (1, 10), 0, TINY.vocab_size)
+  changed = ids.at[0, 6].set((ids[0, 6] + 1) % TINY.vocab_size)
+  a, b = forward(model, ids), forward(model, changed)
+  np.testing.assert_array_equal(a[:, :6], b[:, :6])
+  assert np.abs(a[:, 6:] - b[:, 6:]).max() > 1e-4
+
+
+def test_streams_differ_and_aggregation_weights_are_smoothed():
+  model = pj.create_model(TINY, seed=5)
+  ids = jax.random.randint(jax.random.key(4), (2, 5), 0, TINY.vocab_size)
+  streams = nnx.jit(lambda m, x, pos: m.streams(x, pos)[0])
+  h = streams(model, model.embed_tokens(ids), jnp.broadcast_to(jnp.arange(5), ids.shape))
+  assert h.shape == (TINY.P, 2, 5, TINY.hidden_size)
+  assert np.abs(h[0] - h[1]).max() > 1e-3  # The prefix makes the streams differ.
+  w = jax.nn.softmax(nnx.jit(lambda m, h: m.aggregator(h))(model, h), -1) * (1 - TINY.smoothing) + TINY.smoothing / TINY.P
+  assert float(w.min()) >= TINY.smoothing / TINY.P - 1e-7
+  np.testing.assert_allclose(nnx.jit(lambda m, h: m.aggregate(h))(model, h), jnp.einsum("pbsd,bsp->bsd", h, w), atol=1e-6)
+
+
+def test_param_tree_matches_accounting_and_p1_is_plain():
+  for config in [TINY, dataclasses.replace(TINY, P=1), dataclasses.replace(TINY, tie_embeddings=True),
+                 dataclasses.replace(TINY, aggregation="mean")]:
+    model = pj.model.abstract_model(config)
+    sizes = {k: sum(int(np.prod(v.get_value().shape)) for v in jax.tree.leaves(
+        nnx.state(model, f), is_leaf=lambda x: isinstance(x, nnx.Variable)))
+             for k, f in [("all", nnx.Param), ("parscale", ParScaleParam)]}
+    counts = param_counts(config)
+    assert sizes["all"] == counts.total
+    assert sizes["parscale"] == counts.prefix + counts.aggregator
+  p1 = pj.model.abstract_model(dataclasses.replace(TINY, P=1))
+  assert not hasattr(p1, "prefix_k") and not hasattr(p1, "aggregator")
+  assert param_counts(dataclasses.replace(TINY, aggregation="mean")).aggregator == 0
+
+
+def test_shared_weights_are_not_copied_per_stream():
+  # Backbone parameters have no stream axis: only the prefix and the aggregator depend on P.
+  small, big = (pj.model.abstract_model(dataclasses.replace(TINY, P=p)) for p in (2, 8))
+  bb = lambda m: jax.tree.map(lambda v: v.shape, nnx.state(m.backbone))
+  assert bb(small) == bb(big)
+
+
+def test_bfloat16_compute_is_close_to_float32():
+  model = pj.create_model(TINY, seed=6)
+  bf16 = pj.create_model(dataclasses.replace(TINY, dtype="bfloat16"), seed=6)
+  ids = jax.random.randint(jax.random.key(5), (2, 8), 0, TINY.vocab_size)
+  a, b = forward(model, ids), forward(bf16, ids)
+  assert b.dtype == jnp.float32
+  assert np.abs(a - b).max() < 0.05
+
+
+def test_sampling():
+  model = pj.create_model(TINY, seed=7)
+  ids = jnp.zeros((2, 3), jnp.int32)
+  greedy = pj.generate(model, ids, 5)
+  assert greedy.shape == (2, 8)
+  np.testing.assert_array_equal(greedy[:, :3], ids)
+  top1 = pj.generate(model, ids, 5, temperature=1.0, top_k=1, top_p=1e-6, rng=jax.random.key(0))
+  np.testing.assert_array_equal(top1, greedy)
+  s1 = pj.generate(model, ids, 6, temperature=2.0, rng=jax.random.key(1))
+  s2 = pj.generate(model, ids, 6, temperature=2.0, rng=jax.random.key(1))
+  np.testing.assert_array_equal(s1, s2)
+  assert int(s1.max()) < TINY.vocab_size and int(s1.min()) >= 0
+  with pytest.raises(ValueError):
+    pj.generate(model, ids, 2, temperature=1.0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(hidden_size=30, num_heads=4), "does not divide hidden_size"),
+    (dict(num_heads=4, num_kv_heads=3), "does not divide num_heads"),
+    (dict(P=0), "P must be >= 1"),
+    (dict(smoothing=1.5), "smoothing"),
+])
+def test_impossible_configs_are_refused(bad, message):
+  with pytest.raises(ConfigError, match=message):
+    ModelConfig(**{**dataclasses.asdict(TINY), **bad})
+
+
+def test_model_config_from_dict():
+  from parscale_jax.model.config import model_config_from_dict
+  config = model_config_from_dict({"size": "cpu-100k", "P": 4, "prefix_tokens": 16})
+  assert (config.hidden_size, config.P, config.prefix_tokens) == (64, 4, 16)
+  with pytest.raises(ConfigError, match="unknown key 'model.layers'"):
+    model_config_from_dict({"size": "cpu-100k", "layers": 3})
+  with pytest.raises(ConfigError, match="unknown size preset 'cpu-9'"):
+    model_config_from_dict({"size": "cpu-9"})
+  with pytest.raises(ConfigError, match="model.P: expected an integer"):
+    model_config_from_dict({"size": "cpu-100k", "P": "four"})

@@ -1,0 +1,133 @@
+"""Size presets against the paper's published counts; checkpoint round trips and bad checkpoints."""
+import csv
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import parscale_jax as pj
+from parscale_jax.model import CheckpointError, ModelConfig
+from parscale_jax.model.accounting import param_counts
+from parscale_jax.model.config import PRESETS
+
+from conftest import SHARED, fixture_dir
+
+PAPER = ["paper-0.5b", "paper-0.7b", "paper-1.1b", "paper-1.6b", "paper-2.8b", "paper-4.4b"]
+
+
+def test_paper_presets_reproduce_all_24_published_counts():
+  from parscale_jax.analysis.data import paper_table
+  rows = [r for r in paper_table() if r["dataset"] == "stack-v2-python"]
+  assert len(rows) == 24
+  by_p = {}
+  for row in rows:
+    by_p.setdefault(int(row["P"]), []).append(int(row["N"]))
+  for p, published in by_p.items():
+    ours = [param_counts(pj.preset(name, P=p, prefix_tokens=48)).non_embedding for name in PAPER]
+    assert sorted(published) == ours, p
+
+
+def test_packaged_table_equals_shared_copy():
+  shared = SHARED / "data" / "paper_parscale_losses.csv"
+  if not shared.exists():
+    pytest.skip("shared data not present")
+  from parscale_jax.analysis.data import paper_table
+  with open(shared) as f:
+    assert [dict(r) for r in csv.DictReader(f)] == paper_table()
+
+
+def test_every_preset_builds():
+  for name in PRESETS:
+    config = pj.preset(name, P=2)
+    assert param_counts(config).non_embedding > 0
+  small = [n for n in PRESETS if n.startswith("cpu-")]
+  counts = [param_counts(pj.preset(n)).non_embedding for n in small]
+  assert counts == sorted(counts) and 50e3 < counts[0] and counts[-1] < 5e6
+
+
+def test_info_cli_json():
+  out = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "info", "--size", "paper-0.5b",
+                        "--P", "2", "--json"], capture_output=True, text=True, check=True)
+  info = json.loads(out.stdout)
+  assert info["non_embedding_params"] == 538195842
+  assert info["embedding_params"] == 2 * 151936 * 896
+  assert info["train_flops_per_token"] > 6 * 2 * 535813376
+  bad = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "info", "--size", "paper-0.5b",
+                        "--P", "0"], capture_output=True, text=True)
+  assert bad.returncode == 2 and "P must be >= 1" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def _params(model):
+  return jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=40, num_layers=2, P=3, prefix_tokens=4),
+    ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=40, num_layers=2, tie_embeddings=True),
+])
+def test_save_load_round_trip_is_lossless(tmp_path, config):
+  model = pj.create_model(config, seed=9)
+  pj.save_pretrained(model, tmp_path / "ckpt")
+  loaded = pj.load_pretrained(tmp_path / "ckpt")
+  assert loaded.config == config
+  jax.tree.map(np.testing.assert_array_equal, _params(model), _params(loaded))
+
+
+def test_golden_checkpoint_round_trip(tmp_path):
+  src = fixture_dir("qwen2_parscale_tiny_p4")
+  from safetensors.numpy import load_file
+  pj.save_pretrained(pj.load_pretrained(src), tmp_path / "out")
+  a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_bad_checkpoints_name_the_tensor(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  config = ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=40, num_layers=2, P=2,
+                       prefix_tokens=4)
+  pj.save_pretrained(pj.create_model(config), tmp_path / "ok")
+  tensors = load_file(str(tmp_path / "ok" / "model.safetensors"))
+  cfg = (tmp_path / "ok" / "config.json").read_text()
+
+  def write(name, ts):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(cfg)
+    save_file(ts, str(tmp_path / name / "model.safetensors"))
+    return tmp_path / name
+
+  wrong = dict(tensors, **{"model.layers.1.mlp.up_proj.weight": np.zeros((41, 32), np.float32)})
+  with pytest.raises(CheckpointError, match=r"model.layers.1.mlp.up_proj.weight has shape \(41, 32\)"):
+    pj.load_pretrained(write("wrong", wrong))
+  missing = {k: v for k, v in tensors.items() if k != "model.layers.0.self_attn.prefix_v"}
+  with pytest.raises(CheckpointError, match="model.layers.0.self_attn.prefix_v is missing"):
+    pj.load_pretrained(write("missing", missing))
+  extra = dict(tensors, **{"model.layers.2.mlp.up_proj.weight": np.zeros((40, 32), np.float32)})
+  with pytest.raises(CheckpointError, match="model.layers.2.mlp.up_proj.weight is not part"):
+    pj.load_pretrained(write("extra", extra))
+  (tmp_path / "corrupt").mkdir()
+  (tmp_path / "corrupt" / "config.json").write_text(cfg)
+  (tmp_path / "corrupt" / "model.safetensors").write_bytes(b"\x00garbage")
+  with pytest.raises(CheckpointError, match="unreadable safetensors"):
+    pj.load_pretrained(tmp_path / "corrupt")
+
+
+def test_sharded_checkpoint_index(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  src = fixture_dir("qwen2_parscale_tiny_p1")
+  tensors = load_file(str(src / "model.safetensors"))
+  names = sorted(tensors)
+  shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+  for file, keys in shards.items():
+    save_file({k: tensors[k] for k in keys}, str(tmp_path / file))
+  weight_map = {k: f for f, keys in shards.items() for k in keys}
+  (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  (tmp_path / "config.json").write_text((src / "config.json").read_text())
+  a, b = pj.load_pretrained(src), pj.load_pretrained(tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, _params(a), _params(b))
