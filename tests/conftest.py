@@ -13,3 +13,27 @@ def fixture_dir(name: str) -> Path:
   if not path.exists():
     pytest.skip(f"golden fixture {path} not present")
   return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One built copy of the stdlib corpus for the whole session."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_train_dict(data_dir: str, **top) -> dict:
+  """A seconds-long training config: 2-layer width-32 model, 32-token rows."""
+  config = {
+      "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
+                "num_kv_heads": 2, "P": 2, "prefix_tokens": 4},
+      "data": {"data_dir": data_dir, "seq_len": 32, "val_tokens": 1024, "shuffle_window": 256},
+      "optim": {"lr": 1e-2},
+      "tokens": 8 * 32 * 30, "batch_size": 8, "checkpoint_every": 10, "log_every": 1,
+      "tensorboard": False,
+  }
+  for key, value in top.items():
+    if isinstance(value, dict):
+      config[key] = {**config.get(key, {}), **value}
+    else:
+      config[key] = value
+  return config

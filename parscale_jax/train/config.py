@@ -1,0 +1,97 @@
+"""The experiment config: model, data, optimiser and run settings, parsed strictly from YAML."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from parscale_jax.configlib import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from parscale_jax.data.pipeline import DataConfig
+from parscale_jax.model.config import ModelConfig, model_config_from_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with warmup and a decay schedule, clipping, and a weight-decay mask."""
+
+  lr: float = 3e-3  # Peak learning rate.
+  schedule: Literal["cosine", "wsd", "constant"] = "cosine"  # Decay after warmup.
+  warmup_fraction: float = 0.05  # Share of steps spent warming up linearly from 0.
+  decay_fraction: float = 0.2  # wsd only: the final share of steps that decays to min_lr.
+  min_lr_ratio: float = 0.1  # Final learning rate as a fraction of lr.
+  weight_decay: float = 0.1  # Decoupled weight decay on matrices (not biases, norms or prefix).
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  clip_norm: float = 1.0  # Global gradient-norm clipping; 0 disables.
+
+  def __post_init__(self):
+    if self.lr <= 0:
+      raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+    for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ConfigError(f"optim.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh: batch split over data x fsdp, parameters sharded over fsdp."""
+
+  data: int = -1  # Data-parallel size; -1 takes all devices not used by fsdp.
+  fsdp: int = 1  # Parameter-sharding size.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One training run."""
+
+  model: ModelConfig = ModelConfig()
+  data: DataConfig = DataConfig()
+  optim: OptimConfig = OptimConfig()
+  mesh: MeshConfig = MeshConfig()
+  tokens: int = 1_000_000  # Training length in tokens (rounded down to whole steps).
+  batch_size: int = 32  # Rows per optimiser step (global, all devices together).
+  grad_accum: int = 1  # Micro-batches per step; batch_size must be a multiple of it.
+  seed: int = 0  # Parameter initialisation seed.
+  eval_every: int = 0  # Evaluate every N steps (0: only at the end).
+  checkpoint_every: int = 100  # Save a checkpoint every N steps (and at the end).
+  keep_checkpoints: int = 2  # Checkpoints kept on disk.
+  log_every: int = 10  # Steps between metric lines.
+  # Two-stage training: initialise the backbone from a P = 1 run directory or Hugging Face
+  # checkpoint folder; the prefix and aggregator start fresh.
+  init_from: str | None = None
+  freeze_backbone: bool = False  # Train only the prefix and aggregator (ParScale parameters).
+  export_final: bool = True  # Write the final model as a Hugging Face checkpoint (workdir/final).
+  tensorboard: bool = True  # Also write TensorBoard event files.
+
+  def __post_init__(self):
+    if self.batch_size % self.grad_accum:
+      raise ConfigError(f"batch_size={self.batch_size} is not a multiple of grad_accum={self.grad_accum}")
+    if self.steps < 1:
+      raise ConfigError(f"tokens={self.tokens} is less than one step "
+                        f"({self.batch_size} x {self.data.seq_len} tokens)")
+    if self.freeze_backbone and self.model.P == 1:
+      raise ConfigError("freeze_backbone needs model.P > 1 (P = 1 has no ParScale parameters)")
+
+  @property
+  def tokens_per_step(self) -> int:
+    return self.batch_size * self.data.seq_len
+
+  @property
+  def steps(self) -> int:
+    return self.tokens // self.tokens_per_step
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+  data = dict(data)
+  model = model_config_from_dict(data.pop("model", {}) or {})
+  config = from_dict(TrainConfig, {k: v for k, v in data.items()} | {"model": model})
+  return config
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+  return config_from_dict(apply_overrides(load_yaml(path), overrides))
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+  return to_dict(config)

@@ -1,0 +1,42 @@
+"""optax AdamW with warmup + cosine or warmup-stable-decay, clipping and a weight-decay mask."""
+from __future__ import annotations
+
+import jax
+import optax
+
+from parscale_jax.train.config import OptimConfig
+
+
+def lr_schedule(config: OptimConfig, steps: int) -> optax.Schedule:
+  warmup = int(round(config.warmup_fraction * steps))
+  final = config.lr * config.min_lr_ratio
+  if config.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(steps, warmup + 1), final)
+  if config.schedule == "constant":
+    return optax.warmup_constant_schedule(0.0, config.lr, max(warmup, 1))
+  decay = max(int(round(config.decay_fraction * steps)), 1)
+  stable = max(steps - warmup - decay, 0)
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, config.lr, max(warmup, 1)),
+       optax.constant_schedule(config.lr),
+       optax.linear_schedule(config.lr, final, decay)],
+      boundaries=[max(warmup, 1), max(warmup, 1) + stable])
+
+
+def decay_mask(params):
+  """Decay matrices only: not biases, norm scales, the prefix (a learned input, like an
+  embedding) or the embedding table."""
+  def keep(path, leaf):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if any(n in ("prefix_k", "prefix_v", "embedding") for n in names):
+      return False
+    return leaf.ndim >= 2
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(config: OptimConfig, steps: int) -> optax.GradientTransformation:
+  adamw = optax.adamw(lr_schedule(config, steps), b1=config.b1, b2=config.b2, eps=config.eps,
+                      weight_decay=config.weight_decay, mask=decay_mask)
+  if config.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
+  return adamw

@@ -1,0 +1,95 @@
+"""The offline corpus, tokenizer and grain pipeline: determinism, packing, resumable state."""
+import numpy as np
+import pytest
+
+from parscale_jax.configlib import ConfigError
+from parscale_jax.data.corpus import build_code_corpus, is_validation
+from parscale_jax.data.pipeline import DataConfig, train_dataset, validation_rows
+from parscale_jax.data.tokenizer import ByteTokenizer
+from parscale_jax.errors import UserError
+
+
+def test_stdlib_corpus_builds_once_with_fingerprint(data_dir):
+  builder = build_code_corpus("stdlib", data_dir)
+  fp = builder.info.metadata["fingerprint"]
+  assert fp["file_count"] > 500 and fp["bytes"] > 5e6
+  train, val = builder.info.splits["train"].num_examples, builder.info.splits["validation"].num_examples
+  assert 0.02 < val / (train + val) < 0.08
+  paths = {bytes(x["path"]).decode() for x in builder.as_data_source("validation")}
+  assert all(is_validation(p, 5) for p in paths)
+  assert not any("site-packages" in p for p in paths)
+  again = build_code_corpus("stdlib", data_dir)  # Reused, not rebuilt.
+  assert again.info.metadata["fingerprint"] == fp
+
+
+def test_byte_tokenizer_round_trip():
+  tok = ByteTokenizer()
+  ids = tok.encode("def f(x): return 'ü'\n")
+  assert ids.max() < 256 and tok.decode(ids) == "def f(x): return 'ü'\n"
+  assert tok.num_bytes(np.append(ids, tok.eos_id)) == len("def f(x): return 'ü'\n".encode())
+
+
+def test_pipeline_is_deterministic_and_resumes_exactly(data_dir):
+  config = DataConfig(data_dir=data_dir, seq_len=32, shuffle_window=64, val_tokens=256)
+  a, b = iter(train_dataset(config, 4)), iter(train_dataset(config, 4))
+  first = [next(a) for _ in range(20)]
+  for x in first:
+    np.testing.assert_array_equal(x, next(b))
+  assert first[0].shape == (4, 33) and first[0].dtype == np.int32
+  state = a.get_state()
+  expected = [next(a) for _ in range(30)]
+  c = iter(train_dataset(config, 4))
+  c.set_state(state)
+  for x in expected:
+    np.testing.assert_array_equal(x, next(c))
+  other = next(iter(train_dataset(DataConfig(data_dir=data_dir, seq_len=32, shuffle_window=64,
+                                             shuffle_seed=1), 4)))
+  assert not np.array_equal(other, first[0])
+
+
+def test_packing_concatenates_documents_with_eos(tmp_path):
+  docs = {"a.py": "x = 1\n", "b.py": "def f():\n    return 2\n", "c.py": "print('hello world')\n" * 3,
+          "d.py": "import os\n"}
+  for name, text in docs.items():
+    (tmp_path / "src" / name).parent.mkdir(exist_ok=True)
+    (tmp_path / "src" / name).write_text(text)
+  config = DataConfig(source=str(tmp_path / "src"), data_dir=str(tmp_path / "tfds"), seq_len=8,
+                      shuffle_window=1, val_percent=1, val_tokens=8)
+  ds = iter(train_dataset(config, 1))
+  # One epoch, in the shuffled document order: every row is 9 tokens of the concatenation.
+  stream = np.concatenate([next(ds)[0] for _ in range(12)])
+  tok = ByteTokenizer()
+  text = tok.decode(stream)
+  held_out = {bytes(x["path"]).decode() for x in build_code_corpus(
+      config.source, config.data_dir, 1).as_data_source("validation")}
+  assert len(held_out) == 1  # A tiny corpus still gets a validation split.
+  for name, doc in docs.items():
+    assert (doc in text) != (name in held_out)
+  assert np.sum(stream == tok.eos_id) >= 3  # Every document ends with end-of-document.
+
+
+def test_validation_rows_are_fixed(data_dir):
+  config = DataConfig(data_dir=data_dir, seq_len=32, val_tokens=640)
+  rows = validation_rows(config)
+  assert rows.shape == (20, 33)
+  np.testing.assert_array_equal(rows, validation_rows(config))
+  with pytest.raises(UserError, match="holds only"):
+    validation_rows(DataConfig(data_dir=data_dir, seq_len=32, val_tokens=10**9))
+
+
+def test_tfds_dataset_by_name_with_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  config = DataConfig(source="tfds:lm1b", data_dir=str(tmp_path), seq_len=16, val_split="test",
+                      shuffle_window=8, val_tokens=32)
+  with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+    batch = next(iter(train_dataset(config, 2)))
+    rows = validation_rows(config)
+  assert batch.shape == (2, 17) and rows.shape == (2, 17)
+  assert batch.max() <= 256
+
+
+def test_bad_data_configs():
+  with pytest.raises(ConfigError, match="seq_len"):
+    DataConfig(seq_len=1)
+  with pytest.raises(UserError, match="no files found"):
+    build_code_corpus("/nonexistent/dir/*.txt", "/tmp/unused")

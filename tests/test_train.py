@@ -1,0 +1,208 @@
+"""The trainer: end to end on the built-in corpus, exact resume after SIGKILL, NaN handling,
+two-stage and frozen-backbone starts, sharded = unsharded, bad configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from flax import nnx
+from safetensors.numpy import load_file
+
+from parscale_jax.configlib import ConfigError
+from parscale_jax.train import trainer
+from parscale_jax.train.config import config_from_dict, load_config
+from parscale_jax.train.trainer import train
+
+from conftest import REPO, tiny_train_dict
+
+
+def _cli(*args, **kw):
+  return subprocess.Popen([sys.executable, "-m", "parscale_jax.cli", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _write(tmp_path, config, name="config.yaml"):
+  path = tmp_path / name
+  path.write_text(yaml.safe_dump(config))
+  return path
+
+
+def test_train_end_to_end_loss_falls(tmp_path, data_dir):
+  config = config_from_dict(tiny_train_dict(data_dir, tensorboard=True, eval_every=10))
+  result = train(config, tmp_path / "run", progress=False)
+  assert result["status"] == "done"
+  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  losses = [l["loss"] for l in lines if "loss" in l]
+  assert len(losses) == 30 and np.mean(losses[:3]) > np.log(257) - 0.5
+  evals = [l["eval_loss"] for l in lines if "eval_loss" in l]
+  assert len(evals) == 3 and evals[-1] < evals[0] < np.log(257)
+  assert result["eval_loss"] == evals[-1] and result["eval_loss_sem"] > 0
+  assert result["eval_loss"] < 3.6  # From ln 257 = 5.55: the model learned byte statistics.
+  assert 0 < result["eval_bits_per_byte"] < 8
+  on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert on_disk == json.loads(json.dumps(result))
+  for key in ("run_id", "size", "N", "P", "tokens", "train_loss", "eval_loss", "eval_loss_sem",
+              "flops", "wall_seconds", "status"):
+    assert key in on_disk
+  assert list((tmp_path / "run" / "tensorboard").iterdir())
+  assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "30"]
+
+
+def test_resume_after_sigkill_is_exact(tmp_path, data_dir):
+  cfg = _write(tmp_path, tiny_train_dict(data_dir, checkpoint_every=5))
+  ref = _cli("train", str(cfg), "--workdir", str(tmp_path / "ref"), "--no-progress")
+  killed = _cli("train", str(cfg), "--workdir", str(tmp_path / "killed"), "--no-progress")
+  ckpt = tmp_path / "killed" / "checkpoints"
+  deadline = time.time() + 300
+  while not (ckpt.exists() and any(p.name.isdigit() and int(p.name) >= 10 for p in ckpt.iterdir())):
+    assert killed.poll() is None and time.time() < deadline, killed.communicate()
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  resumed = _cli("train", str(cfg), "--workdir", str(tmp_path / "killed"), "--no-progress")
+  out, err = resumed.communicate()
+  assert resumed.returncode == 0, err
+  ref_out, ref_err = ref.communicate()
+  assert ref.returncode == 0, ref_err
+  a = json.loads((tmp_path / "ref" / "result.json").read_text())
+  b = json.loads((tmp_path / "killed" / "result.json").read_text())
+  assert a["eval_loss"] == b["eval_loss"] and abs(a["train_loss"] - b["train_loss"]) <= 1e-6
+  wa = load_file(str(tmp_path / "ref" / "final" / "model.safetensors"))
+  wb = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
+  for k in wa:
+    np.testing.assert_array_equal(wa[k], wb[k])
+  steps = [json.loads(l)["step"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+           if "loss" in json.loads(l)]
+  assert steps == list(range(1, 31))  # No step lost or logged twice.
+
+
+def test_nan_loss_stops_with_failed_status_and_keeps_last_good_checkpoint(tmp_path, data_dir,
+                                                                           monkeypatch):
+  real = trainer.jit_train_step
+
+  def poisoned(*args, **kwargs):
+    step = real(*args, **kwargs)
+
+    def run(state, rows):
+      state, metrics = step(state, rows)
+      if int(state["step"]) >= 13:
+        metrics = dict(metrics, loss=jnp.float32(jnp.nan))
+      return state, metrics
+    return run
+
+  monkeypatch.setattr(trainer, "jit_train_step", poisoned)
+  config = config_from_dict(tiny_train_dict(data_dir, checkpoint_every=5))
+  result = train(config, tmp_path / "run", progress=False)
+  assert result["status"] == "failed" and result["reason"] == "loss is nan at step 13"
+  assert result["last_good_step"] == 10
+  saved = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert saved["status"] == "failed" and "nan" in saved["reason"]
+  assert (tmp_path / "run" / "checkpoints" / "10").exists()
+  assert not (tmp_path / "run" / "final").exists()
+
+
+def _p1_run(tmp_path, data_dir):
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 10)
+  base["model"] = {**base["model"], "P": 1}
+  train(config_from_dict(base), tmp_path / "p1", progress=False)
+  return tmp_path / "p1"
+
+
+def test_two_stage_and_frozen_backbone(tmp_path, data_dir):
+  p1 = _p1_run(tmp_path, data_dir)
+  p1_weights = load_file(str(p1 / "final" / "model.safetensors"))
+
+  # Two-stage start: the backbone equals the P = 1 checkpoint, the ParScale parameters are fresh.
+  config = config_from_dict(tiny_train_dict(data_dir, init_from=str(p1), tokens=8 * 32 * 5))
+  mesh = trainer.sharding.make_mesh(config.mesh)
+  optimizer = trainer.make_optimizer(config.optim, config.steps)
+  graphdef, _, shardings, create = trainer._init_state(config, mesh, optimizer)
+  state = trainer._fresh_state(config, create, shardings, optimizer, graphdef)
+  model = nnx.merge(graphdef, state["params"], state["frozen"])
+  np.testing.assert_array_equal(model.embed_tokens.embedding[...], p1_weights["model.embed_tokens.weight"])
+  np.testing.assert_array_equal(model.backbone.layers[1].mlp.up_proj.kernel[...],
+                                p1_weights["model.layers.1.mlp.up_proj.weight"].T)
+  from parscale_jax.model import create_model
+  scratch = create_model(config.model, seed=config.seed)
+  np.testing.assert_array_equal(model.prefix_k[...], scratch.prefix_k[...])
+  np.testing.assert_array_equal(model.aggregator.w1[...], scratch.aggregator.w1[...])
+
+  # Frozen backbone: after training, every backbone tensor is bit-identical; the prefix moved.
+  frozen_cfg = config_from_dict(tiny_train_dict(data_dir, init_from=str(p1), freeze_backbone=True,
+                                                tokens=8 * 32 * 5))
+  result = train(frozen_cfg, tmp_path / "frozen", progress=False)
+  assert result["status"] == "done"
+  after = load_file(str(tmp_path / "frozen" / "final" / "model.safetensors"))
+  for name, value in p1_weights.items():
+    np.testing.assert_array_equal(after[name], value)
+  assert np.abs(after["model.layers.0.self_attn.prefix_k"] - np.asarray(scratch.prefix_k[...])[:, 0]).max() > 0
+
+  with pytest.raises(ConfigError, match="hidden_size=32 in .* but 48"):
+    bad = tiny_train_dict(data_dir, init_from=str(p1))
+    bad["model"] = {**bad["model"], "hidden_size": 48}
+    train(config_from_dict(bad), tmp_path / "bad", progress=False)
+
+
+def test_sharded_step_equals_single_device(tmp_path, data_dir):
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 3, checkpoint_every=100, export_final=False)
+  single = train(config_from_dict(config), tmp_path / "one", progress=False)
+  sharded_cfg = dict(config, mesh={"data": 4, "fsdp": 2})
+  cfg_path = _write(tmp_path, sharded_cfg)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = _cli("train", str(cfg_path), "--workdir", str(tmp_path / "eight"), "--no-progress", env=env)
+  out, err = proc.communicate()
+  assert proc.returncode == 0, err
+  read = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+  one, eight = read("one"), read("eight")
+  assert len([r for r in one if "loss" in r]) == 3
+  for a, b in zip(one, eight):
+    for key in ("loss", "eval_loss", "grad_norm"):
+      if key in a:
+        assert abs(a[key] - b[key]) <= 1e-5, (key, a, b)
+  assert abs(single["eval_loss"] - json.loads(out.strip().splitlines()[-1])["eval_loss"]) <= 1e-5
+
+
+def test_bad_configs_are_refused_with_one_line(tmp_path, data_dir):
+  cases = {
+      "unknown.yaml": (tiny_train_dict(data_dir, optim={"lrr": 1.0}), "unknown key 'optim.lrr'"),
+      "type.yaml": (tiny_train_dict(data_dir, batch_size="eight"), "batch_size: expected an integer"),
+      "shape.yaml": (tiny_train_dict(data_dir, model={"num_heads": 3}), "does not divide"),
+      "accum.yaml": (tiny_train_dict(data_dir, grad_accum=3), "not a multiple of grad_accum"),
+  }
+  for name, (cfg, message) in cases.items():
+    proc = _cli("train", str(_write(tmp_path, cfg, name)), "--workdir", str(tmp_path / f"w-{name}"))
+    _, err = proc.communicate()
+    assert proc.returncode == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / f"w-{name}").exists()  # Nothing written for a refused config.
+  (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
+  proc = _cli("train", str(tmp_path / "broken.yaml"), "--workdir", str(tmp_path / "w"))
+  _, err = proc.communicate()
+  assert proc.returncode == 2 and "malformed YAML" in err
+  proc = _cli("train", str(_write(tmp_path, tiny_train_dict(data_dir))), "--workdir",
+              str(tmp_path / "w"), "--set", "nope=1")
+  _, err = proc.communicate()
+  assert proc.returncode == 2 and "unknown key 'nope'" in err
+
+
+def test_workdir_with_another_config_is_refused(tmp_path, data_dir):
+  train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 2)), tmp_path / "run", progress=False)
+  before = (tmp_path / "run" / "result.json").read_text()
+  with pytest.raises(ConfigError, match="different config"):
+    train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 4)), tmp_path / "run", progress=False)
+  assert (tmp_path / "run" / "result.json").read_text() == before
+
+
+def test_every_experiment_config_parses():
+  paths = sorted((REPO / "experiments").glob("*.yaml"))
+  assert paths
+  for path in paths:
+    load_config(path)
