@@ -1,0 +1,109 @@
+"""Fitting one group of points: the law, its uncertainty, extrapolation, and competing forms."""
+from __future__ import annotations
+
+import numpy as np
+
+from parscale_jax.analysis.law import FORMS, HUBER_DELTA, LawForm, r_squared
+from parscale_jax.analysis.optimize import bootstrap, fit_many, fit_point, polish
+from parscale_jax.analysis.tables import Points, check_fittable
+
+MULTIPLIER_P = (2, 4, 8)
+
+
+def point_weights(points: Points, mode: str):
+  """None, or weights ∝ 1/var(log loss) from the points' standard errors, normalised to mean 1."""
+  if mode == "none":
+    return None
+  if points.loss_sem is None or np.any(~np.isfinite(points.loss_sem)) or np.any(points.loss_sem <= 0):
+    from parscale_jax.errors import UserError
+    raise UserError("weights=sem needs a positive loss_sem for every point")
+  w = 1.0 / (points.loss_sem / points.loss) ** 2
+  return w / w.mean()
+
+
+def _warm_fit(form: LawForm, theta, N, P, L, weights):
+  theta, f = fit_many(form, theta[None], N, P, L, weights)
+  return polish(form, theta[0], N, P, L, weights)
+
+
+def held_out(form: LawForm, theta_full, points: Points, weights, mask_sets):
+  """Fits without each held-out set (warm-started at the full fit) and predicts it."""
+  errors = []
+  for held in mask_sets:
+    keep = ~held
+    w = None if weights is None else weights[keep]
+    theta, _ = _warm_fit(form, theta_full, points.N[keep], points.P[keep], points.loss[keep], w)
+    pred = form.predict(theta[None], points.N[held], points.P[held])[0]
+    errors.append(pred - points.loss[held])
+  return np.concatenate(errors)
+
+
+def extrapolation(form: LawForm, points: Points, weights) -> dict:
+  """Fit without the largest size (the full grid procedure) and predict it."""
+  size = points.size_index()
+  held = size == size.max()
+  keep = ~held
+  w = None if weights is None else weights[keep]
+  theta, _ = fit_point(form, points.N[keep], points.P[keep], points.loss[keep], w)
+  pred = form.predict(theta[None], points.N[held], points.P[held])[0]
+  err = pred - points.loss[held]
+  return {"held_out": "largest size", "params": dict(zip(form.names, theta.tolist())),
+          "points": [{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q)}
+                     for n, p, l, q in zip(points.N[held], points.P[held], points.loss[held], pred)],
+          "mean_abs_error": float(np.mean(np.abs(err))),
+          "max_abs_error": float(np.max(np.abs(err))),
+          "mean_rel_error": float(np.mean(np.abs(err) / points.loss[held]))}
+
+
+def compare_forms(points: Points, weights) -> dict:
+  """Each form's fit, R², AIC (Gaussian on log residuals) and leave-one-size-out error."""
+  size = points.size_index()
+  loso = [size == s for s in np.unique(size)]
+  out = {}
+  for name, form in FORMS.items():
+    theta, f = fit_point(form, points.N, points.P, points.loss, weights)
+    pred = form.predict(theta[None], points.N, points.P)[0]
+    rss = float(np.sum((np.log(pred) - np.log(points.loss)) ** 2))
+    n, k = len(points), len(form.names)
+    err = held_out(form, theta, points, weights, loso)
+    out[name] = {"formula": form.formula, "params": dict(zip(form.names, theta.tolist())),
+                 "objective": f, "r2": r_squared(pred, points.loss),
+                 "aic": float(n * np.log(rss / n) + 2 * k),
+                 "loso_rmse": float(np.sqrt(np.mean(err ** 2)))}
+  best_aic = min(out, key=lambda k: out[k]["aic"])
+  best_loso = min(out, key=lambda k: out[k]["loso_rmse"])
+  return {"forms": out, "best_by_aic": best_aic, "best_by_loso": best_loso}
+
+
+def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mode: str = "none",
+              seed: int = 0, compare: bool = True) -> dict:
+  """The paper's fit of one group, with bootstrap intervals, extrapolation and comparison."""
+  form = FORMS["parscale"]
+  check_fittable(name, points, len(form.names))
+  weights = point_weights(points, weights_mode)
+  theta, f = fit_point(form, points.N, points.P, points.loss, weights)
+  pred = form.predict(theta[None], points.N, points.P)[0]
+  result = dict(zip(form.names, theta.tolist()))
+  result.update(objective=f, r2=r_squared(pred, points.loss), n_points=len(points),
+                weights=weights_mode, huber_delta=HUBER_DELTA,
+                multiplier={str(p): float(theta[3] * np.log(p) + 1.0) for p in MULTIPLIER_P},
+                points=[{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q),
+                         **({"loss_sem": float(s)} if points.loss_sem is not None else {})}
+                        for n, p, l, q, s in zip(points.N, points.P, points.loss, pred,
+                                                 points.loss_sem if points.loss_sem is not None
+                                                 else [None] * len(points))])
+  if n_bootstrap:
+    samples = bootstrap(form, theta, points.N, points.P, points.loss, n_bootstrap, seed, weights)
+    lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
+    result["ci95"] = {k: [float(a), float(b)] for k, a, b in zip(form.names, lo, hi)}
+    mult = {str(p): samples[:, 3] * np.log(p) + 1.0 for p in MULTIPLIER_P}
+    result["multiplier_ci95"] = {p: [float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))]
+                                 for p, m in mult.items()}
+    result["k_excludes_zero"] = bool(lo[3] > 1e-6)
+    result["bootstrap"] = {"n": int(len(samples)), "requested": n_bootstrap, "seed": seed,
+                           "samples": np.round(samples, 8).tolist()}
+  if len(np.unique(points.size_index())) >= 3:
+    result["extrapolation"] = extrapolation(form, points, weights)
+    if compare:
+      result["comparison"] = compare_forms(points, weights)
+  return result

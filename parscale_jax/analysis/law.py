@@ -1,0 +1,98 @@
+"""The parallel scaling law and its competitors, as vectorised numpy functions.
+
+Every form maps parameters theta [S, K] (S candidate fits) and points N [M], P [M] to predicted
+losses [S, M]. N is the non-embedding parameter count, ParScale's own parameters included.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+HUBER_DELTA = 1e-3  # The paper's Huber threshold on log-loss residuals.
+LOWER_BOUND = 1e-8  # The paper's lower bound on every parameter.
+
+
+def _x(A, N, denominator):
+  return A * 1e9 / (N * denominator)
+
+
+def parscale(theta, N, P):
+  """L = E + (A·1e9 / (N·(k·ln P + 1)))^alpha — the paper's law."""
+  E, A, alpha, k = (theta[:, i:i + 1] for i in range(4))
+  return E + _x(A, N, k * np.log(P) + 1.0) ** alpha
+
+
+def diversity(theta, N, P):
+  """L = (A·1e9 / (N·P^(1/alpha)·DIVERSITY))^alpha + E, DIVERSITY = [(P-1)·rho + 1]^(-1/alpha):
+  the paper's theoretical form, i.e. E + (A·1e9/N)^alpha · ((P-1)·rho + 1) / P."""
+  E, A, alpha, rho = (theta[:, i:i + 1] for i in range(4))
+  return E + _x(A, N, 1.0) ** alpha * ((P - 1.0) * rho + 1.0) / P
+
+
+def power_in_p(theta, N, P):
+  """L = E + (A·1e9 / (N·P^gamma))^alpha — streams as a power of P."""
+  E, A, alpha, gamma = (theta[:, i:i + 1] for i in range(4))
+  return E + _x(A, N, P ** gamma) ** alpha
+
+
+def p_independent(theta, N, P):
+  """L = E + (A·1e9 / N)^alpha — streams bring nothing."""
+  E, A, alpha = (theta[:, i:i + 1] for i in range(3))
+  return E + _x(A, N, np.ones_like(P)) ** alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class LawForm:
+  name: str
+  names: tuple[str, ...]  # Parameter names, in theta order.
+  predict: Callable
+  grid: tuple[tuple[float, ...], ...]  # Starting values per parameter; all combinations are tried.
+  formula: str
+
+
+_E0 = tuple(np.exp([-1.0, -0.5, 0.0]))
+_A0 = tuple(np.exp([-4.0, -2.0, 0.0, 2.0, 4.0]))
+_ALPHA0 = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+FORMS: dict[str, LawForm] = {
+    "parscale": LawForm("parscale", ("E", "A", "alpha", "k"), parscale,
+                        (_E0, _A0, _ALPHA0, (0.2, 0.4, 0.6, 0.8)),
+                        "L = E + (A*1e9 / (N*(k*ln P + 1)))^alpha"),
+    "diversity": LawForm("diversity", ("E", "A", "alpha", "rho"), diversity,
+                         (_E0, _A0, _ALPHA0, (0.2, 0.4, 0.6, 0.8)),
+                         "L = (A*1e9 / (N*P^(1/alpha)*DIVERSITY))^alpha + E, "
+                         "DIVERSITY = [(P-1)*rho + 1]^(-1/alpha)"),
+    "power": LawForm("power", ("E", "A", "alpha", "gamma"), power_in_p,
+                     (_E0, _A0, _ALPHA0, (0.05, 0.1, 0.2, 0.4)),
+                     "L = E + (A*1e9 / (N*P^gamma))^alpha"),
+    "p_independent": LawForm("p_independent", ("E", "A", "alpha"), p_independent,
+                             (_E0, _A0, _ALPHA0), "L = E + (A*1e9 / N)^alpha"),
+}
+
+
+def start_grid(form: LawForm) -> np.ndarray:
+  """All combinations of the starting values, [S, K], clipped to the lower bound."""
+  mesh = np.meshgrid(*form.grid, indexing="ij")
+  return np.maximum(np.stack([m.reshape(-1) for m in mesh], axis=1), LOWER_BOUND)
+
+
+def huber(r, delta=HUBER_DELTA):
+  a = np.abs(r)
+  return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def objective(form: LawForm, theta, N, P, L, weights=None, delta=HUBER_DELTA):
+  """Summed Huber loss of log(prediction) - log(L), one value per row of theta; inf where the
+  prediction is not positive and finite."""
+  with np.errstate(all="ignore"):
+    pred = form.predict(np.atleast_2d(theta), N, P)
+    r = np.log(pred) - np.log(L)
+    terms = huber(r, delta) * (1.0 if weights is None else weights)
+    value = np.sum(terms, axis=-1)
+  return np.where(np.all(np.isfinite(r), axis=-1), value, np.inf)
+
+
+def r_squared(pred, L) -> float:
+  return float(1.0 - np.sum((L - pred) ** 2) / np.sum((L - np.mean(L)) ** 2))

@@ -1,0 +1,123 @@
+"""Plots of a fit.json: loss vs N per P, loss vs P per size, the multiplier with its band,
+residuals. Each is written as PNG and PDF; one panel per group."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from parscale_jax.analysis.results import FitResult  # noqa: E402
+
+
+def _panels(fit: FitResult, title: str):
+  groups = fit.groups
+  fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), squeeze=False)
+  fig.suptitle(title)
+  return fig, [(g, fit.doc["groups"][g], fit.law(g), ax) for g, ax in zip(groups, axes[0])]
+
+
+def _points(g):
+  pts = g["points"]
+  return (np.array([p["N"] for p in pts]), np.array([p["P"] for p in pts]),
+          np.array([p["loss"] for p in pts]), np.array([p["predicted"] for p in pts]))
+
+
+def _colors(values):
+  cmap = plt.get_cmap("viridis")
+  uniq = sorted(set(values))
+  return {v: cmap(i / max(len(uniq) - 1, 1)) for i, v in enumerate(uniq)}
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+  for ax in fig.axes:  # Log axes spanning one decade label minor ticks too; they collide.
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  fig.tight_layout()
+  paths = [out / f"{name}.png", out / f"{name}.pdf"]
+  for p in paths:
+    fig.savefig(p, dpi=130)
+  plt.close(fig)
+  return paths
+
+
+def loss_vs_n(fit, out):
+  fig, panels = _panels(fit, "Loss vs non-embedding parameters, per P (curves: fitted law)")
+  for name, g, law, ax in panels:
+    N, P, L, _ = _points(g)
+    colors = _colors(P)
+    grid = np.geomspace(N.min() / 1.3, N.max() * 1.3, 100)
+    for p in sorted(set(P)):
+      sel = P == p
+      ax.scatter(N[sel], L[sel], color=colors[p], label=f"P={p:g}", zorder=3)
+      ax.plot(grid, law.predict(grid, p), color=colors[p], lw=1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("N (non-embedding parameters)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{name}: k={law.k:.3f}, alpha={law.alpha:.3f}, E={law.E:.3f}")
+    ax.legend(fontsize=8)
+  return _save(fig, out, "loss_vs_N")
+
+
+def loss_vs_p(fit, out):
+  fig, panels = _panels(fit, "Loss vs P, per model size (curves: fitted law)")
+  from parscale_jax.analysis.tables import Points
+  for name, g, law, ax in panels:
+    N, P, L, _ = _points(g)
+    size = Points(N, P, L).size_index()
+    colors = _colors(size)
+    pgrid = np.geomspace(1, P.max(), 50)
+    for s in sorted(set(size)):
+      sel = size == s
+      ax.scatter(P[sel], L[sel], color=colors[s], zorder=3, label=f"N≈{N[sel].min():.3g}")
+      ax.plot(pgrid, law.predict(N[sel].min(), pgrid), color=colors[s], lw=1.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("P (parallel streams)")
+    ax.set_ylabel("loss")
+    ax.set_title(name)
+    ax.legend(fontsize=7)
+  return _save(fig, out, "loss_vs_P")
+
+
+def multiplier(fit, out):
+  fig, panels = _panels(fit, "Equivalent-parameter multiplier k·ln P + 1 (band: bootstrap 95 %)")
+  for name, g, law, ax in panels:
+    pgrid = np.linspace(1, 16, 100)
+    ax.plot(pgrid, law.multiplier(pgrid), color="C0", label=f"k={law.k:.3f}")
+    samples = np.asarray(g.get("bootstrap", {}).get("samples", []))
+    if samples.size:
+      band = samples[:, 3:4] * np.log(pgrid)[None] + 1.0
+      lo, hi = np.percentile(band, [2.5, 97.5], axis=0)
+      ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("P")
+    ax.set_ylabel("parameter multiplier")
+    ax.set_title(name)
+    ax.legend(fontsize=8)
+  return _save(fig, out, "multiplier")
+
+
+def residuals(fit, out):
+  fig, panels = _panels(fit, "Residuals: observed - fitted loss")
+  for name, g, law, ax in panels:
+    N, P, L, pred = _points(g)
+    colors = _colors(P)
+    for p in sorted(set(P)):
+      sel = P == p
+      ax.scatter(N[sel], L[sel] - pred[sel], color=colors[p], label=f"P={p:g}")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("N")
+    ax.set_ylabel("residual")
+    ax.set_title(f"{name}: R²={g['r2']:.4f}")
+    ax.legend(fontsize=8)
+  return _save(fig, out, "residuals")
+
+
+def plot_all(fit: FitResult, out: str | Path) -> list[Path]:
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  return [p for f in (loss_vs_n, loss_vs_p, multiplier, residuals) for p in f(fit, out)]

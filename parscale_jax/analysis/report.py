@@ -1,0 +1,49 @@
+"""A short markdown report of a fit.json."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _ci(g, key):
+  ci = g.get("ci95", {}).get(key)
+  return f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+
+
+def fit_markdown(doc: dict, plots_dir: str = ".") -> str:
+  lines = [f"Law: `{doc['law']}` (N: {doc['N']}). Source: `{doc['source']}`.", "",
+           "| group | points | E | A | alpha | k | objective | R² |", "|---|---|---|---|---|---|---|---|"]
+  for name, g in doc["groups"].items():
+    lines.append(f"| {name} | {g['n_points']} | {g['E']:.4g}{_ci(g, 'E')} | {g['A']:.4g}{_ci(g, 'A')} "
+                 f"| {g['alpha']:.4g}{_ci(g, 'alpha')} | {g['k']:.4g}{_ci(g, 'k')} "
+                 f"| {g['objective']:.4e} | {g['r2']:.4f} |")
+  lines += ["", "Brackets: bootstrap 95 % intervals.", "",
+            "Equivalent-parameter multiplier k·ln P + 1 (P streams are worth this many times the parameters):", "",
+            "| group | P=2 | P=4 | P=8 | k > 0 (95 %) |", "|---|---|---|---|---|"]
+  for name, g in doc["groups"].items():
+    cells = []
+    for p in ("2", "4", "8"):
+      ci = g.get("multiplier_ci95", {}).get(p)
+      cells.append(f"{g['multiplier'][p]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    lines.append(f"| {name} | {' | '.join(cells)} | {g.get('k_excludes_zero', 'n/a')} |")
+  for name, g in doc["groups"].items():
+    if "extrapolation" in g:
+      e = g["extrapolation"]
+      lines += ["", f"Extrapolation ({name}): fitted without the largest size, its losses are predicted "
+                f"with mean absolute error {e['mean_abs_error']:.4f} (max {e['max_abs_error']:.4f}, "
+                f"{100 * e['mean_rel_error']:.2f} % relative)."]
+    if "comparison" in g:
+      c = g["comparison"]
+      lines += ["", f"Competing forms ({name}); best by AIC: **{c['best_by_aic']}**, best held-out "
+                f"(leave one size out): **{c['best_by_loso']}**", "",
+                "| form | objective | R² | AIC | LOSO RMSE |", "|---|---|---|---|---|"]
+      for form, r in c["forms"].items():
+        lines.append(f"| {form} | {r['objective']:.4e} | {r['r2']:.4f} | {r['aic']:.2f} | {r['loso_rmse']:.4f} |")
+  lines += ["", f"![loss vs N]({plots_dir}/loss_vs_N.png)", f"![loss vs P]({plots_dir}/loss_vs_P.png)",
+            f"![multiplier]({plots_dir}/multiplier.png)", f"![residuals]({plots_dir}/residuals.png)"]
+  return "\n".join(lines) + "\n"
+
+
+def write_report(doc: dict, out: Path, title: str, preamble: str = "") -> Path:
+  path = Path(out) / "report.md"
+  path.write_text(f"# {title}\n\n{preamble}{fit_markdown(doc)}")
+  return path

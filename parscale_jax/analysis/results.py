@@ -1,0 +1,106 @@
+"""fit.json: writing it, and `load_fit`, which turns it back into a predictor.
+
+Format (version 1): {"version": 1, "law": formula, "source": input, "groups": {name: {E, A, alpha,
+k, objective, r2, n_points, multiplier, ci95, multiplier_ci95, k_excludes_zero, bootstrap,
+extrapolation, comparison, points}}}. E, A, alpha, k are the law's parameters (A in units of 1e9
+parameters), objective the summed Huber loss (delta 1e-3) of log residuals, r2 on the losses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from parscale_jax.analysis.law import FORMS
+from parscale_jax.errors import UserError
+
+VERSION = 1
+
+
+def fit_document(groups: dict, source: str) -> dict:
+  return {"version": VERSION, "law": FORMS["parscale"].formula, "source": source,
+          "N": "non-embedding parameters, ParScale's own included", "groups": groups}
+
+
+def write_fit(doc: dict, path: Path) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(doc, indent=1) + "\n")
+  tmp.replace(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedLaw:
+  """One group's fitted law."""
+
+  E: float
+  A: float
+  alpha: float
+  k: float
+  group: str = "all"
+
+  def predict(self, N, P):
+    """Predicted loss at non-embedding parameters N and P streams."""
+    N, P = np.asarray(N, float), np.asarray(P, float)
+    return self.E + (self.A * 1e9 / (N * (self.k * np.log(P) + 1.0))) ** self.alpha
+
+  def multiplier(self, P):
+    """k·ln P + 1: how many times the parameters P streams are worth."""
+    return self.k * np.log(np.asarray(P, float)) + 1.0
+
+  def equivalent_params(self, N, P):
+    """The parameter count that a single stream would need to match N parameters at P streams."""
+    return np.asarray(N, float) * self.multiplier(P)
+
+  def params_for_loss(self, loss, P=1):
+    """N at which P streams reach `loss` (inf where the loss is at or below E)."""
+    loss = np.asarray(loss, float)
+    with np.errstate(all="ignore"):
+      n = self.A * 1e9 / ((loss - self.E) ** (1.0 / self.alpha) * self.multiplier(P))
+    return np.where(loss > self.E, n, np.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+  doc: dict
+
+  @property
+  def groups(self) -> list[str]:
+    return list(self.doc["groups"])
+
+  def law(self, group: str | None = None) -> FittedLaw:
+    if group is None:
+      if len(self.groups) != 1:
+        raise UserError(f"fit has groups {self.groups}; name one")
+      group = self.groups[0]
+    if group not in self.doc["groups"]:
+      raise UserError(f"fit has no group {group!r} (groups: {', '.join(self.groups)})")
+    g = self.doc["groups"][group]
+    return FittedLaw(g["E"], g["A"], g["alpha"], g["k"], group)
+
+  def predict(self, N, P, group: str | None = None):
+    return self.law(group).predict(N, P)
+
+  def equivalent_params(self, N, P, group: str | None = None):
+    return self.law(group).equivalent_params(N, P)
+
+
+def load_fit(path: str | Path) -> FitResult:
+  """Reads a fit.json; a damaged or foreign file gets an error that names the problem."""
+  path = Path(path)
+  try:
+    doc = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise UserError(f"{path}: no such file") from None
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+  if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("groups"), dict):
+    raise UserError(f"{path}: not a version-{VERSION} fit.json (no 'version'/'groups')")
+  for name, g in doc["groups"].items():
+    for key in ("E", "A", "alpha", "k", "objective", "r2"):
+      if not isinstance(g.get(key), (int, float)) or not math.isfinite(g[key]):
+        raise UserError(f"{path}: group {name!r} has no valid {key!r}")
+  return FitResult(doc)

@@ -1,0 +1,120 @@
+"""Loss tables for fitting: CSV or JSON lines with N, P, loss (a sweep's results table as it is).
+
+Rows of a sweep table that are not `done` are skipped. Several seeds of one (group, N, P) point
+are averaged, and their standard error becomes the point's `loss_sem`.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from parscale_jax.analysis.data import paper_table
+from parscale_jax.errors import UserError
+
+REQUIRED = ("N", "P", "loss")
+
+
+@dataclasses.dataclass
+class Points:
+  """The points of one group."""
+
+  N: np.ndarray
+  P: np.ndarray
+  loss: np.ndarray
+  loss_sem: np.ndarray | None = None  # Standard error of each point's loss, where known.
+  seeds: np.ndarray | None = None  # Runs averaged into each point.
+
+  def __len__(self):
+    return len(self.N)
+
+  def size_index(self) -> np.ndarray:
+    """Which model size each point is: the rank of N among points with the same P (N grows a
+    little with P through ParScale's own parameters)."""
+    out = np.empty(len(self.N), int)
+    for p in np.unique(self.P):
+      idx = np.flatnonzero(self.P == p)
+      out[idx[np.argsort(self.N[idx])]] = np.arange(len(idx))
+    return out
+
+
+def _read_rows(path: Path) -> list[dict]:
+  if not path.exists():
+    raise UserError(f"{path}: no such file")
+  text = path.read_text()
+  if path.suffix in (".jsonl", ".json"):
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          raise UserError(f"{path}:{i}: malformed JSON line") from None
+    return rows
+  try:
+    return list(csv.DictReader(text.splitlines()))
+  except csv.Error as e:
+    raise UserError(f"{path}: malformed CSV ({e})") from None
+
+
+def _number(value, column: str, where: str) -> float:
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    raise UserError(f"{where}: column {column!r} has a non-number {value!r}") from None
+  if not math.isfinite(x):
+    raise UserError(f"{where}: column {column!r} is {value!r}")
+  return x
+
+
+def load_points(source: str | Path, group_by: str | None = None) -> dict[str, Points]:
+  """Groups of points from a table path, or from the paper's table for source == 'paper'."""
+  if str(source) == "paper":
+    rows, name, group_by = paper_table(), "paper table", group_by or "dataset"
+  else:
+    rows, name = _read_rows(Path(source)), str(source)
+  if not rows:
+    raise UserError(f"{name}: no rows")
+  missing = [c for c in REQUIRED + ((group_by,) if group_by else ()) if c not in rows[0]]
+  if missing:
+    raise UserError(f"{name}: missing column {missing[0]!r} (needs {', '.join(REQUIRED)})")
+  grouped: dict[str, dict[tuple[float, float], list]] = {}
+  for i, row in enumerate(rows, 1):
+    if row.get("status", "done") not in ("done", None, ""):
+      continue
+    where = f"{name} row {i}"
+    n, p, loss = (_number(row[c], c, where) for c in REQUIRED)
+    if n <= 0 or loss <= 0 or p < 1:
+      raise UserError(f"{where}: N and loss must be positive and P >= 1 (N={n}, P={p}, loss={loss})")
+    sem = row.get("loss_sem")
+    sem = _number(sem, "loss_sem", where) if sem not in (None, "") else None
+    group = str(row[group_by]) if group_by else "all"
+    grouped.setdefault(group, {}).setdefault((n, p), []).append((loss, sem))
+  if not grouped:
+    raise UserError(f"{name}: no finished runs to fit")
+  out = {}
+  for group, points in grouped.items():
+    keys = sorted(points)
+    losses = [np.array([x[0] for x in points[k]]) for k in keys]
+    given = [points[k][0][1] for k in keys]
+    sem = np.array([l.std(ddof=1) / math.sqrt(len(l)) if len(l) > 1 else (g if g is not None else np.nan)
+                    for l, g in zip(losses, given)])
+    out[group] = Points(N=np.array([k[0] for k in keys]), P=np.array([k[1] for k in keys]),
+                        loss=np.array([l.mean() for l in losses]),
+                        loss_sem=None if np.all(np.isnan(sem)) else sem,
+                        seeds=np.array([len(l) for l in losses]))
+  return out
+
+
+def check_fittable(group: str, points: Points, n_params: int) -> None:
+  if len(points) <= n_params:
+    raise UserError(f"group {group!r}: {len(points)} points for {n_params} parameters; "
+                    f"a fit needs more points than parameters")
+  if len(np.unique(points.P)) < 2:
+    raise UserError(f"group {group!r}: one P only ({points.P[0]:g}); k needs at least two values of P")
+  if len(np.unique(points.size_index())) < 2:
+    raise UserError(f"group {group!r}: one model size only; alpha needs at least two sizes")

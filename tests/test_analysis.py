@@ -1,0 +1,185 @@
+"""The scaling-law fit against the paper's published optimum, and its tooling."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from parscale_jax.analysis import load_fit
+from parscale_jax.analysis.cli import run_fit
+from parscale_jax.analysis.fitting import fit_group
+from parscale_jax.analysis.law import FORMS
+from parscale_jax.analysis.optimize import fit_point
+from parscale_jax.analysis.tables import Points, load_points
+from parscale_jax.errors import UserError
+
+PAPER = {"stack-v2-python": dict(E=0.691237, A=0.0113062, alpha=0.189371, k=0.393463,
+                                 objective=3.6767e-5, r2=0.9978),
+         "pile": dict(E=1.288766, A=0.197352, alpha=0.196333, k=0.334456,
+                      objective=1.8139e-5, r2=0.9987)}
+
+
+@pytest.fixture(scope="module")
+def paper_fit(tmp_path_factory):
+  out = tmp_path_factory.mktemp("paper")
+  doc = run_fit("paper", out, n_bootstrap=300, log=lambda s: None)
+  return out, doc
+
+
+def test_paper_fit_reaches_the_published_optimum(paper_fit):
+  _, doc = paper_fit
+  assert set(doc["groups"]) == set(PAPER)
+  for name, expected in PAPER.items():
+    got = doc["groups"][name]
+    for key in ("E", "A", "alpha", "k"):
+      assert abs(got[key] / expected[key] - 1) < 0.005, (name, key, got[key])
+    assert got["objective"] <= expected["objective"] + 1e-9
+    assert round(got["r2"], 4) == expected["r2"]
+    assert got["n_points"] == 24
+
+
+def test_bootstrap_intervals_and_multipliers(paper_fit):
+  _, doc = paper_fit
+  for name, g in doc["groups"].items():
+    for key in ("E", "A", "alpha", "k"):
+      lo, hi = g["ci95"][key]
+      assert lo <= g[key] <= hi and lo < hi
+    assert g["k_excludes_zero"]
+    for p in ("2", "4", "8"):
+      lo, hi = g["multiplier_ci95"][p]
+      assert lo <= g["multiplier"][p] <= hi
+      assert g["multiplier"][p] == pytest.approx(g["k"] * np.log(int(p)) + 1)
+    assert g["bootstrap"]["n"] >= 290
+
+
+def test_extrapolation_and_form_comparison(paper_fit):
+  _, doc = paper_fit
+  g = doc["groups"]["stack-v2-python"]
+  assert len(g["extrapolation"]["points"]) == 4  # The largest size at each P.
+  assert g["extrapolation"]["mean_rel_error"] < 0.02
+  forms = g["comparison"]["forms"]
+  assert set(forms) == set(FORMS)
+  assert forms["parscale"]["objective"] == pytest.approx(g["objective"], rel=1e-6)
+  # Streams matter on the paper's data: the P-independent law is the worst by far.
+  assert max(forms, key=lambda f: forms[f]["aic"]) == "p_independent"
+  assert g["comparison"]["best_by_aic"] == "parscale"
+
+
+def test_synthetic_law_is_recovered_and_ln_p_wins():
+  truth = np.array([[1.2, 0.05, 0.3, 0.5]])
+  N = np.repeat(np.geomspace(1e6, 3e7, 5), 4)
+  P = np.tile([1.0, 2.0, 4.0, 8.0], 5)
+  L = FORMS["parscale"].predict(truth, N, P)[0]
+  theta, f = fit_point(FORMS["parscale"], N, P, L)
+  np.testing.assert_allclose(theta, truth[0], rtol=1e-3)
+  assert f < 1e-12
+  noisy = L * np.exp(np.random.default_rng(0).normal(0, 2e-4, L.shape))
+  g = fit_group("synthetic", Points(N, P, noisy), n_bootstrap=100)
+  assert g["comparison"]["best_by_aic"] in ("parscale", "diversity")
+  assert abs(g["k"] - 0.5) < 0.05 and g["ci95"]["k"][0] <= g["k"] <= g["ci95"]["k"][1]
+
+
+def test_load_fit_predicts_and_inverts(paper_fit):
+  out, doc = paper_fit
+  fit = load_fit(out / "fit.json")
+  law = fit.law("pile")
+  for point in doc["groups"]["pile"]["points"]:
+    assert law.predict(point["N"], point["P"]) == pytest.approx(point["predicted"], rel=1e-12)
+  assert law.equivalent_params(1e9, 8) == pytest.approx(1e9 * (law.k * np.log(8) + 1))
+  n = law.params_for_loss(law.predict(2e9, 4), P=4)
+  assert n == pytest.approx(2e9, rel=1e-9)
+  # P streams at N predict the same loss as one stream at the equivalent N.
+  assert law.predict(law.equivalent_params(1e9, 4), 1) == pytest.approx(law.predict(1e9, 4))
+  with pytest.raises(UserError, match="no group"):
+    fit.law("c4")
+
+
+def test_plots_are_written(paper_fit, tmp_path):
+  out, _ = paper_fit
+  from parscale_jax.analysis.plots import plot_all
+  paths = plot_all(load_fit(out / "fit.json"), tmp_path)
+  names = {p.name for p in paths}
+  for stem in ("loss_vs_N", "loss_vs_P", "multiplier", "residuals"):
+    assert {f"{stem}.png", f"{stem}.pdf"} <= names
+  assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def _table(path, rows, header="N,P,loss"):
+  path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+  return path
+
+
+@pytest.mark.parametrize("rows, header, message", [
+    ([(1e6, 1, 2.0), (2e6, 2, 1.9), (3e6, 1, 1.8)], "N,P,loss", "3 points for 4 parameters"),
+    ([(1e6 * i, 1, 2.0 - 0.1 * i) for i in range(1, 7)], "N,P,loss", "one P only"),
+    ([(-1, 1, 2.0)], "N,P,loss", "must be positive"),
+    ([(1e6, 1, "nan")], "N,P,loss", "column 'loss' is 'nan'"),
+    ([(1e6, 1)], "N,P", "missing column 'loss'"),
+    ([(1e6, 1, "abc")], "N,P,loss", "non-number 'abc'"),
+])
+def test_bad_tables_are_refused(tmp_path, rows, header, message):
+  path = _table(tmp_path / "t.csv", rows, header)
+  with pytest.raises(UserError, match=message):
+    run_fit(str(path), tmp_path / "out", n_bootstrap=0, log=lambda s: None)
+  assert not (tmp_path / "out" / "fit.json").exists()
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
+  (tmp_path / "bad.jsonl").write_text('{"N": 1, "P": 1, "loss": 2}\n{"N": 2, "P"\n')
+  proc = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "fit", str(tmp_path / "bad.jsonl"),
+                         "--out", str(tmp_path / "out")], capture_output=True, text=True)
+  assert proc.returncode == 2 and "bad.jsonl:2: malformed JSON line" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+  (tmp_path / "fit.json").write_text('{"version": 1, "groups": {"a": {"E": 1}}}')
+  proc = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "plot", str(tmp_path / "fit.json")],
+                        capture_output=True, text=True)
+  assert proc.returncode == 2 and "no valid 'A'" in proc.stderr
+  with pytest.raises(UserError, match="not valid JSON"):
+    (tmp_path / "cut.json").write_text('{"version": 1, "groups": {')
+    load_fit(tmp_path / "cut.json")
+
+
+def test_sweep_table_with_seeds_and_sem_weights(tmp_path):
+  truth = np.array([[1.0, 0.02, 0.35, 0.4]])
+  rng = np.random.default_rng(1)
+  lines = []
+  for n in (1e5, 3e5, 1e6, 3e6):
+    for p in (1, 2, 4):
+      loss = FORMS["parscale"].predict(truth, np.array([n]), np.array([float(p)]))[0, 0]
+      for seed in (0, 1, 2):
+        lines.append({"run_id": f"n{n:g}-p{p}-s{seed}", "N": n, "P": p, "seed": seed,
+                      "loss": loss + rng.normal(0, 1e-3), "status": "done"})
+  lines.append({"run_id": "broken", "N": 1e5, "P": 8, "seed": 0, "loss": None, "status": "failed"})
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(l) + "\n" for l in lines))
+  points = load_points(path)["all"]
+  assert len(points) == 12 and set(points.seeds) == {3}
+  assert np.all(points.loss_sem > 0)
+  doc = run_fit(str(path), tmp_path / "out", n_bootstrap=100, weights="sem", log=lambda s: None)
+  g = doc["groups"]["all"]
+  assert g["weights"] == "sem" and abs(g["k"] - 0.4) < 0.2 and g["k_excludes_zero"]
+
+
+def test_analysis_notebooks_execute(tmp_path):
+  nbformat = pytest.importorskip("nbformat")
+  nbclient = pytest.importorskip("nbclient")
+  from conftest import REPO
+  notebooks = sorted((REPO / "analysis").glob("*.ipynb"))
+  assert notebooks
+  for path in notebooks:
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any(o.get("output_type") in ("display_data", "execute_result") for o in outputs)
+
+
+def test_committed_paper_fit_is_current(paper_fit):
+  from conftest import REPO
+  committed = load_fit(REPO / "analysis" / "results" / "paper" / "fit.json").doc
+  _, fresh = paper_fit
+  for name in PAPER:
+    for key in ("E", "A", "alpha", "k", "objective"):
+      assert committed["groups"][name][key] == pytest.approx(fresh["groups"][name][key], rel=1e-6)
