@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from parscale_jax.errors import UserError
@@ -46,21 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registrars():
   """Subcommands that live beside the code they run."""
-  import importlib
+  from parscale_jax.analysis import cli as analysis_cli
+  from parscale_jax.sweep import cli as sweep_cli
+  from parscale_jax.train import cli as train_cli
 
-  out = []
-  for module in ("parscale_jax.train.cli", "parscale_jax.sweep.cli", "parscale_jax.analysis.cli",
-                 "parscale_jax.cost.cli"):
-    try:
-      out.append(importlib.import_module(module).register)
-    except ModuleNotFoundError as e:
-      if e.name != module:
-        raise
-  return out
+  return [train_cli.register, sweep_cli.register, analysis_cli.register]
+
+
+def _enable_compilation_cache() -> None:
+  """Runs of a sweep, resumed runs and seeds repeat the same programs: cache compilations on disk.
+  The environment variable reaches sweep workers, which start jax afresh."""
+  import jax
+
+  path = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                               os.path.join(os.path.expanduser("~"), ".cache", "parscale_jax", "xla"))
+  jax.config.update("jax_compilation_cache_dir", path)
 
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  _enable_compilation_cache()
   try:
     args.func(args)
   except UserError as e:

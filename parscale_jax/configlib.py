@@ -117,8 +117,20 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def set_nested(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+  """Sets data[a][b] = value for the key "a.b", creating sections as needed."""
+  parts = dotted_key.strip().split(".")
+  node = data
+  for part in parts[:-1]:
+    node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+      raise ConfigError(f"key '{dotted_key}': '{part}' is not a section")
+  node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-  """Applies `a.b=value` overrides to a nested dict (a copy); `from_dict` later refuses unknown keys."""
+  """Applies `a.b=value` overrides to a copy of a nested dict; `from_dict` later refuses unknown
+  keys."""
   import copy
 
   data = copy.deepcopy(data)
@@ -126,15 +138,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     if "=" not in item:
       raise ConfigError(f"override '{item}' is not of the form key=value")
     key, text = item.split("=", 1)
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-      if not isinstance(node.get(part), dict):
-        node[part] = {} if part not in node else node[part]
-        if not isinstance(node[part], dict):
-          raise ConfigError(f"override '{key}': '{part}' is not a section")
-      node = node[part]
-    node[parts[-1]] = parse_value(text)
+    set_nested(data, key, parse_value(text))
   return data
 
 

@@ -1,7 +1,14 @@
 """Shared fixtures: paths to the golden checkpoints, tiny model configs."""
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Many tests (and the CLI processes they start) compile the same tiny programs: a persistent
+# compilation cache for the session turns the repeats into cache hits. Set before jax starts.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="parscale-test-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -102,6 +102,7 @@ def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5):
   """Builds (once) and returns the builder for `source`; later calls reuse the stored files."""
   data_dir = Path(os.path.expanduser(str(data_dir)))
   absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns about every custom config.
+  tfds.disable_progress_bar()
   builder = ParscaleCodeCorpus(config=CodeCorpusConfig(source=source, val_percent=val_percent),
                                data_dir=str(data_dir), file_format="array_record")
   if not builder.is_prepared():

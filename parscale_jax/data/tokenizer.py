@@ -36,12 +36,47 @@ class ByteTokenizer:
     return int(np.sum(np.asarray(ids) < 256))
 
 
+class HFTokenizer:
+  """A local Hugging Face `tokenizer.json` (e.g. Qwen2.5's, for the paper presets), read with the
+  `tokenizers` library (the `hf` extra); nothing is downloaded."""
+
+  def __init__(self, path: str):
+    import os
+
+    from tokenizers import Tokenizer as _Tokenizer
+
+    self.tok = _Tokenizer.from_file(os.path.expanduser(path))
+    self.vocab_size = self.tok.get_vocab_size()
+    eos = next((t for t in ("<|endoftext|>", "</s>", "<eos>") if self.tok.token_to_id(t) is not None), None)
+    self.eos_id = self.tok.token_to_id(eos) if eos else self.vocab_size - 1
+
+  def encode(self, text: str | bytes) -> np.ndarray:
+    text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+    return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def decode(self, ids) -> str:
+    return self.tok.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+  def num_bytes(self, ids: np.ndarray) -> int:
+    return len(self.decode(ids).encode("utf-8"))
+
+
 TOKENIZERS = {"byte": ByteTokenizer}
 
 
 def get_tokenizer(name: str) -> Tokenizer:
+  """`byte`, or `hf:PATH` for a local tokenizer.json."""
   from parscale_jax.configlib import ConfigError
 
+  if name.startswith("hf:"):
+    try:
+      return HFTokenizer(name[3:])
+    except ImportError:
+      raise ConfigError("data.tokenizer: hf:... needs the `tokenizers` package "
+                        "(pip install 'parscale-jax[hf]')") from None
+    except Exception as e:
+      raise ConfigError(f"data.tokenizer: cannot load {name[3:]}: {e}") from None
   if name not in TOKENIZERS:
-    raise ConfigError(f"data.tokenizer: unknown tokenizer '{name}' (known: {', '.join(TOKENIZERS)})")
+    raise ConfigError(f"data.tokenizer: unknown tokenizer '{name}' (known: {', '.join(TOKENIZERS)}, "
+                      f"hf:PATH)")
   return TOKENIZERS[name]()

@@ -86,6 +86,7 @@ PRESETS: dict[str, dict] = {
     "paper-4.4b": _paper(2560, 13824),
     "cpu-55k": _cpu(48, 2),
     "cpu-100k": _cpu(64, 2),
+    "cpu-230k": _cpu(80, 3),
     "cpu-330k": _cpu(96, 3),
     "cpu-790k": _cpu(128, 4),
     "cpu-1.8m": _cpu(192, 4),

@@ -1,0 +1,69 @@
+"""`parscale sweep run|status FILE [--results DIR]`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _results(args, spec) -> Path:
+  from parscale_jax.sweep.runner import default_results_dir
+  return Path(args.results) if args.results else default_results_dir(spec)
+
+
+def _run(args) -> None:
+  from parscale_jax.sweep.runner import run_sweep
+  from parscale_jax.sweep.spec import load_sweep
+
+  spec = load_sweep(args.file)
+  results = _results(args, spec)
+  rows = run_sweep(spec, results, executor=args.executor, address=args.address,
+                   retry_failed=args.retry_failed, progress=not args.no_progress,
+                   analyze=not args.no_analysis)
+  done = sum(r["status"] == "done" for r in rows)
+  print(f"{done}/{len(rows)} runs done")
+  print(f"table:  {results / 'table.csv'}")
+  if (results / "fit" / "fit.json").exists() and not args.no_analysis:
+    print(f"fit:    {results / 'fit' / 'fit.json'}")
+    print(f"plots:  {results / 'fit'}/*.png")
+  if not args.no_analysis:
+    print(f"report: {results / 'report.md'}")
+
+
+def _status(args) -> None:
+  from parscale_jax.sweep.runner import run_state
+  from parscale_jax.sweep.spec import load_sweep
+  from parscale_jax.sweep.table import read_result
+
+  spec = load_sweep(args.file)
+  results = _results(args, spec)
+  counts: dict[str, int] = {}
+  print(f"{'run':<48} {'status':<8} {'loss':>8}  detail")
+  for run in spec.runs:
+    state = run_state(results, run)
+    counts[state] = counts.get(state, 0) + 1
+    result = read_result(results / "runs" / run.run_id) or {}
+    loss = result.get("eval_loss")
+    detail = result.get("reason") or ""
+    ckpts = results / "runs" / run.run_id / "checkpoints"
+    if state == "pending" and ckpts.exists():
+      steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
+      detail = f"resumes from step {max(steps)}" if steps else detail
+    print(f"{run.run_id:<48} {state:<8} {loss if loss is None else format(loss, '.4f'):>8}  {detail}")
+  print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
+
+
+def register(sub) -> None:
+  sweep = sub.add_parser("sweep", help="run a grid of trainings over N x P, and fit the law")
+  verbs = sweep.add_subparsers(dest="verb", required=True)
+  run = verbs.add_parser("run", help="run (or resume) every run of a sweep file")
+  run.add_argument("file", help="sweep YAML, e.g. sweeps/quick.yaml")
+  run.add_argument("--results", help="results directory (default: results/<sweep name>)")
+  run.add_argument("--executor", choices=["local", "ray"], default="local")
+  run.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
+  run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+  run.add_argument("--no-progress", action="store_true")
+  run.add_argument("--no-analysis", action="store_true", help="skip the fit, plots and report")
+  run.set_defaults(func=_run)
+  status = verbs.add_parser("status", help="done / running / failed / pending per run")
+  status.add_argument("file")
+  status.add_argument("--results")
+  status.set_defaults(func=_status)

@@ -1,0 +1,102 @@
+"""Executing one run in a worker (a local process or a Ray task), under a per-run lock.
+
+This module imports no JAX at the top: a worker sets its thread limits before JAX starts.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+
+def limit_threads(threads: int, cpus: list[int] | None = None) -> None:
+  """Pins this process to `cpus` and keeps XLA's CPU thread pools to `threads` (before jax)."""
+  if cpus and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, cpus)
+  flags = os.environ.get("XLA_FLAGS", "")
+  if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+    flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  os.environ["XLA_FLAGS"] = flags.strip()
+  for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(threads)
+
+
+_worker_cpus: list[int] | None = None
+
+
+def init_worker(threads: int, cpu_queue) -> None:
+  """ProcessPoolExecutor initializer: each worker takes its own set of cores."""
+  global _worker_cpus
+  _worker_cpus = cpu_queue.get() if cpu_queue is not None else None
+  limit_threads(threads, _worker_cpus)
+
+
+class RunLock:
+  """An exclusive, non-blocking lock on a run's workdir; the OS drops it when the holder dies."""
+
+  def __init__(self, workdir: Path):
+    workdir.mkdir(parents=True, exist_ok=True)
+    self.file = open(workdir / ".lock", "a+")
+
+  def acquire(self) -> bool:
+    try:
+      fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return True
+    except BlockingIOError:
+      return False
+
+  def release(self) -> None:
+    fcntl.flock(self.file, fcntl.LOCK_UN)
+    self.file.close()
+
+
+def is_locked(workdir: Path) -> bool:
+  if not (workdir / ".lock").exists():
+    return False
+  lock = RunLock(workdir)
+  if lock.acquire():
+    lock.release()
+    return False
+  lock.file.close()
+  return True
+
+
+def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
+  """Trains one run of a sweep unless it is done, failed (without retry) or running elsewhere."""
+  from parscale_jax.sweep.table import read_result
+  from parscale_jax.train.metrics import write_json_atomic
+
+  results_dir = Path(results_dir)
+  workdir = results_dir / "runs" / run.run_id
+  lock = RunLock(workdir)
+  if not lock.acquire():
+    return {"run_id": run.run_id, "status": "running", "skipped": "locked by another process"}
+  try:
+    previous = read_result(workdir)
+    if previous and (previous.get("status") == "done" or
+                     (previous.get("status") == "failed" and not retry_failed)):
+      return dict(previous, skipped="finished before")
+    with open(workdir / "attempts.jsonl", "a") as f:
+      f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time()}) + "\n")
+    if run.init_from_run:
+      parent = read_result(results_dir / "runs" / run.init_from_run)
+      if not parent or parent.get("status") != "done":
+        raise RuntimeError(f"init_from run {run.init_from_run} has not finished")
+    from parscale_jax.train.trainer import train
+    return train(run.train_config(results_dir), workdir, run_id=run.run_id, progress=False)
+  except Exception as e:  # Any failure is recorded; the sweep goes on.
+    reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    result = dict(read_result(workdir) or {}, run_id=run.run_id, status="failed", reason=reason)
+    write_json_atomic(workdir / "result.json", result)
+    (workdir / "error.log").write_text(traceback.format_exc())
+    return result
+  finally:
+    lock.release()
+
+
+def execute_run_ray(run, results_dir: str, retry_failed: bool, threads: int) -> dict:
+  limit_threads(threads)
+  return execute_run(run, results_dir, retry_failed)

@@ -1,0 +1,115 @@
+"""Running a sweep: stages in order, runs in parallel workers (local processes or Ray tasks),
+the table after every finished run, then the fit, plots and report."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+from parscale_jax.sweep.executor import execute_run, execute_run_ray, init_worker, is_locked
+from parscale_jax.sweep.spec import SweepSpec
+from parscale_jax.sweep.table import read_result, write_table
+
+
+def default_results_dir(spec: SweepSpec) -> Path:
+  return Path("results") / spec.name
+
+
+def run_state(results_dir: Path, run) -> str:
+  """done / failed / running / pending."""
+  workdir = results_dir / "runs" / run.run_id
+  if is_locked(workdir):
+    return "running"
+  result = read_result(workdir)
+  if result and result.get("status") in ("done", "failed"):
+    return result["status"]
+  return "pending"
+
+
+def _prepare_data(spec: SweepSpec, results_dir: Path) -> None:
+  """Builds each corpus once here, so that workers never race to build it."""
+  from parscale_jax.data.corpus import build_code_corpus
+
+  seen = set()
+  for run in spec.runs:
+    data = run.train_config(results_dir).data
+    key = (data.source, data.data_dir, data.val_percent)
+    if key not in seen and not data.source.startswith("tfds:"):
+      seen.add(key)
+      build_code_corpus(data.source, data.data_dir, data.val_percent)
+
+
+def _local_pool(spec: SweepSpec, n_runs: int):
+  threads = max(1, spec.executor.threads_per_worker)
+  cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+  workers = spec.executor.workers or max(1, len(cores) // threads)
+  workers = max(1, min(workers, n_runs))
+  ctx = multiprocessing.get_context("spawn")
+  cpu_queue = ctx.Queue()
+  for i in range(workers):
+    cpu_queue.put([cores[(i * threads + j) % len(cores)] for j in range(threads)])
+  return cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                initargs=(threads, cpu_queue)), workers
+
+
+def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
+              address: str | None = None, retry_failed: bool = False, progress: bool = True,
+              analyze: bool = True, log=lambda s: print(s, file=sys.stderr)) -> list[dict]:
+  results_dir = Path(results_dir)
+  (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+  _prepare_data(spec, results_dir)
+  rows = write_table(results_dir, spec.runs)
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    finished = sum(r["status"] in ("done", "failed") for r in rows)
+    bar = tqdm(total=len(spec.runs), initial=finished, desc=f"sweep {spec.name}", unit="run")
+  ray = None
+  if executor == "ray":
+    import ray as ray_module
+    ray = ray_module
+    if not ray.is_initialized():
+      ray.init(address=address, log_to_driver=False)
+  try:
+    for stage in spec.stages:
+      todo = [r for r in spec.runs if r.stage == stage and
+              run_state(results_dir, r) in (("pending", "failed") if retry_failed else ("pending",))]
+      if not todo:
+        continue
+      for result in _execute(todo, spec, results_dir, retry_failed, ray):
+        write_table(results_dir, spec.runs)
+        if result.get("skipped"):
+          continue
+        if bar is not None:
+          bar.update(1)
+        loss = result.get("eval_loss")
+        log(f"{result['run_id']}: {result['status']}"
+            + (f" loss={loss:.4f}" if isinstance(loss, float) else "")
+            + (f" ({result['reason']})" if result.get("reason") else ""))
+  finally:
+    if bar is not None:
+      bar.close()
+  rows = write_table(results_dir, spec.runs)
+  if analyze:
+    from parscale_jax.sweep.analysis import analyze_sweep
+    analyze_sweep(spec, results_dir, rows, log=log)
+  return rows
+
+
+def _execute(todo, spec, results_dir, retry_failed, ray):
+  if ray is not None:
+    remote = ray.remote(num_cpus=spec.executor.threads_per_worker,
+                        num_gpus=spec.executor.gpus_per_run)(execute_run_ray)
+    pending = [remote.remote(r, str(results_dir), retry_failed, spec.executor.threads_per_worker)
+               for r in todo]
+    while pending:
+      ready, pending = ray.wait(pending, num_returns=1)
+      yield ray.get(ready[0])
+    return
+  pool, _ = _local_pool(spec, len(todo))
+  with pool:
+    futures = [pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo]
+    for future in cf.as_completed(futures):
+      yield future.result()

@@ -1,0 +1,164 @@
+"""Sweep files: a base experiment, grid axes, optional stages; expanded to runs with stable ids.
+
+    name: quick                      # results go to results/<name> unless --results is given
+    base: ../experiments/tiny.yaml   # the base experiment, relative to this file
+    set: {tokens: 300000}            # overrides for every run
+    grid:                            # the cartesian product of these axes
+      model.size: [cpu-55k, cpu-100k]
+      model.P: [1, 2, 4]
+    stages:                          # optional instead of set/grid: stages run in order
+      - {name: pretrain, grid: {...}, set: {...}}
+      - {name: continue, grid: {...}, set: {...}, init_from_stage: pretrain}
+    executor: {workers: 2, threads_per_worker: 1}
+    analysis: {bootstrap: 1000, group_by: stage, fit_stages: [...]}
+
+A run's id joins its grid values in sorted key order (`P=2_size=cpu-55k`), so ids do
+not depend on the order of the axes and stay the same when an axis gains values.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+from parscale_jax.configlib import ConfigError, from_dict, load_yaml, set_nested
+from parscale_jax.train.config import TrainConfig, config_from_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+  """How runs are executed locally."""
+
+  workers: int = 0  # Parallel worker processes; 0: cores // threads_per_worker.
+  threads_per_worker: int = 1  # CPU threads each worker's XLA may use.
+  gpus_per_run: float = 0.0  # Ray only: GPUs requested per run.
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+  """What happens after the runs: the fit, plots and report."""
+
+  bootstrap: int = 1000  # Bootstrap resamples of the fit.
+  fit_stages: tuple[str, ...] = ()  # Stages whose runs are fitted (default: every stage).
+  weights: str = "none"  # "sem": weight points by their standard error over seeds.
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+  name: str = "main"
+  grid: dict = dataclasses.field(default_factory=dict)
+  set: dict = dataclasses.field(default_factory=dict)
+  init_from_stage: str | None = None  # Start each run from the matching run of that stage.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  run_id: str
+  stage: str
+  values: dict  # Grid values of this run.
+  config: dict  # The full experiment config (before parsing).
+  init_from_run: str | None = None  # Run id whose workdir gives the backbone.
+
+  def train_config(self, results_dir: Path) -> TrainConfig:
+    config = copy.deepcopy(self.config)
+    if self.init_from_run:
+      config["init_from"] = str(results_dir / "runs" / self.init_from_run)
+    return config_from_dict(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+  name: str
+  path: Path
+  runs: tuple[RunSpec, ...]
+  stages: tuple[str, ...]
+  executor: ExecutorConfig
+  analysis: AnalysisConfig
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+
+
+def run_id(stage: str, values: dict) -> str:
+  parts = [f"{k.removeprefix('model.')}={v}" for k, v in sorted(values.items())]
+  body = ",".join(parts) if parts else "base"
+  return _ID_UNSAFE.sub("_", f"{stage}/{body}" if stage != "main" else body).replace("/", "--")
+
+
+def _grid(stage: str, grid: Any) -> list[dict]:
+  if not isinstance(grid, dict):
+    raise ConfigError(f"stage {stage!r}: grid must be a mapping of key to list of values")
+  for key, values in grid.items():
+    if not isinstance(values, list) or not values:
+      raise ConfigError(f"grid key '{key}': expected a non-empty list of values")
+    if len(set(map(repr, values))) != len(values):
+      raise ConfigError(f"grid key '{key}': repeated values")
+  keys = sorted(grid)
+  return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+  """Parses and fully validates a sweep file: every run's config is parsed here."""
+  path = Path(path)
+  raw = load_yaml(path)
+  known = {"name", "base", "set", "grid", "stages", "executor", "analysis", "description"}
+  unknown = sorted(set(raw) - known)
+  if unknown:
+    raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+  if "base" not in raw:
+    raise ConfigError(f"{path}: missing key 'base' (the experiment config the runs start from)")
+  base = load_yaml((path.parent / raw["base"]).resolve())
+  if "stages" in raw and ("grid" in raw or "set" in raw):
+    raise ConfigError(f"{path}: give either 'stages' or top-level 'grid'/'set', not both")
+  stage_dicts = raw.get("stages") or [{"name": "main", "grid": raw.get("grid", {}),
+                                       "set": raw.get("set", {})}]
+  if not isinstance(stage_dicts, list):
+    raise ConfigError(f"{path}: 'stages' must be a list")
+  stages = [from_dict(StageSpec, s, prefix=f"stages[{i}].") for i, s in enumerate(stage_dicts)]
+  names = [s.name for s in stages]
+  if len(set(names)) != len(names):
+    raise ConfigError(f"{path}: stage names repeat: {names}")
+  runs: list[RunSpec] = []
+  by_stage: dict[str, list[RunSpec]] = {}
+  for stage in stages:
+    if stage.init_from_stage is not None and stage.init_from_stage not in by_stage:
+      raise ConfigError(f"stage {stage.name!r}: init_from_stage {stage.init_from_stage!r} is not an "
+                        f"earlier stage")
+    for values in _grid(stage.name, stage.grid):
+      config = copy.deepcopy(base)
+      for key, value in {**stage.set, **values}.items():
+        set_nested(config, key, value)
+      rid = run_id(stage.name, values)
+      parent = None
+      if stage.init_from_stage:
+        parent = _matching_run(stage, values, by_stage[stage.init_from_stage])
+      spec = RunSpec(rid, stage.name, values, config, parent)
+      try:
+        spec.train_config(Path("."))
+      except ConfigError as e:
+        raise ConfigError(f"{path}: run {rid}: {e}") from None
+      runs.append(spec)
+      by_stage.setdefault(stage.name, []).append(spec)
+  ids = [r.run_id for r in runs]
+  if len(set(ids)) != len(ids):
+    raise ConfigError(f"{path}: two runs share an id; make the grids of the stages differ")
+  executor = from_dict(ExecutorConfig, raw.get("executor") or {}, prefix="executor.")
+  analysis = from_dict(AnalysisConfig, raw.get("analysis") or {}, prefix="analysis.")
+  bad = [s for s in analysis.fit_stages if s not in names]
+  if bad:
+    raise ConfigError(f"{path}: analysis.fit_stages names unknown stage {bad[0]!r}")
+  return SweepSpec(raw.get("name") or path.stem, path, tuple(runs), tuple(names), executor, analysis)
+
+
+def _matching_run(stage: StageSpec, values: dict, candidates: list[RunSpec]) -> str:
+  """The run of the earlier stage whose grid values agree on every shared axis but model.P."""
+  shared = lambda r: all(r.values[k] == v for k, v in values.items()
+                         if k in r.values and k != "model.P")
+  matches = [r for r in candidates if shared(r)]
+  if len(matches) != 1:
+    raise ConfigError(f"stage {stage.name!r}: run {values} matches {len(matches)} runs of stage "
+                      f"{stage.init_from_stage!r}; it needs exactly one")
+  return matches[0].run_id

@@ -1,0 +1,59 @@
+"""The sweep's results table: one row per run, rebuilt from each run's result.json and written
+atomically (CSV and JSON lines), so a kill never leaves a truncated row."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from parscale_jax.sweep.spec import RunSpec
+
+COLUMNS = ("run_id", "stage", "size", "N", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
+           "eval_bits_per_byte", "flops", "wall_seconds", "status", "reason")
+
+
+def read_result(workdir: Path) -> dict | None:
+  path = workdir / "result.json"
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return None  # Cut by a kill mid-write of an older version; the run is redone.
+
+
+def table_row(run: RunSpec, result: dict | None) -> dict:
+  result = result or {}
+  row = {"run_id": run.run_id, "stage": run.stage, "size": result.get("size"),
+         "N": result.get("N"), "P": result.get("P", run.values.get("model.P")),
+         "seed": result.get("seed", run.values.get("seed")), "tokens": result.get("tokens"),
+         "loss": result.get("eval_loss"), "loss_sem": result.get("eval_loss_sem"),
+         "train_loss": result.get("train_loss"), "eval_bits_per_byte": result.get("eval_bits_per_byte"),
+         "flops": result.get("flops"), "wall_seconds": result.get("wall_seconds"),
+         "status": result.get("status", "pending"), "reason": result.get("reason")}
+  if row["status"] == "running":  # A result.json written at start by a run that was stopped.
+    row["status"] = "pending"
+  for key, value in run.values.items():  # Grid axes as their own columns.
+    row.setdefault(f"grid.{key}", value)
+  return row
+
+
+def _atomic_write(path: Path, text: str) -> None:
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def write_table(results_dir: Path, runs: tuple[RunSpec, ...]) -> list[dict]:
+  rows = [table_row(r, read_result(results_dir / "runs" / r.run_id)) for r in runs]
+  columns = list(COLUMNS) + sorted({k for row in rows for k in row} - set(COLUMNS))
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+  _atomic_write(results_dir / "table.csv", buf.getvalue())
+  _atomic_write(results_dir / "table.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+  return rows

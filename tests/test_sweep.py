@@ -1,0 +1,172 @@
+"""The sweep runner: expansion, stable ids, skip-and-resume after SIGKILL, failures, the lock,
+the Ray executor against a local head, and every shipped sweep file."""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from parscale_jax.configlib import ConfigError
+from parscale_jax.sweep.spec import load_sweep, run_id
+
+from conftest import REPO, tiny_train_dict
+
+
+def _sweep_file(tmp_path, data_dir, name="s", **extra):
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 8, checkpoint_every=2, log_every=1)
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": name, "base": "base.yaml",
+           "grid": {"model.hidden_size": [32, 48], "model.P": [1, 2]},
+           "executor": {"workers": 2}, "analysis": {"bootstrap": 20}}
+  sweep.update(extra)
+  path = tmp_path / f"{name}.yaml"
+  path.write_text(yaml.safe_dump(sweep))
+  return path
+
+
+def _cli(*args, **kw):
+  return subprocess.Popen([sys.executable, "-m", "parscale_jax.cli", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _table(results):
+  rows = [json.loads(l) for l in (results / "table.jsonl").read_text().splitlines()]
+  return {r["run_id"]: r for r in rows}
+
+
+def test_grid_expansion_and_stable_ids(tmp_path, data_dir):
+  spec = load_sweep(_sweep_file(tmp_path, data_dir))
+  assert len(spec.runs) == 4
+  ids = {r.run_id for r in spec.runs}
+  assert "P=2_hidden_size=48" in ids
+  # Axis order does not change ids.
+  reordered = _sweep_file(tmp_path, data_dir, name="r", grid={"model.P": [1, 2], "model.hidden_size": [32, 48]})
+  assert {r.run_id for r in load_sweep(reordered).runs} == ids
+  assert run_id("main", {"model.P": 4, "seed": 1}) == "P=4_seed=1"
+  run = next(r for r in spec.runs if r.run_id == "P=2_hidden_size=48")
+  config = run.train_config(tmp_path)
+  assert config.model.hidden_size == 48 and config.model.P == 2
+
+
+def test_every_shipped_sweep_parses():
+  paths = sorted((REPO / "sweeps").glob("*.yaml"))
+  assert {p.name for p in paths} >= {"quick.yaml", "cpu.yaml", "paper_stack_v2.yaml",
+                                     "paper_pile.yaml", "two_stage.yaml"}
+  for path in paths:
+    spec = load_sweep(path)
+    assert spec.runs
+  quick = load_sweep(REPO / "sweeps" / "quick.yaml")
+  assert len({r.values["model.size"] for r in quick.runs}) >= 3
+  assert {r.values["model.P"] for r in quick.runs} >= {1, 2, 4}
+  cpu = load_sweep(REPO / "sweeps" / "cpu.yaml")
+  assert len({r.values["model.size"] for r in cpu.runs}) >= 4
+  assert {r.values["model.P"] for r in cpu.runs} == {1, 2, 4, 8}
+  two = load_sweep(REPO / "sweeps" / "two_stage.yaml")
+  continued = [r for r in two.runs if r.init_from_run]
+  assert continued and all(r.train_config(REPO).model.P > 1 for r in continued)
+  for paper in ("paper_stack_v2.yaml", "paper_pile.yaml"):
+    spec = load_sweep(REPO / "sweeps" / paper)
+    assert len(spec.runs) == 24
+    assert all(r.train_config(REPO).tokens == 42_000_000_000 for r in spec.runs)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grdi": {}}, "unknown key 'grdi'"),
+    ({"grid": {"model.sise": [1]}}, "unknown key 'model.sise'"),
+    ({"grid": {"model.P": 2}}, "grid key 'model.P': expected a non-empty list"),
+    ({"executor": {"workerz": 1}}, "unknown key 'executor.workerz'"),
+])
+def test_malformed_sweep_files_name_the_key(tmp_path, data_dir, change, message):
+  path = _sweep_file(tmp_path, data_dir, **change)
+  with pytest.raises(ConfigError, match=message):
+    load_sweep(path)
+  proc = _cli("sweep", "run", str(path), "--results", str(tmp_path / "res"))
+  _, err = proc.communicate()
+  assert proc.returncode == 2 and message in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "res").exists()
+
+
+def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
+  path = _sweep_file(tmp_path, data_dir)
+  ref = _cli("sweep", "run", str(path), "--results", str(tmp_path / "ref"), "--no-progress",
+             "--no-analysis")
+  rng = random.Random(0)
+  for _ in range(2):  # Killed twice at random moments, while runs are training.
+    victim = _cli("sweep", "run", str(path), "--results", str(tmp_path / "killed"), "--no-progress",
+                  "--no-analysis", start_new_session=True)
+    time.sleep(rng.uniform(15, 30))
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+  final = _cli("sweep", "run", str(path), "--results", str(tmp_path / "killed"), "--no-progress",
+               "--no-analysis")
+  out, err = final.communicate()
+  assert final.returncode == 0, err
+  assert ref.wait() == 0
+  a, b = _table(tmp_path / "ref"), _table(tmp_path / "killed")
+  assert a.keys() == b.keys() and len(a) == 4
+  for rid in a:
+    assert a[rid]["status"] == b[rid]["status"] == "done"
+    assert a[rid]["loss"] == b[rid]["loss"] and abs(a[rid]["train_loss"] - b[rid]["train_loss"]) <= 1e-6
+  # Running it again changes nothing: every run is skipped.
+  again = _cli("sweep", "run", str(path), "--results", str(tmp_path / "killed"), "--no-progress",
+               "--no-analysis")
+  again.communicate()
+  assert _table(tmp_path / "killed") == b
+  status = _cli("sweep", "status", str(path), "--results", str(tmp_path / "killed"))
+  out, _ = status.communicate()
+  assert "done: 4" in out
+
+
+def test_failing_run_is_recorded_and_others_finish_with_two_processes(tmp_path, data_dir):
+  # One run points its two-stage init at a directory that does not exist: it fails at run time.
+  path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2],
+                                               "init_from": [None, str(tmp_path / "missing")]})
+  procs = [_cli("sweep", "run", str(path), "--results", str(tmp_path / "res"), "--no-progress")
+           for _ in range(2)]  # Two sweep processes on one results directory.
+  for proc in procs:
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+  rows = _table(tmp_path / "res")
+  failed = [r for r in rows.values() if r["status"] == "failed"]
+  assert len(failed) == 2 and all("neither a finished run directory" in r["reason"] for r in failed)
+  assert sum(r["status"] == "done" for r in rows.values()) == 2
+  for rid in rows:  # The lock: every run was attempted exactly once.
+    attempts = (tmp_path / "res" / "runs" / rid / "attempts.jsonl").read_text().splitlines()
+    assert len(attempts) == 1, rid
+  report = (tmp_path / "res" / "report.md").read_text()
+  assert "failed" in report and "No fit" in report
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_ray_executor_against_a_local_head(tmp_path, data_dir):
+  pytest.importorskip("ray")
+  ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+  assert ray_bin, "ray CLI not found"
+  port = _free_port()
+  env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+  start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                         capture_output=True, text=True, env=env, timeout=180)
+  assert start.returncode == 0, start.stderr
+  try:
+    path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2]})
+    proc = _cli("sweep", "run", str(path), "--results", str(tmp_path / "res"), "--executor", "ray",
+                "--address", f"127.0.0.1:{port}", "--no-progress", env=env)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    rows = _table(tmp_path / "res")
+    assert len(rows) == 2 and all(r["status"] == "done" and r["loss"] < 5.5 for r in rows.values())
+  finally:
+    subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
