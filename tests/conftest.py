@@ -9,6 +9,12 @@ import pytest
 # compilation cache for the session turns the repeats into cache hits. Set before jax starts.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="parscale-test-xla-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Partitionable threefry (jax's default, right for sharded initialisation at scale) compiles
+# parameter initialisation ~3x slower on CPU; the tests, which compare runs made under the same
+# setting (CLI subprocesses inherit it), use the classic variant to stay within their time budget.
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
+# Tests run tiny programs once: XLA's backend optimisations cost more compile time than they save.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

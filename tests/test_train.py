@@ -55,6 +55,11 @@ def test_train_end_to_end_loss_falls(tmp_path, data_dir):
   assert list((tmp_path / "run" / "tensorboard").iterdir())
   assert (tmp_path / "run" / "final" / "model.safetensors").exists()
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "30"]
+  # The same workdir with another config is refused, and nothing in it changes.
+  before = (tmp_path / "run" / "result.json").read_text()
+  with pytest.raises(ConfigError, match="different config"):
+    train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 4)), tmp_path / "run", progress=False)
+  assert (tmp_path / "run" / "result.json").read_text() == before
 
 
 def test_resume_after_sigkill_is_exact(tmp_path, data_dir):
@@ -111,7 +116,7 @@ def test_nan_loss_stops_with_failed_status_and_keeps_last_good_checkpoint(tmp_pa
 
 
 def _p1_run(tmp_path, data_dir):
-  base = tiny_train_dict(data_dir, tokens=8 * 32 * 10)
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 4)
   base["model"] = {**base["model"], "P": 1}
   train(config_from_dict(base), tmp_path / "p1", progress=False)
   return tmp_path / "p1"
@@ -138,7 +143,7 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir):
 
   # Frozen backbone: after training, every backbone tensor is bit-identical; the prefix moved.
   frozen_cfg = config_from_dict(tiny_train_dict(data_dir, init_from=str(p1), freeze_backbone=True,
-                                                tokens=8 * 32 * 5))
+                                                tokens=8 * 32 * 3, model={"dtype": "bfloat16"}))
   result = train(frozen_cfg, tmp_path / "frozen", progress=False)
   assert result["status"] == "done"
   after = load_file(str(tmp_path / "frozen" / "final" / "model.safetensors"))
@@ -152,26 +157,51 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir):
     train(config_from_dict(bad), tmp_path / "bad", progress=False)
 
 
-def test_sharded_step_equals_single_device(tmp_path, data_dir):
-  config = tiny_train_dict(data_dir, tokens=8 * 32 * 3, checkpoint_every=100, export_final=False)
-  single = train(config_from_dict(config), tmp_path / "one", progress=False)
-  sharded_cfg = dict(config, mesh={"data": 4, "fsdp": 2})
-  cfg_path = _write(tmp_path, sharded_cfg)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = _cli("train", str(cfg_path), "--workdir", str(tmp_path / "eight"), "--no-progress", env=env)
-  out, err = proc.communicate()
-  assert proc.returncode == 0, err
-  read = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-  one, eight = read("one"), read("eight")
-  assert len([r for r in one if "loss" in r]) == 3
-  for a, b in zip(one, eight):
-    for key in ("loss", "eval_loss", "grad_norm"):
-      if key in a:
-        assert abs(a[key] - b[key]) <= 1e-5, (key, a, b)
-  assert abs(single["eval_loss"] - json.loads(out.strip().splitlines()[-1])["eval_loss"]) <= 1e-5
+SHARDED_SCRIPT = """
+import json, sys
+import jax
+from parscale_jax.data.pipeline import train_dataset
+from parscale_jax.train import sharding, trainer
+from parscale_jax.train.config import MeshConfig, config_from_dict
+
+config = config_from_dict(json.loads(sys.argv[1]))
+rows = next(iter(train_dataset(config.data, config.batch_size)))
+out = {}
+for name, devices, mesh_config in [("one", jax.devices()[:1], MeshConfig(1, 1)),
+                                   ("eight", jax.devices(), MeshConfig(4, 2))]:
+  mesh = sharding.make_mesh(mesh_config, devices)
+  optimizer = trainer.make_optimizer(config.optim, config.steps)
+  graphdef, _, shardings, create = trainer._init_state(config, mesh, optimizer)
+  state = trainer._fresh_state(config, create, shardings, optimizer, graphdef)
+  specs = {str(l.sharding.spec) for l in jax.tree.leaves(state["params"])}
+  step = trainer.jit_train_step(graphdef, optimizer, shardings, sharding.batch_sharding(mesh),
+                                sharding.replicated(mesh))
+  losses = []
+  for _ in range(3):
+    state, metrics = step(state, jax.device_put(rows[None], sharding.batch_sharding(mesh)))
+    losses.append([float(metrics["loss"]), float(metrics["grad_norm"])])
+  out[name] = {"losses": losses, "specs": sorted(specs), "devices": len(mesh.devices.flat)}
+print(json.dumps(out))
+"""
 
 
-def test_bad_configs_are_refused_with_one_line(tmp_path, data_dir):
+def test_sharded_step_equals_single_device(data_dir):
+  config = tiny_train_dict(data_dir)
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") +
+             " --xla_force_host_platform_device_count=8")
+  proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, json.dumps(config)], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["one"]["devices"] == 1 and out["eight"]["devices"] == 8
+  assert any("fsdp" in spec for spec in out["eight"]["specs"])  # Parameters really are sharded.
+  for (loss1, norm1), (loss8, norm8) in zip(out["one"]["losses"], out["eight"]["losses"]):
+    assert abs(loss1 - loss8) <= 1e-5 and abs(norm1 - norm8) <= 1e-4
+  assert out["one"]["losses"][2][0] < out["one"]["losses"][0][0]
+
+
+def test_bad_configs_are_refused_with_one_line(tmp_path, data_dir, capsys):
+  from parscale_jax.cli import main
   cases = {
       "unknown.yaml": (tiny_train_dict(data_dir, optim={"lrr": 1.0}), "unknown key 'optim.lrr'"),
       "type.yaml": (tiny_train_dict(data_dir, batch_size="eight"), "batch_size: expected an integer"),
@@ -179,26 +209,22 @@ def test_bad_configs_are_refused_with_one_line(tmp_path, data_dir):
       "accum.yaml": (tiny_train_dict(data_dir, grad_accum=3), "not a multiple of grad_accum"),
   }
   for name, (cfg, message) in cases.items():
-    proc = _cli("train", str(_write(tmp_path, cfg, name)), "--workdir", str(tmp_path / f"w-{name}"))
-    _, err = proc.communicate()
-    assert proc.returncode == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code = main(["train", str(_write(tmp_path, cfg, name)), "--workdir", str(tmp_path / f"w-{name}")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / f"w-{name}").exists()  # Nothing written for a refused config.
   (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
-  proc = _cli("train", str(tmp_path / "broken.yaml"), "--workdir", str(tmp_path / "w"))
-  _, err = proc.communicate()
-  assert proc.returncode == 2 and "malformed YAML" in err
+  assert main(["train", str(tmp_path / "broken.yaml"), "--workdir", str(tmp_path / "w")]) == 2
+  assert "malformed YAML" in capsys.readouterr().err
+  # The installed command line exits non-zero with the same one line.
   proc = _cli("train", str(_write(tmp_path, tiny_train_dict(data_dir))), "--workdir",
               str(tmp_path / "w"), "--set", "nope=1")
   _, err = proc.communicate()
-  assert proc.returncode == 2 and "unknown key 'nope'" in err
-
-
-def test_workdir_with_another_config_is_refused(tmp_path, data_dir):
-  train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 2)), tmp_path / "run", progress=False)
-  before = (tmp_path / "run" / "result.json").read_text()
-  with pytest.raises(ConfigError, match="different config"):
-    train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 4)), tmp_path / "run", progress=False)
-  assert (tmp_path / "run" / "result.json").read_text() == before
+  assert proc.returncode == 2 and err.strip().endswith("unknown key 'nope' (known: batch_size, "
+                                                      "checkpoint_every, data, eval_every, export_final, "
+                                                      "freeze_backbone, grad_accum, init_from, "
+                                                      "keep_checkpoints, log_every, mesh, model, optim, "
+                                                      "seed, tensorboard, tokens)")
 
 
 def test_every_experiment_config_parses():

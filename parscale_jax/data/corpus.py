@@ -7,6 +7,7 @@ relative path, so the split is stable when files are added. Built once per data 
 """
 from __future__ import annotations
 
+import fcntl
 import glob as globlib
 import hashlib
 import os
@@ -103,9 +104,16 @@ def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5):
   data_dir = Path(os.path.expanduser(str(data_dir)))
   absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns about every custom config.
   tfds.disable_progress_bar()
-  builder = ParscaleCodeCorpus(config=CodeCorpusConfig(source=source, val_percent=val_percent),
-                               data_dir=str(data_dir), file_format="array_record")
+  data_dir.mkdir(parents=True, exist_ok=True)
+  make = lambda: ParscaleCodeCorpus(config=CodeCorpusConfig(source=source, val_percent=val_percent),
+                                    data_dir=str(data_dir), file_format="array_record")
+  builder = make()
   if not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(verify_ssl=False))
+    # Several processes (sweep workers, concurrent sweeps) may ask at once: one builds, the
+    # others wait for it and then read what it built.
+    with open(data_dir / f".build-{config_name(source)}.lock", "a") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      builder = make()
+      if not builder.is_prepared():
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
   return builder

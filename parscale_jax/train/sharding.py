@@ -30,13 +30,14 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def make_mesh(config: MeshConfig) -> Mesh:
-  n = jax.device_count()
+def make_mesh(config: MeshConfig, devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else list(devices)
+  n = len(devices)
   fsdp = config.fsdp
   data = config.data if config.data > 0 else n // fsdp
   if fsdp < 1 or data * fsdp != n:
     raise ConfigError(f"mesh: data={config.data} x fsdp={fsdp} does not use the {n} devices")
-  return Mesh(np.asarray(jax.devices()).reshape(data, fsdp), ("data", "fsdp"))
+  return Mesh(np.asarray(devices).reshape(data, fsdp), ("data", "fsdp"))
 
 
 def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
