@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _registrars():
   """Subcommands that live beside the code they run."""
   from parscale_jax.analysis import cli as analysis_cli
+  from parscale_jax.cost import cli as cost_cli
   from parscale_jax.sweep import cli as sweep_cli
   from parscale_jax.train import cli as train_cli
 
-  return [train_cli.register, sweep_cli.register, analysis_cli.register]
+  return [train_cli.register, sweep_cli.register, analysis_cli.register, cost_cli.register]
 
 
 def _enable_compilation_cache() -> None:

@@ -1,0 +1,102 @@
+"""`parscale cost`: parallel vs parameter scaling at equal predicted loss, memory and latency."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+
+def _law(fit: str, group: str | None):
+  from parscale_jax.analysis.results import load_fit
+
+  if fit == "paper":
+    from parscale_jax.analysis.fitting import fit_group
+    from parscale_jax.analysis.tables import load_points
+
+    group = group or "stack-v2-python"
+    points = load_points("paper")
+    if group not in points:
+      from parscale_jax.errors import UserError
+      raise UserError(f"the paper's table has no group {group!r} (groups: {', '.join(points)})")
+    g = fit_group(group, points[group], n_bootstrap=0, compare=False)
+    return g["k"], f"paper table, {group}"
+  law = load_fit(fit).law(group)
+  return law.k, f"{fit}, {law.group}"
+
+
+def _cost(args) -> None:
+  from parscale_jax.cost.devices import DEVICES, measure_cpu
+  from parscale_jax.cost.model import Workload, compare
+  from parscale_jax.model.config import preset
+
+  k, source = _law(args.fit, args.group)
+  device = measure_cpu() if args.device == "cpu" else DEVICES[args.device]
+  base = preset(args.size, prefix_tokens=args.prefix_tokens)
+  batches = [int(b) for b in args.batches.split(",")]
+  rows = []
+  for batch in batches:
+    by_mode = {}
+    for mode in ("prompt", "cache"):
+      w = Workload(batch, args.input_tokens, args.output_tokens, args.bytes, args.flops_efficiency,
+                   args.bandwidth_efficiency, mode)
+      by_mode[mode] = compare(base, args.P, k, device, w)
+    rows.append(by_mode)
+  assumptions = {"fit": source, "k": k, "size": args.size, "P": args.P,
+                 "device": dataclasses.asdict(device), "input_tokens": args.input_tokens,
+                 "output_tokens": args.output_tokens, "prefix_tokens": args.prefix_tokens,
+                 "bytes_per_value": args.bytes, "flops_efficiency": args.flops_efficiency,
+                 "bandwidth_efficiency": args.bandwidth_efficiency, "prefix_mode": args.prefix_mode}
+  main = rows[0][args.prefix_mode]
+  out = {"assumptions": assumptions, "batch": batches[0],
+         "memory_increase_ratio": main["memory_increase_ratio"],
+         "latency_increase_ratio": main["latency_increase_ratio"],
+         "by_batch": [{"batch": b, **{m: {key: r[m][key] for key in (
+             "memory_increase_ratio", "latency_increase_ratio", "memory_increase", "latency_increase",
+             "equal_loss_non_embedding", "parameter_scaled_shape")} for m in r}}
+                      for b, r in zip(batches, rows)]}
+  if args.plot:
+    from parscale_jax.cost.plot import plot_cost
+    out["plots"] = [str(p) for p in plot_cost(out, Path(args.plot))]
+  if args.json:
+    print(json.dumps(out, indent=2))
+    return
+  a = assumptions
+  print(f"Assumptions: {a['size']} at P={a['P']} vs the parameter-scaled model of equal predicted loss "
+        f"(k={k:.4f} from {source}); {device.name}: {device.peak_flops / 1e12:.1f} TFLOP/s x "
+        f"{a['flops_efficiency']}, {device.bandwidth / 1e9:.0f} GB/s x {a['bandwidth_efficiency']}; "
+        f"{a['input_tokens']} in + {a['output_tokens']} out tokens, {a['prefix_tokens']} prefix tokens "
+        f"({args.prefix_mode} accounting), {a['bytes_per_value']}-byte values.")
+  shape = main["parameter_scaled_shape"]
+  print(f"Equal loss: {main['equal_loss_non_embedding'] / 1e9:.3f}B non-embedding parameters "
+        f"(hidden {shape['hidden']}, ffn {shape['ffn']}, {shape['layers']} layers).")
+  print(f"{'batch':>5} {'mem +par (MB)':>14} {'mem +param (MB)':>16} {'ratio':>7} "
+        f"{'lat +par (ms)':>14} {'lat +param (ms)':>16} {'ratio':>7}   (cache accounting: mem, lat ratio)")
+  for b, r in zip(batches, rows):
+    m, c = r[args.prefix_mode], r["cache"]
+    print(f"{b:>5} {m['memory_increase']['parallel'] / 1e6:>14.1f} {m['memory_increase']['parameter'] / 1e6:>16.1f} "
+          f"{m['memory_increase_ratio']:>7.1f} {m['latency_increase']['parallel'] * 1e3:>14.2f} "
+          f"{m['latency_increase']['parameter'] * 1e3:>16.2f} {m['latency_increase_ratio']:>7.1f}"
+          f"   ({c['memory_increase_ratio']:.1f}, {c['latency_increase_ratio']:.1f})")
+
+
+def register(sub) -> None:
+  p = sub.add_parser("cost", help="memory and latency of parallel vs parameter scaling at equal loss")
+  p.add_argument("--fit", default="paper", help="fit.json, or 'paper' for the published table's fit")
+  p.add_argument("--group", help="group of the fit (paper: stack-v2-python or pile)")
+  p.add_argument("--size", default="paper-1.6b", help="base model preset")
+  p.add_argument("--P", type=int, default=8)
+  p.add_argument("--device", choices=["a100-80gb", "h100", "h200", "cpu"], default="a100-80gb")
+  p.add_argument("--batches", default="1,2,4,8", help="batch sizes; the first is the headline")
+  p.add_argument("--input-tokens", type=int, default=64)
+  p.add_argument("--output-tokens", type=int, default=64)
+  p.add_argument("--prefix-tokens", type=int, default=48)
+  p.add_argument("--bytes", type=int, default=2, help="bytes per weight / cache value (fp16: 2)")
+  p.add_argument("--flops-efficiency", type=float, default=0.7)
+  p.add_argument("--bandwidth-efficiency", type=float, default=0.9)
+  p.add_argument("--prefix-mode", choices=["prompt", "cache"], default="prompt",
+                 help="prompt: prefix costed as prompt tokens (the paper's accounting); cache: as "
+                      "this implementation runs it (prefix in the KV cache, never computed)")
+  p.add_argument("--plot", help="directory for the cost figure (PNG and PDF)")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cost)
