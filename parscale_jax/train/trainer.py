@@ -95,9 +95,12 @@ def _fresh_state(config, create, state_shardings, optimizer, graphdef):
 
 
 def _check_workdir(workdir: Path, config: TrainConfig) -> None:
+  """Refuses to resume a run under another config; a workdir with nothing to resume is reused."""
   saved = workdir / "config.yaml"
   current = config_to_dict(config)
-  if saved.exists():
+  has_checkpoint = (workdir / "checkpoints").exists() and any(
+      p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
+  if saved.exists() and has_checkpoint:
     previous = yaml.safe_load(saved.read_text())
     if previous != current:
       changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
@@ -105,6 +108,15 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> None:
                         f"{', '.join(changed)}); use another --workdir")
   else:
     saved.write_text(yaml.safe_dump(current, sort_keys=False))
+
+
+def _check_mesh(config: TrainConfig, mesh) -> int:
+  n_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro_rows = config.batch_size // config.grad_accum
+  if micro_rows % n_shards:
+    raise ConfigError(f"batch_size / grad_accum = {micro_rows} rows is not divisible by the "
+                      f"{n_shards} data shards of the mesh")
+  return n_shards
 
 
 def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tuple[float, float]:
@@ -125,16 +137,12 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   """Trains (or resumes) the run in `workdir`; returns the result written to result.json."""
   start_time = time.time()
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  _check_workdir(workdir, config)
   run_id = run_id or workdir.name
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh(config.mesh)
-  n_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  micro_rows = config.batch_size // config.grad_accum
-  if micro_rows % n_shards:
-    raise ConfigError(f"batch_size / grad_accum = {micro_rows} rows is not divisible by the "
-                      f"{n_shards} data shards of the mesh")
+  n_shards = _check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir(workdir, config)
 
   steps = config.steps
   optimizer = make_optimizer(config.optim, steps)
