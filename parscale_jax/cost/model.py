@@ -12,6 +12,7 @@ non-embedding parameters predicts the same loss. Both are costed against the bas
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from scipy.optimize import brentq
 
@@ -66,22 +67,22 @@ def inference_cost(c: ModelConfig, device: Device, w: Workload) -> dict:
   weights = counts.total * bpv
   kv_cache = c.num_layers * kv_width * bpv * (streams * context + c.P * prefix)
   activations = streams * s_in * (c.hidden_size * 4 + c.intermediate_size * 2) * bpv
-  matmul = 2 * (counts.backbone + (counts.embedding // (1 if c.tie_embeddings else 2)))
-  head = 2 * c.hidden_size * c.vocab_size
+  backbone = 2 * counts.backbone  # Matmul FLOPs per token per stream (prefix: no compute).
+  head = 2 * c.hidden_size * c.vocab_size  # Once per position, after aggregation.
   agg = 2 * counts.aggregator
 
   def attention(queries, keys):
     return 4 * c.num_layers * c.num_heads * c.head_dim * queries * keys
 
   # Prefill: every stream runs the prompt; the head runs once per position.
-  prefill_flops = (streams * s_in * (matmul - head) + attention(streams * s_in, s_in / 2 + prefix)
+  prefill_flops = (streams * s_in * backbone + attention(streams * s_in, s_in / 2 + prefix)
                    + b * s_in * (head + agg))
   prefill_bytes = weights + c.num_layers * kv_width * bpv * streams * s_in
   prefill = _roofline(prefill_flops, prefill_bytes, device, w)
   decode = 0.0
   for t in range(s_out):
     ctx = s_in + t + prefix
-    flops = streams * (matmul - head) + attention(streams, ctx) + b * (head + agg)
+    flops = streams * backbone + attention(streams, ctx) + b * (head + agg)
     nbytes = weights + c.num_layers * kv_width * bpv * (streams * (s_in + t) + c.P * prefix)
     decode += _roofline(flops, nbytes, device, w)
   return {"params_total": counts.total, "non_embedding": counts.non_embedding,
@@ -95,7 +96,7 @@ def compare(base: ModelConfig, P: int, k: float, device: Device, w: Workload) ->
   base1 = dataclasses.replace(base, P=1)
   parallel = dataclasses.replace(base, P=P)
   n_parallel = param_counts(parallel).non_embedding
-  n_equal = n_parallel * (k * __import__("math").log(P) + 1.0)
+  n_equal = n_parallel * (k * math.log(P) + 1.0)
   scaled = scaled_config(base1, n_equal)
   costs = {name: inference_cost(c, device, w) for name, c in
            (("base", base1), ("parallel", parallel), ("parameter", scaled))}

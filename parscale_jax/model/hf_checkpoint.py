@@ -84,7 +84,10 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
     raise ConfigError(f"config.json: missing key {e.args[0]!r}") from None
   fields.update(hf.get("parscale_jax", {}))
   fields.update(overrides)
-  return ModelConfig(**fields)
+  try:
+    return ModelConfig(**fields)
+  except TypeError as e:  # An unknown field in the parscale_jax section or the overrides.
+    raise ConfigError(f"config.json: {e}") from None
 
 
 def config_to_hf(config: ModelConfig) -> dict:

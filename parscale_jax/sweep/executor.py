@@ -98,5 +98,7 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
 
 
 def execute_run_ray(run, results_dir: str, retry_failed: bool, threads: int) -> dict:
+  # Takes effect in a fresh Ray worker; one that already ran jax keeps its thread pools (Ray also
+  # sets OMP_NUM_THREADS from the task's num_cpus).
   limit_threads(threads)
   return execute_run(run, results_dir, retry_failed)
