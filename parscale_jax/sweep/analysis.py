@@ -9,7 +9,11 @@ from parscale_jax.errors import UserError
 
 def _loss_table(rows: list[dict]) -> str:
   done = [r for r in rows if r["status"] == "done"]
-  sizes = sorted({(r["stage"], r["size"]) for r in done})
+  smallest = {}
+  for r in done:  # Order sizes by parameter count, not by name.
+    key = (r["stage"], r["size"])
+    smallest[key] = min(smallest.get(key, r["N"]), r["N"])
+  sizes = sorted(smallest, key=lambda key: (key[0], smallest[key]))
   ps = sorted({r["P"] for r in done})
   lines = ["| stage | size | " + " | ".join(f"P={p}" for p in ps) + " |",
            "|---|---|" + "---|" * len(ps)]
