@@ -33,6 +33,14 @@ def _colors(values):
   return {v: cmap(i / max(len(uniq) - 1, 1)) for i, v in enumerate(uniq)}
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, log_base: int = 10, legend_size: int = 8):
+  ax.set_xscale("log", base=log_base)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(fontsize=legend_size)
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
   for ax in fig.axes:  # Log axes spanning one decade label minor ticks too; they collide.
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -54,11 +62,8 @@ def loss_vs_n(fit, out):
       sel = P == p
       ax.scatter(N[sel], L[sel], color=colors[p], label=f"P={p:g}", zorder=3)
       ax.plot(grid, law.predict(grid, p), color=colors[p], lw=1.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("N (non-embedding parameters)")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{name}: k={law.k:.3f}, alpha={law.alpha:.3f}, E={law.E:.3f}")
-    ax.legend(fontsize=8)
+    _label(ax, "N (non-embedding parameters)", "loss",
+           f"{name}: k={law.k:.3f}, alpha={law.alpha:.3f}, E={law.E:.3f}")
   return _save(fig, out, "loss_vs_N")
 
 
@@ -74,11 +79,7 @@ def loss_vs_p(fit, out):
       sel = size == s
       ax.scatter(P[sel], L[sel], color=colors[s], zorder=3, label=f"N≈{N[sel].min():.3g}")
       ax.plot(pgrid, law.predict(N[sel].min(), pgrid), color=colors[s], lw=1.2)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("P (parallel streams)")
-    ax.set_ylabel("loss")
-    ax.set_title(name)
-    ax.legend(fontsize=7)
+    _label(ax, "P (parallel streams)", "loss", name, log_base=2, legend_size=7)
   return _save(fig, out, "loss_vs_P")
 
 
@@ -92,11 +93,7 @@ def multiplier(fit, out):
       band = samples[:, 3:4] * np.log(pgrid)[None] + 1.0
       lo, hi = np.percentile(band, [2.5, 97.5], axis=0)
       ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("P")
-    ax.set_ylabel("parameter multiplier")
-    ax.set_title(name)
-    ax.legend(fontsize=8)
+    _label(ax, "P", "parameter multiplier", name, log_base=2)
   return _save(fig, out, "multiplier")
 
 
@@ -109,11 +106,7 @@ def residuals(fit, out):
       sel = P == p
       ax.scatter(N[sel], L[sel] - pred[sel], color=colors[p], label=f"P={p:g}")
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("N")
-    ax.set_ylabel("residual")
-    ax.set_title(f"{name}: R²={g['r2']:.4f}")
-    ax.legend(fontsize=8)
+    _label(ax, "N", "residual", f"{name}: R²={g['r2']:.4f}")
   return _save(fig, out, "residuals")
 
 
