@@ -157,6 +157,7 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir):
 
 SHARDED_SCRIPT = """
 import json, sys
+import jax
 from parscale_jax.data.pipeline import train_dataset
 from parscale_jax.train import sharding, trainer
 from parscale_jax.train.config import MeshConfig, config_from_dict
