@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from parscale_jax.analysis.law import FORMS
+from parscale_jax.atomic import write_text_atomic
 from parscale_jax.errors import UserError
 
 VERSION = 1
@@ -27,9 +28,7 @@ def fit_document(groups: dict, source: str) -> dict:
 
 def write_fit(doc: dict, path: Path) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(doc, indent=1) + "\n")
-  tmp.replace(path)
+  write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
+from parscale_jax.atomic import write_text_atomic
 from parscale_jax.sweep.spec import RunSpec
 
 COLUMNS = ("run_id", "stage", "size", "N", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
@@ -40,12 +40,6 @@ def table_row(run: RunSpec, result: dict | None) -> dict:
   return row
 
 
-def _atomic_write(path: Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def write_table(results_dir: Path, runs: tuple[RunSpec, ...]) -> list[dict]:
   rows = [table_row(r, read_result(results_dir / "runs" / r.run_id)) for r in runs]
   columns = list(COLUMNS) + sorted({k for row in rows for k in row} - set(COLUMNS))
@@ -54,6 +48,6 @@ def write_table(results_dir: Path, runs: tuple[RunSpec, ...]) -> list[dict]:
   writer.writeheader()
   for row in rows:
     writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-  _atomic_write(results_dir / "table.csv", buf.getvalue())
-  _atomic_write(results_dir / "table.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+  write_text_atomic(results_dir / "table.csv", buf.getvalue())
+  write_text_atomic(results_dir / "table.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
   return rows

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from parscale_jax.atomic import write_text_atomic
 
 
 def write_json_atomic(path: Path, data) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(data, indent=2) + "\n")
-  os.replace(tmp, path)
+  write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 class MetricsWriter:

@@ -225,17 +225,18 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
       pending = (step, metrics)
       if bar is not None:
         bar.update(1)
-      if step % config.checkpoint_every == 0 or step == steps or (
-          config.eval_every and step % config.eval_every == 0):
+      save_now = step % config.checkpoint_every == 0 or step == steps
+      eval_now = bool(config.eval_every) and step % config.eval_every == 0 and step != steps
+      if save_now or eval_now:  # Both need this step's loss checked first.
         failure = fetch(*pending)
         pending = None
         if failure:
           break
-        if config.eval_every and step % config.eval_every == 0 and step != steps:
+        if eval_now:
           eval_loss, eval_sem = evaluate(eval_fn, state, val_rows, eval_batch, eval_rows_sharding)
           if process_index == 0:
             writer.write({"step": step, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
-        if step % config.checkpoint_every == 0 or step == steps:
+        if save_now:
           checkpointing.save(mngr, step, state, data_iter,
                              {"wall_seconds": session_wall(), "train_losses": recent_losses})
     if pending is not None and not failure:
