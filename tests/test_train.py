@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +121,7 @@ def _p1_run(tmp_path, data_dir):
   return tmp_path / "p1"
 
 
-def test_two_stage_and_frozen_backbone(tmp_path, data_dir):
+def test_two_stage_and_frozen_backbone(tmp_path, data_dir, monkeypatch):
   p1 = _p1_run(tmp_path, data_dir)
   p1_weights = load_file(str(p1 / "final" / "model.safetensors"))
 
@@ -142,8 +143,9 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir):
   # Frozen backbone: after training, every backbone tensor is bit-identical; the prefix moved.
   frozen_cfg = config_from_dict(tiny_train_dict(data_dir, init_from=str(p1), freeze_backbone=True,
                                                 tokens=8 * 32 * 3, model={"dtype": "bfloat16"}))
-  result = train(frozen_cfg, tmp_path / "frozen", progress=False)
-  assert result["status"] == "done"
+  monkeypatch.chdir(tmp_path)  # A relative workdir, as `--workdir runs/x` gives, checkpoints too.
+  result = train(frozen_cfg, Path("frozen"), progress=False)
+  assert result["status"] == "done" and (tmp_path / "frozen" / "checkpoints" / "3").is_dir()
   after = load_file(str(tmp_path / "frozen" / "final" / "model.safetensors"))
   for name, value in p1_weights.items():
     np.testing.assert_array_equal(after[name], value)

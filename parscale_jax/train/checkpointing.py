@@ -16,7 +16,7 @@ def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
                                          create=True)
   return ocp.CheckpointManager(
-      workdir / "checkpoints", options=options,
+      Path(workdir).absolute() / "checkpoints", options=options,  # orbax needs absolute paths
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "data": grain.checkpoint.CheckpointHandler(),  # One file per process.
                      "meta": ocp.JsonCheckpointHandler()})
