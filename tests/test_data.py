@@ -1,4 +1,6 @@
 """The offline corpus, tokenizer and grain pipeline: determinism, packing, resumable state."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,10 @@ def test_pipeline_is_deterministic_and_resumes_exactly(data_dir):
   other = next(iter(train_dataset(DataConfig(data_dir=data_dir, seq_len=32, shuffle_window=64,
                                              shuffle_seed=1), 4)))
   assert not np.array_equal(other, first[0])
+  # A run's seed orders the documents too, unless data.shuffle_seed pins the order.
+  from parscale_jax.train.config import TrainConfig
+  assert TrainConfig(data=config, seed=1).train_data.shuffle_seed == 1
+  assert TrainConfig(data=dataclasses.replace(config, shuffle_seed=5), seed=1).train_data.shuffle_seed == 5
 
 
 def test_packing_concatenates_documents_with_eos(tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -66,8 +67,19 @@ def test_every_shipped_sweep_parses():
   assert len({r.values["model.size"] for r in quick.runs}) >= 3
   assert {r.values["model.P"] for r in quick.runs} >= {1, 2, 4}
   cpu = load_sweep(REPO / "sweeps" / "cpu.yaml")
-  assert len({r.values["model.size"] for r in cpu.runs}) >= 4
-  assert {r.values["model.P"] for r in cpu.runs} == {1, 2, 4, 8}
+  main = [r for r in cpu.runs if r.stage == "main"]
+  assert len({r.values["model.size"] for r in main}) >= 4
+  assert {r.values["model.P"] for r in main} == {1, 2, 4, 8}
+  assert len({r.values["seed"] for r in main}) >= 2
+  assert cpu.analysis.fit_stages == ("main",) and cpu.analysis.weights == "sem"
+  by_id = {r.run_id: r for r in cpu.runs}
+  frozen = [r for r in cpu.runs if r.stage == "frozen"]
+  assert frozen and all(r.train_config(REPO).freeze_backbone for r in frozen)
+  for run in frozen + [r for r in cpu.runs if r.stage == "continue"]:
+    parent = by_id[run.init_from_run]  # The P = 1 run of the same size and seed.
+    assert parent.train_config(REPO).model.P == 1 and run.train_config(REPO).model.P > 1
+    assert parent.values["seed"] == run.values["seed"]
+    assert parent.values["model.size"] == run.values["model.size"]
   two = load_sweep(REPO / "sweeps" / "two_stage.yaml")
   continued = [r for r in two.runs if r.init_from_run]
   assert continued and all(r.train_config(REPO).model.P > 1 for r in continued)
@@ -181,3 +193,37 @@ def test_ray_executor_against_a_local_head(tmp_path, data_dir):
     assert len(rows) == 2 and all(r["status"] == "done" and r["loss"] < 5.5 for r in rows.values())
   finally:
     subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
+  """The post-sweep analysis on a table made from a known law with seed noise: the fit recovers k,
+  the report carries mean ± SEM per point, and `publish` copies table, report and fit."""
+  from parscale_jax.analysis.law import parscale
+  from parscale_jax.sweep.analysis import analyze_sweep
+  truth = np.array([[1.2, 2e-4, 0.3, 0.4]])  # E, A, alpha, k
+  rng = np.random.default_rng(0)
+  rows = []
+  for n in (5e4, 1e5, 2e5, 4e5, 8e5):
+    for p in (1, 2, 4, 8):
+      for seed in (0, 1):
+        loss = float(parscale(truth, np.array([n]), np.array([p]))[0, 0]) + rng.normal(0, 2e-4)
+        rows.append({"run_id": f"P={p}_N={n:g}_seed={seed}", "stage": "main", "size": f"n{n:g}",
+                     "N": n, "P": p, "seed": seed, "loss": loss, "status": "done"})
+  rows.append({**rows[0], "run_id": "frozen--P=4", "stage": "frozen", "P": 4})
+  results = tmp_path / "results"
+  results.mkdir()
+  (results / "table.csv").write_text("run_id,loss\n")
+  sweep = {"name": "s", "base": "base.yaml", "stages": [{"name": "main", "grid": {"model.P": [1]}}],
+           "analysis": {"bootstrap": 50, "fit_stages": ["main"], "weights": "sem",
+                        "publish": "published"}}
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump({"tokens": 4096}))
+  (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+  analyze_sweep(load_sweep(tmp_path / "s.yaml"), results, rows, log=lambda s: None)
+  fit = json.loads((tmp_path / "published" / "fit.json").read_text())
+  (group,) = fit["groups"].values()
+  assert abs(group["k"] - 0.4) < 0.05 and group["n_points"] == 20
+  report = (tmp_path / "published" / "report.md").read_text()
+  assert "](loss_vs_P.png)" in report and "](fit/" not in report
+  assert " ± " in report and "(n=2)" in report and "| frozen | n50000 |" in report
+  assert (tmp_path / "published" / "loss_vs_P.png").stat().st_size > 0
+  assert (tmp_path / "published" / "table.csv").read_text() == "run_id,loss\n"

@@ -34,7 +34,9 @@ class DataConfig:
   val_percent: int = 5  # Share of files, by path hash, held out for validation (built-in corpus).
   tokenizer: str = "byte"  # Tokenizer name (see data/tokenizer.py).
   seq_len: int = 128  # Tokens per training row.
-  shuffle_seed: int = 0  # Seed of the document order; each epoch is reshuffled.
+  # Seed of the document order, each epoch reshuffled; None: the run's `seed`, so that seeds as a
+  # sweep axis vary the data order as well as the initialisation.
+  shuffle_seed: int | None = None
   # Packed rows are shuffled within windows of this many rows, so that a batch mixes many
   # documents instead of consecutive slices of one file.
   shuffle_window: int = 16384
@@ -89,12 +91,13 @@ def train_dataset(config: DataConfig, batch_size: int, process_index: int = 0,
   if len(source) < process_count:
     raise UserError(f"data.source: the training split of {config.source!r} has {len(source)} "
                     f"documents, fewer than {process_count} processes")
+  seed = 0 if config.shuffle_seed is None else config.shuffle_seed
   ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = (ds.shuffle(seed=config.shuffle_seed).repeat(None)
+  ds = (ds.shuffle(seed=seed).repeat(None)
         .map(_Tokenize(tokenizer, config.text_key)).to_iter_dataset())
   rows = _packed(ds, config.seq_len)
   if config.shuffle_window > 1:
-    rows = WindowShuffleIterDataset(rows, window_size=config.shuffle_window, seed=config.shuffle_seed)
+    rows = WindowShuffleIterDataset(rows, window_size=config.shuffle_window, seed=seed)
   return rows.batch(batch_size, drop_remainder=True)
 
 

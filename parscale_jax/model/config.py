@@ -76,7 +76,8 @@ def _cpu(hidden: int, layers: int, heads: int = 4) -> dict:
 
 
 # The paper's six sizes (36 layers, 16 heads, 2 kv heads) and a byte-vocabulary ladder for CPU
-# sweeps, from ~55K to ~4M non-embedding parameters.
+# sweeps, from ~55K to ~4M non-embedding parameters. cpu-55k, -100k, -220k and -390k share a depth
+# of 2 and vary width only, as the paper's sizes share a depth of 36 (sweeps/cpu.yaml).
 PRESETS: dict[str, dict] = {
     "paper-0.5b": _paper(896, 4864),
     "paper-0.7b": _paper(1024, 5504),
@@ -86,8 +87,10 @@ PRESETS: dict[str, dict] = {
     "paper-4.4b": _paper(2560, 13824),
     "cpu-55k": _cpu(48, 2),
     "cpu-100k": _cpu(64, 2),
+    "cpu-220k": _cpu(96, 2),
     "cpu-230k": _cpu(80, 3),
     "cpu-330k": _cpu(96, 3),
+    "cpu-390k": _cpu(128, 2),
     "cpu-790k": _cpu(128, 4),
     "cpu-1.8m": _cpu(192, 4),
     "cpu-3.9m": _cpu(256, 5),

@@ -2,31 +2,45 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from parscale_jax.errors import UserError
 
 
+_ROW_AXES = ("grid.model.P", "grid.model.size", "grid.seed")
+
+
+def _setting(row: dict) -> str:
+  """The stage and any grid axes besides size, P and seed (a pilot's learning rate, say)."""
+  extra = [f"{k[5:]}={row[k]}" for k in sorted(row) if k.startswith("grid.") and k not in _ROW_AXES]
+  return ", ".join([row["stage"], *extra])
+
+
 def _loss_table(rows: list[dict]) -> str:
+  """Mean validation loss per setting, size and P; ± the standard error over seeds."""
   done = [r for r in rows if r["status"] == "done"]
-  smallest = {}
-  for r in done:  # Order sizes by parameter count, not by name.
-    key = (r["stage"], r["size"])
+  groups: dict[tuple[str, str], dict[int, list[float]]] = {}
+  smallest: dict[tuple[str, str], float] = {}
+  for r in done:
+    key = (_setting(r), r["size"])
+    groups.setdefault(key, {}).setdefault(r["P"], []).append(r["loss"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
-  sizes = sorted(smallest, key=lambda key: (key[0], smallest[key]))
   ps = sorted({r["P"] for r in done})
-  lines = ["| stage | size | " + " | ".join(f"P={p}" for p in ps) + " |",
+  lines = ["| setting | size | " + " | ".join(f"P={p}" for p in ps) + " |",
            "|---|---|" + "---|" * len(ps)]
-  for stage, size in sizes:
+  for key in sorted(groups, key=lambda key: (key[0], smallest[key])):  # Sizes by N, not name.
     cells = []
     for p in ps:
-      runs = [r for r in done if r["stage"] == stage and r["size"] == size and r["P"] == p]
-      if not runs:
-        cells.append("")
-        continue
-      mean = sum(r["loss"] for r in runs) / len(runs)
-      cells.append(f"{mean:.4f}" + (f" (n={len(runs)})" if len(runs) > 1 else ""))
-    lines.append(f"| {stage} | {size} | " + " | ".join(cells) + " |")
+      losses = np.array(groups[key].get(p, []))
+      cell = f"{losses.mean():.4f}" if len(losses) else ""
+      if len(losses) > 1:
+        cell += f" ± {losses.std(ddof=1) / np.sqrt(len(losses)):.4f} (n={len(losses)})"
+      cells.append(cell)
+    lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -60,4 +74,23 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
     log(f"no fit: {e}")
   report = results_dir / "report.md"
   report.write_text("\n".join(text) + "\n")
+  if spec.analysis.publish:
+    publish(results_dir, Path(os.path.normpath(spec.path.parent / spec.analysis.publish)), log)
   return report
+
+
+def publish(results_dir: Path, target: Path, log=print) -> None:
+  """Copies the table, report and fit where the notebooks read them; stale fit files go."""
+  target.mkdir(parents=True, exist_ok=True)
+  shutil.copy2(results_dir / "table.csv", target / "table.csv")
+  # The fit's files sit beside the report there, not in fit/.
+  report = (results_dir / "report.md").read_text().replace("](fit/", "](")
+  (target / "report.md").write_text(report)
+  for old in target.iterdir():
+    if old.suffix in (".json", ".png", ".pdf"):
+      old.unlink()
+  fit_dir = results_dir / "fit"
+  if fit_dir.is_dir():
+    for path in fit_dir.iterdir():
+      shutil.copy2(path, target / path.name)
+  log(f"published: {target}")

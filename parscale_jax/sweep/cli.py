@@ -47,7 +47,8 @@ def _status(args) -> None:
     if state == "pending" and ckpts.exists():
       steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
       detail = f"resumes from step {max(steps)}" if steps else detail
-    print(f"{run.run_id:<48} {state:<8} {loss if loss is None else format(loss, '.4f'):>8}  {detail}")
+    loss_text = "-" if loss is None else format(loss, ".4f")
+    print(f"{run.run_id:<48} {state:<8} {loss_text:>8}  {detail}")
   print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
 
 

@@ -44,6 +44,9 @@ class AnalysisConfig:
   bootstrap: int = 1000  # Bootstrap resamples of the fit.
   fit_stages: tuple[str, ...] = ()  # Stages whose runs are fitted (default: every stage).
   weights: str = "none"  # "sem": weight points by their standard error over seeds.
+  # Folder, relative to the sweep file, that receives table.csv, report.md and the fit after the
+  # sweep (e.g. ../analysis/results/cpu, which the notebooks load); None: results stay in place.
+  publish: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +157,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def _matching_run(stage: StageSpec, values: dict, candidates: list[RunSpec]) -> str:
-  """The run of the earlier stage whose grid values agree on every shared axis but model.P."""
+  """The run of the earlier stage whose grid values agree on every shared axis but model.P; where
+  several do, the one at P = 1 (the backbone that streams are added to)."""
   shared = lambda r: all(r.values[k] == v for k, v in values.items()
                          if k in r.values and k != "model.P")
   matches = [r for r in candidates if shared(r)]
+  if len(matches) > 1:
+    matches = [r for r in matches if (r.config.get("model") or {}).get("P", 1) == 1]
   if len(matches) != 1:
     raise ConfigError(f"stage {stage.name!r}: run {values} matches {len(matches)} runs of stage "
                       f"{stage.init_from_stage!r}; it needs exactly one")

@@ -81,6 +81,13 @@ class TrainConfig:
   def steps(self) -> int:
     return self.tokens // self.tokens_per_step
 
+  @property
+  def train_data(self) -> DataConfig:
+    """The data config with the document order seeded by `seed` unless data.shuffle_seed is set."""
+    if self.data.shuffle_seed is not None:
+      return self.data
+    return dataclasses.replace(self.data, shuffle_seed=self.seed)
+
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
   data = dict(data)

@@ -157,7 +157,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
 
   mngr = checkpointing.manager(workdir, config.keep_checkpoints)
   process_count, process_index = jax.process_count(), jax.process_index()
-  dataset = train_dataset(config.data, config.batch_size // process_count, process_index, process_count)
+  dataset = train_dataset(config.train_data, config.batch_size // process_count, process_index, process_count)
   data_iter = ResumableIterator(iter(dataset))
   start_step = mngr.latest_step() or 0
   meta = {"wall_seconds": 0.0, "train_losses": []}
