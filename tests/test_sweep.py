@@ -209,7 +209,9 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
         loss = float(parscale(truth, np.array([n]), np.array([p]))[0, 0]) + rng.normal(0, 2e-4)
         rows.append({"run_id": f"P={p}_N={n:g}_seed={seed}", "stage": "main", "size": f"n{n:g}",
                      "N": n, "P": p, "seed": seed, "loss": loss, "status": "done"})
-  rows.append({**rows[0], "run_id": "frozen--P=4", "stage": "frozen", "P": 4})
+  for main_p1 in rows[:2]:  # Seeds 0 and 1 of the smallest size at P = 1.
+    rows.append({**main_p1, "run_id": f"frozen--P=4_seed={main_p1['seed']}", "stage": "frozen",
+                 "P": 4, "loss": main_p1["loss"] - 0.05})
   results = tmp_path / "results"
   results.mkdir()
   (results / "table.csv").write_text("run_id,loss\n")
@@ -225,5 +227,10 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
   report = (tmp_path / "published" / "report.md").read_text()
   assert "](loss_vs_P.png)" in report and "](fit/" not in report
   assert " ± " in report and "(n=2)" in report and "| frozen | n50000 |" in report
+  # The paired comparison: frozen P = 4 minus main P = 1 at the same size and seed.
+  comparison = report[report.index("## Stages compared"):]
+  assert "| n50000: P | main | frozen |" in comparison
+  row_p4 = next(line for line in comparison.splitlines() if line.startswith("| 4 |"))
+  assert row_p4.endswith("| -0.0500 ± 0.0000 |")
   assert (tmp_path / "published" / "loss_vs_P.png").stat().st_size > 0
   assert (tmp_path / "published" / "table.csv").read_text() == "run_id,loss\n"

@@ -44,6 +44,40 @@ def _loss_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _mean_sem(values) -> str:
+  values = np.asarray(values, float)
+  if len(values) < 2:
+    return f"{values.mean():+.4f}"
+  return f"{values.mean():+.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+
+
+def _stage_comparison(rows: list[dict], reference: str) -> str:
+  """Where other stages share a size with `reference`: each stage's loss at each P minus the
+  reference stage's P = 1 loss of the same size and seed (paired, so seed noise partly cancels)."""
+  done = [r for r in rows if r["status"] == "done"]
+  base = {(r["size"], r["seed"]): r["loss"] for r in done if r["stage"] == reference and r["P"] == 1}
+  stages = sorted({r["stage"] for r in done if r["stage"] != reference})
+  sizes = sorted({r["size"] for r in done if r["stage"] in stages and (r["size"], r["seed"]) in base})
+  if not sizes:
+    return ""
+  columns = [reference] + stages
+  lines = [f"Loss minus `{reference}` P = 1 at the same size and seed (mean ± SEM over seeds; "
+           "negative: better than one stream).", ""]
+  for size in sizes:
+    ps = sorted({r["P"] for r in done if r["size"] == size})
+    lines += [f"| {size}: P | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for p in ps:
+      cells = []
+      for stage in columns:
+        diffs = [r["loss"] - base[(size, r["seed"])] for r in done
+                 if r["stage"] == stage and r["size"] == size and r["P"] == p
+                 and (size, r["seed"]) in base]
+        cells.append(_mean_sem(diffs) if diffs else "")
+      lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   from parscale_jax.analysis.cli import run_fit
   from parscale_jax.analysis.plots import plot_all
@@ -63,6 +97,9 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
           "", _loss_table(rows), ""]
   for r in failed:
     text.append(f"- failed: `{r['run_id']}`: {r['reason']}")
+  comparison = _stage_comparison(rows, stages[0])
+  if comparison:
+    text += ["## Stages compared", "", comparison]
   fit_dir = results_dir / "fit"
   try:
     doc = run_fit(str(table), fit_dir, group_by="stage" if len(stages) > 1 else None,
