@@ -16,11 +16,12 @@ _ROW_AXES = ("grid.model.P", "grid.model.size", "grid.seed")
 
 def _setting(row: dict) -> str:
   """The stage and any grid axes besides size, P and seed (a pilot's learning rate, say)."""
-  extra = [f"{k[5:]}={row[k]}" for k in sorted(row) if k.startswith("grid.") and k not in _ROW_AXES]
+  extra = [f"{k[5:]}={row[k]}" for k in sorted(row)
+           if k.startswith("grid.") and k not in _ROW_AXES and row[k] not in (None, "")]
   return ", ".join([row["stage"], *extra])
 
 
-def _loss_table(rows: list[dict]) -> str:
+def loss_table(rows: list[dict]) -> str:
   """Mean validation loss per setting, size and P; ± the standard error over seeds."""
   done = [r for r in rows if r["status"] == "done"]
   groups: dict[tuple[str, str], dict[int, list[float]]] = {}
@@ -51,7 +52,7 @@ def _mean_sem(values) -> str:
   return f"{values.mean():+.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
 
 
-def _stage_comparison(rows: list[dict], reference: str) -> str:
+def stage_comparison(rows: list[dict], reference: str) -> str:
   """Where other stages share a size with `reference`: each stage's loss at each P minus the
   reference stage's P = 1 loss of the same size and seed (paired, so seed noise partly cancels)."""
   done = [r for r in rows if r["status"] == "done"]
@@ -94,10 +95,10 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   text = [f"# Sweep `{spec.name}`", "",
           f"{len(rows) - len(failed) - len(pending)} runs done, {len(failed)} failed, "
           f"{len(pending)} not finished. Table: `table.csv`. Loss: validation loss in nats per token.",
-          "", _loss_table(rows), ""]
+          "", loss_table(rows), ""]
   for r in failed:
     text.append(f"- failed: `{r['run_id']}`: {r['reason']}")
-  comparison = _stage_comparison(rows, stages[0])
+  comparison = stage_comparison(rows, stages[0])
   if comparison:
     text += ["## Stages compared", "", comparison]
   fit_dir = results_dir / "fit"
