@@ -183,3 +183,20 @@ def test_committed_paper_fit_is_current(paper_fit):
   for name in PAPER:
     for key in ("E", "A", "alpha", "k", "objective"):
       assert committed["groups"][name][key] == pytest.approx(fresh["groups"][name][key], rel=1e-6)
+
+
+def test_committed_cpu_fit_is_current(tmp_path):
+  """The committed CPU sweep fit is what its committed table gives: main stage, seeds averaged,
+  seed standard errors as weights (sweeps/cpu.yaml)."""
+  from conftest import REPO
+  from parscale_jax.sweep.table import read_table
+  cpu = REPO / "analysis" / "results" / "cpu"
+  rows = [r for r in read_table(cpu / "table.csv") if r["stage"] == "main"]
+  assert len(rows) == 32 and all(r["status"] == "done" for r in rows)
+  table = tmp_path / "main.jsonl"
+  table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  fresh = run_fit(str(table), tmp_path / "fit", n_bootstrap=20, weights="sem", log=lambda s: None)
+  committed = load_fit(cpu / "fit.json").doc
+  assert committed["groups"]["all"]["n_points"] == 16 and committed["groups"]["all"]["weights"] == "sem"
+  for key in ("E", "A", "alpha", "k", "objective"):
+    assert committed["groups"]["all"][key] == pytest.approx(fresh["groups"]["all"][key], rel=1e-6)
