@@ -232,6 +232,12 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
   report = (tmp_path / "published" / "report.md").read_text()
   assert "](loss_vs_P.png)" in report and "](fit/" not in report
   assert " ± " in report and "(n=2)" in report and "| frozen | n50000 |" in report
+  # Pooled over sizes, P = 8 minus P = 1 is the law's mean gain, with an interval that excludes 0.
+  pooled = report[report.index("## P streams against one"):report.index("## Stages compared")]
+  p8 = parscale(truth, np.array([5e4, 1e5, 2e5, 4e5, 8e5]), np.array([8.0] * 5)) - \
+      parscale(truth, np.array([5e4, 1e5, 2e5, 4e5, 8e5]), np.array([1.0] * 5))
+  row_p8 = next(line for line in pooled.splitlines() if line.startswith("| 8 |"))
+  assert row_p8.startswith(f"| 8 | {p8.mean():+.3f}") and row_p8.endswith("| 10 |")
   # The paired comparison: frozen P = 4 minus main P = 1 at the same size and seed.
   comparison = report[report.index("## Stages compared"):]
   assert "| n50000: P | main | frozen |" in comparison

@@ -79,6 +79,27 @@ def stage_comparison(rows: list[dict], reference: str) -> str:
   return "\n".join(lines)
 
 
+def pooled_p_gain(rows: list[dict], stage: str) -> str:
+  """Loss at each P minus P = 1 at the same size and seed, pooled over sizes: a model-free test of
+  whether streams help, for when the law itself cannot be fitted."""
+  from scipy import stats
+
+  done = [r for r in rows if r["status"] == "done" and r["stage"] == stage]
+  base = {(r["size"], r["seed"]): r["loss"] for r in done if r["P"] == 1}
+  lines = [f"| P | loss minus P = 1 (mean ± SEM) | 95 % interval | pairs (size × seed) |",
+           "|---|---|---|---|"]
+  for p in sorted({r["P"] for r in done} - {1}):
+    diffs = np.array([r["loss"] - base[(r["size"], r["seed"])] for r in done
+                      if r["P"] == p and (r["size"], r["seed"]) in base])
+    if len(diffs) < 2:
+      continue
+    sem = diffs.std(ddof=1) / np.sqrt(len(diffs))
+    half = stats.t.ppf(0.975, len(diffs) - 1) * sem
+    lines.append(f"| {p} | {diffs.mean():+.4f} ± {sem:.4f} | [{diffs.mean() - half:+.4f}, "
+                 f"{diffs.mean() + half:+.4f}] | {len(diffs)} |")
+  return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   from parscale_jax.analysis.cli import run_fit
   from parscale_jax.analysis.plots import plot_all
@@ -98,6 +119,9 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
           "", loss_table(rows), ""]
   for r in failed:
     text.append(f"- failed: `{r['run_id']}`: {r['reason']}")
+  gain = pooled_p_gain(rows, stages[0])
+  if gain:
+    text += ["## P streams against one, pooled over sizes", "", gain, ""]
   comparison = stage_comparison(rows, stages[0])
   if comparison:
     text += ["## Stages compared", "", comparison]
