@@ -238,6 +238,10 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
       parscale(truth, np.array([5e4, 1e5, 2e5, 4e5, 8e5]), np.array([1.0] * 5))
   row_p8 = next(line for line in pooled.splitlines() if line.startswith("| 8 |"))
   assert row_p8.startswith(f"| 8 | {p8.mean():+.3f}") and row_p8.endswith("| 10 |")
+  # Two P = 1 runs for one size and seed (another grid axis, say lr) make the pairing ambiguous.
+  from parscale_jax.sweep.analysis import pooled_p_gain, stage_comparison
+  twice = rows + [{**rows[0], "run_id": "again"}]
+  assert pooled_p_gain(twice, "main") == "" and stage_comparison(twice, "main") == ""
   # The paired comparison: frozen P = 4 minus main P = 1 at the same size and seed.
   comparison = report[report.index("## Stages compared"):]
   assert "| n50000: P | main | frozen |" in comparison

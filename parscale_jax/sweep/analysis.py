@@ -52,11 +52,21 @@ def _mean_sem(values) -> str:
   return f"{values.mean():+.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
 
 
+def _p1_losses(done: list[dict], stage: str) -> dict | None:
+  """The stage's P = 1 loss by (size, seed); None where other grid axes (a pilot's learning rate)
+  give several runs per pair, so that a pairing would be ambiguous."""
+  pairs = [((r["size"], r["seed"]), r["loss"]) for r in done if r["stage"] == stage and r["P"] == 1]
+  base = dict(pairs)
+  return base if len(base) == len(pairs) else None
+
+
 def stage_comparison(rows: list[dict], reference: str) -> str:
   """Where other stages share a size with `reference`: each stage's loss at each P minus the
   reference stage's P = 1 loss of the same size and seed (paired, so seed noise partly cancels)."""
   done = [r for r in rows if r["status"] == "done"]
-  base = {(r["size"], r["seed"]): r["loss"] for r in done if r["stage"] == reference and r["P"] == 1}
+  base = _p1_losses(done, reference)
+  if base is None:
+    return ""
   stages = sorted({r["stage"] for r in done if r["stage"] != reference})
   sizes = sorted({r["size"] for r in done if r["stage"] in stages and (r["size"], r["seed"]) in base})
   if not sizes:
@@ -85,7 +95,9 @@ def pooled_p_gain(rows: list[dict], stage: str) -> str:
   from scipy import stats
 
   done = [r for r in rows if r["status"] == "done" and r["stage"] == stage]
-  base = {(r["size"], r["seed"]): r["loss"] for r in done if r["P"] == 1}
+  base = _p1_losses(done, stage)
+  if base is None:
+    return ""
   lines = [f"| P | loss minus P = 1 (mean ± SEM) | 95 % interval | pairs (size × seed) |",
            "|---|---|---|---|"]
   for p in sorted({r["P"] for r in done} - {1}):
