@@ -98,7 +98,7 @@ def pooled_p_gain(rows: list[dict], stage: str) -> str:
   base = _p1_losses(done, stage)
   if base is None:
     return ""
-  lines = [f"| P | loss minus P = 1 (mean ± SEM) | 95 % interval | pairs (size × seed) |",
+  lines = ["| P | loss minus P = 1 (mean ± SEM) | 95 % interval | pairs (size × seed) |",
            "|---|---|---|---|"]
   for p in sorted({r["P"] for r in done} - {1}):
     diffs = np.array([r["loss"] - base[(r["size"], r["seed"])] for r in done
