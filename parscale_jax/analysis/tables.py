@@ -71,6 +71,12 @@ def _number(value, column: str, where: str) -> float:
   return x
 
 
+def standard_error(values) -> float:
+  """Standard error of the mean (sample std, ddof 1); NaN for fewer than two values."""
+  values = np.asarray(values, float)
+  return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
 def load_points(source: str | Path, group_by: str | None = None) -> dict[str, Points]:
   """Groups of points from a table path, or from the paper's table for source == 'paper'."""
   if str(source) == "paper":
@@ -101,7 +107,7 @@ def load_points(source: str | Path, group_by: str | None = None) -> dict[str, Po
     keys = sorted(points)
     losses = [np.array([x[0] for x in points[k]]) for k in keys]
     given = [points[k][0][1] for k in keys]
-    sem = np.array([l.std(ddof=1) / math.sqrt(len(l)) if len(l) > 1 else (g if g is not None else np.nan)
+    sem = np.array([standard_error(l) if len(l) > 1 else (g if g is not None else np.nan)
                     for l, g in zip(losses, given)])
     out[group] = Points(N=np.array([k[0] for k in keys]), P=np.array([k[1] for k in keys]),
                         loss=np.array([l.mean() for l in losses]),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parscale_jax.analysis.tables import standard_error
 from parscale_jax.errors import UserError
 
 
@@ -39,7 +40,7 @@ def loss_table(rows: list[dict]) -> str:
       losses = np.array(groups[key].get(p, []))
       cell = f"{losses.mean():.4f}" if len(losses) else ""
       if len(losses) > 1:
-        cell += f" ± {losses.std(ddof=1) / np.sqrt(len(losses)):.4f} (n={len(losses)})"
+        cell += f" ± {standard_error(losses):.4f} (n={len(losses)})"
       cells.append(cell)
     lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -49,7 +50,7 @@ def _mean_sem(values) -> str:
   values = np.asarray(values, float)
   if len(values) < 2:
     return f"{values.mean():+.4f}"
-  return f"{values.mean():+.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+  return f"{values.mean():+.4f} ± {standard_error(values):.4f}"
 
 
 def _p1_losses(done: list[dict], stage: str) -> dict | None:
@@ -58,6 +59,13 @@ def _p1_losses(done: list[dict], stage: str) -> dict | None:
   pairs = [((r["size"], r["seed"]), r["loss"]) for r in done if r["stage"] == stage and r["P"] == 1]
   base = dict(pairs)
   return base if len(base) == len(pairs) else None
+
+
+def _minus_p1(done: list[dict], base: dict, stage: str, p: int, size: str | None = None) -> np.ndarray:
+  """Losses of `stage` at `p` (and `size`, if given) minus the P = 1 loss of the same size and seed."""
+  return np.array([r["loss"] - base[(r["size"], r["seed"])] for r in done
+                   if r["stage"] == stage and r["P"] == p and (size is None or r["size"] == size)
+                   and (r["size"], r["seed"]) in base])
 
 
 def stage_comparison(rows: list[dict], reference: str) -> str:
@@ -80,10 +88,8 @@ def stage_comparison(rows: list[dict], reference: str) -> str:
     for p in ps:
       cells = []
       for stage in columns:
-        diffs = [r["loss"] - base[(size, r["seed"])] for r in done
-                 if r["stage"] == stage and r["size"] == size and r["P"] == p
-                 and (size, r["seed"]) in base]
-        cells.append(_mean_sem(diffs) if diffs else "")
+        diffs = _minus_p1(done, base, stage, p, size)
+        cells.append(_mean_sem(diffs) if len(diffs) else "")
       lines.append(f"| {p} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)
@@ -94,18 +100,17 @@ def pooled_p_gain(rows: list[dict], stage: str) -> str:
   whether streams help, for when the law itself cannot be fitted."""
   from scipy import stats
 
-  done = [r for r in rows if r["status"] == "done" and r["stage"] == stage]
+  done = [r for r in rows if r["status"] == "done"]
   base = _p1_losses(done, stage)
   if base is None:
     return ""
   lines = ["| P | loss minus P = 1 (mean ± SEM) | 95 % interval | pairs (size × seed) |",
            "|---|---|---|---|"]
-  for p in sorted({r["P"] for r in done} - {1}):
-    diffs = np.array([r["loss"] - base[(r["size"], r["seed"])] for r in done
-                      if r["P"] == p and (r["size"], r["seed"]) in base])
+  for p in sorted({r["P"] for r in done if r["stage"] == stage} - {1}):
+    diffs = _minus_p1(done, base, stage, p)
     if len(diffs) < 2:
       continue
-    sem = diffs.std(ddof=1) / np.sqrt(len(diffs))
+    sem = standard_error(diffs)
     half = stats.t.ppf(0.975, len(diffs) - 1) * sem
     lines.append(f"| {p} | {diffs.mean():+.4f} ± {sem:.4f} | [{diffs.mean() - half:+.4f}, "
                  f"{diffs.mean() + half:+.4f}] | {len(diffs)} |")
