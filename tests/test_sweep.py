@@ -249,3 +249,23 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
   assert row_p4.endswith("| -0.0500 ± 0.0000 |")
   assert (tmp_path / "published" / "loss_vs_P.png").stat().st_size > 0
   assert (tmp_path / "published" / "table.csv").read_text() == "run_id,loss\n"
+
+
+def test_axis_comparison_pairs_runs_by_size_p_and_seed():
+  """A prefix-length pilot: 48 is worse than 16 by exactly 0.03 in every pair, 4 by 0.01-0.03."""
+  from parscale_jax.sweep.analysis import axis_comparison
+  rows = []
+  for seed, base in enumerate((2.0, 2.3, 1.9)):
+    for length, delta in ((4, 0.01 * (seed + 1)), (16, 0.0), (48, 0.03)):
+      rows.append({"run_id": f"prefix_{length}_{seed}", "stage": "prefix", "size": "cpu-55k", "P": 4,
+                   "seed": seed, "loss": base + delta, "status": "done",
+                   "grid.model.prefix_tokens": str(length), "grid.seed": str(seed)})
+  rows.append({**rows[0], "run_id": "lost", "seed": 9, "status": "failed", "loss": None})
+  text = axis_comparison(rows)
+  assert "`prefix`, by `model.prefix_tokens`:" in text
+  lines = {line.split(" |")[0]: line for line in text.splitlines() if " minus " in line}
+  assert list(lines) == ["| 16 minus 4", "| 48 minus 4", "| 48 minus 16"]  # Numeric order.
+  assert lines["| 48 minus 16"].startswith("| 48 minus 16 | +0.0300 ± 0.0000 | [+0.0300, +0.0300] | 3")
+  assert lines["| 16 minus 4"].startswith("| 16 minus 4 | -0.0200 ± 0.0058 |")
+  # A stage whose only varying axis is the seed has nothing to compare.
+  assert axis_comparison([{**r, "grid.model.prefix_tokens": "16"} for r in rows]) == ""

@@ -95,11 +95,19 @@ def stage_comparison(rows: list[dict], reference: str) -> str:
   return "\n".join(lines)
 
 
+def _t_interval(diffs: np.ndarray) -> str:
+  """Mean ± SEM and the 95 % t interval of paired differences, as three table cells."""
+  from scipy import stats
+
+  sem = standard_error(diffs)
+  half = stats.t.ppf(0.975, len(diffs) - 1) * sem
+  return (f"{diffs.mean():+.4f} ± {sem:.4f} | [{diffs.mean() - half:+.4f}, "
+          f"{diffs.mean() + half:+.4f}] | {len(diffs)}")
+
+
 def pooled_p_gain(rows: list[dict], stage: str) -> str:
   """Loss at each P minus P = 1 at the same size and seed, pooled over sizes: a model-free test of
   whether streams help, for when the law itself cannot be fitted."""
-  from scipy import stats
-
   done = [r for r in rows if r["status"] == "done"]
   base = _p1_losses(done, stage)
   if base is None:
@@ -108,13 +116,46 @@ def pooled_p_gain(rows: list[dict], stage: str) -> str:
            "|---|---|---|---|"]
   for p in sorted({r["P"] for r in done if r["stage"] == stage} - {1}):
     diffs = _minus_p1(done, base, stage, p)
-    if len(diffs) < 2:
-      continue
-    sem = standard_error(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * sem
-    lines.append(f"| {p} | {diffs.mean():+.4f} ± {sem:.4f} | [{diffs.mean() - half:+.4f}, "
-                 f"{diffs.mean() + half:+.4f}] | {len(diffs)} |")
+    if len(diffs) >= 2:
+      lines.append(f"| {p} | {_t_interval(diffs)} |")
   return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _axis_order(value):
+  try:
+    return (0, float(value), "")
+  except (TypeError, ValueError):
+    return (1, 0.0, str(value))
+
+
+def axis_comparison(rows: list[dict]) -> str:
+  """For each stage with one grid axis besides size, P and seed (a pilot's learning rate or prefix
+  length): each pair of its values compared, paired by size, P and seed, with a 95 % t interval."""
+  done = [r for r in rows if r["status"] == "done"]
+  lines = []
+  for stage in sorted({r["stage"] for r in done}):
+    runs = [r for r in done if r["stage"] == stage]
+    axes = [k for k in sorted(runs[0]) if k.startswith("grid.") and k not in _ROW_AXES
+            and len({str(r.get(k)) for r in runs}) > 1]
+    if len(axes) != 1:
+      continue
+    axis = axes[0]
+    by_value: dict[str, dict[tuple, float]] = {}
+    for r in runs:
+      by_value.setdefault(str(r[axis]), {})[(r["size"], r["P"], r["seed"])] = r["loss"]
+    values = sorted(by_value, key=_axis_order)
+    table = []
+    for i, low in enumerate(values):
+      for high in values[i + 1:]:
+        pairs = sorted(set(by_value[low]) & set(by_value[high]))
+        diffs = np.array([by_value[high][key] - by_value[low][key] for key in pairs])
+        if len(diffs) >= 2:
+          table.append(f"| {high} minus {low} | {_t_interval(diffs)} |")
+    if table:
+      lines += [f"`{stage}`, by `{axis[5:]}`:", "",
+                "| loss difference | mean ± SEM | 95 % interval | pairs (size × P × seed) |",
+                "|---|---|---|---|", *table, ""]
+  return "\n".join(lines)
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -142,6 +183,9 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   comparison = stage_comparison(rows, stages[0])
   if comparison:
     text += ["## Stages compared", "", comparison]
+  by_axis = axis_comparison(rows)
+  if by_axis:
+    text += ["## Grid axes compared", "", by_axis]
   fit_dir = results_dir / "fit"
   try:
     doc = run_fit(str(table), fit_dir, group_by="stage" if len(stages) > 1 else None,
