@@ -139,6 +139,27 @@ def test_shared_weights_are_not_copied_per_stream():
   assert bb(small) == bb(big)
 
 
+def test_one_seed_gives_every_p_the_same_shared_weights():
+  """Models of one seed differ only in ParScale's own parameters, whatever P: a P > 1 run and the
+  P = 1 run of its seed start from the same embedding, backbone and head (sweeps pair them)."""
+  def shared(p):
+    model = pj.model.create_model(dataclasses.replace(TINY, P=p), seed=3)
+    state = nnx.state(model, nnx.Param)
+    parscale = nnx.state(model, ParScaleParam)
+    flat = dict(nnx.to_flat_state(state))
+    for path in dict(nnx.to_flat_state(parscale)):
+      flat.pop(path)
+    return {path: np.asarray(v.get_value()) for path, v in flat.items()}
+  one, four, eight = shared(1), shared(4), shared(8)
+  assert set(one) == set(four) == set(eight) and any("lm_head" in str(path) for path in one)
+  for path in one:
+    np.testing.assert_array_equal(one[path], four[path], err_msg=str(path))
+    np.testing.assert_array_equal(one[path], eight[path], err_msg=str(path))
+  head = next(path for path in one if "lm_head" in str(path))
+  other_seed = pj.model.create_model(dataclasses.replace(TINY, P=1), seed=4)
+  assert not np.array_equal(np.asarray(other_seed.lm_head.kernel.get_value()), one[head])
+
+
 def test_bfloat16_compute_is_close_to_float32():
   model = pj.create_model(TINY, seed=6)
   bf16 = pj.create_model(dataclasses.replace(TINY, dtype="bfloat16"), seed=6)

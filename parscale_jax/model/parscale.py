@@ -72,6 +72,12 @@ class ParScaleLM(nnx.Module):
     self.embed_tokens = nnx.Embed(c.vocab_size, c.hidden_size, param_dtype=jnp.float32,
                                   embedding_init=nnx.initializers.normal(c.init_std), rngs=rngs)
     self.backbone = Backbone(c, rngs)
+    # Every shared weight is drawn before ParScale's own, so that models of one seed start from the
+    # same backbone, embedding and head whatever their P (paired comparisons rely on it).
+    if not c.tie_embeddings:
+      self.lm_head = nnx.Linear(c.hidden_size, c.vocab_size, use_bias=False, dtype=dtype_of(c),
+                                param_dtype=jnp.float32,
+                                kernel_init=nnx.initializers.normal(c.init_std), rngs=rngs)
     if c.has_prefix:
       shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
       init = nnx.initializers.normal(c.prefix_init_std)
@@ -79,10 +85,6 @@ class ParScaleLM(nnx.Module):
       self.prefix_v = ParScaleParam(init(rngs.params(), shape))
     if c.has_aggregator:
       self.aggregator = Aggregator(c, rngs)
-    if not c.tie_embeddings:
-      self.lm_head = nnx.Linear(c.hidden_size, c.vocab_size, use_bias=False, dtype=dtype_of(c),
-                                param_dtype=jnp.float32,
-                                kernel_init=nnx.initializers.normal(c.init_std), rngs=rngs)
 
   def __call__(self, input_ids_BxS: jax.Array, positions_BxS: jax.Array | None = None) -> jax.Array:
     if positions_BxS is None:
