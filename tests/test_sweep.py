@@ -269,3 +269,34 @@ def test_axis_comparison_pairs_runs_by_size_p_and_seed():
   assert lines["| 16 minus 4"].startswith("| 16 minus 4 | -0.0200 ± 0.0058 |")
   # A stage whose only varying axis is the seed has nothing to compare.
   assert axis_comparison([{**r, "grid.model.prefix_tokens": "16"} for r in rows]) == ""
+
+
+def test_training_curves_are_read_plotted_and_published(tmp_path):
+  """Curves come from each run's metrics.jsonl (training lines only; a torn last line is skipped),
+  are plotted per stage and size, and travel with the published report."""
+  from parscale_jax.sweep.analysis import publish
+  from parscale_jax.sweep.curves import plot_curves, read_curve
+  rows = []
+  for p in (1, 4):
+    run_id = f"main_P={p}"
+    run = tmp_path / "runs" / run_id
+    run.mkdir(parents=True)
+    lines = [json.dumps({"step": s, "tokens": 4096 * s, "loss": 3.0 - 0.01 * s * p}) for s in (20, 40, 60)]
+    lines += [json.dumps({"step": 60, "eval_loss": 2.5}), '{"step": 80, "tok']
+    (run / "metrics.jsonl").write_text("\n".join(lines))
+    rows.append({"run_id": run_id, "stage": "main", "size": "cpu-55k", "N": 5e4, "P": p, "seed": 0,
+                 "status": "done"})
+  rows.append({"run_id": "main_P=8", "stage": "main", "size": "cpu-55k", "N": 5e4, "P": 8, "seed": 0,
+               "status": "failed"})
+  tokens, losses = read_curve(tmp_path / "runs" / "main_P=4")
+  np.testing.assert_allclose(tokens, [81920, 163840, 245760])
+  np.testing.assert_allclose(losses, [2.2, 1.4, 0.6])
+  assert [p.name for p in plot_curves(tmp_path, rows, tmp_path)] == ["curves.png", "curves.pdf"]
+  assert (tmp_path / "curves.png").stat().st_size > 0
+  (tmp_path / "table.csv").write_text("run_id\n")
+  (tmp_path / "report.md").write_text("![training loss against tokens](curves.png)\n")
+  publish(tmp_path, tmp_path / "published", log=lambda s: None)
+  assert (tmp_path / "published" / "curves.png").read_bytes() == (tmp_path / "curves.png").read_bytes()
+  # With no curves left (say every run failed), the old plot goes rather than being published.
+  assert plot_curves(tmp_path, [dict(r, status="failed") for r in rows], tmp_path) == []
+  assert not (tmp_path / "curves.png").exists()

@@ -163,6 +163,7 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   from parscale_jax.analysis.plots import plot_all
   from parscale_jax.analysis.report import fit_markdown
   from parscale_jax.analysis.results import FitResult
+  from parscale_jax.sweep.curves import plot_curves
 
   results_dir = Path(results_dir)
   stages = spec.analysis.fit_stages or spec.stages
@@ -186,6 +187,8 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   by_axis = axis_comparison(rows)
   if by_axis:
     text += ["## Grid axes compared", "", by_axis]
+  if plot_curves(results_dir, rows, results_dir):
+    text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
   fit_dir = results_dir / "fit"
   try:
     doc = run_fit(str(table), fit_dir, group_by="stage" if len(stages) > 1 else None,
@@ -213,7 +216,9 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
     if old.suffix in (".json", ".png", ".pdf"):
       old.unlink()
   fit_dir = results_dir / "fit"
+  plots = [results_dir / name for name in ("curves.png", "curves.pdf") if (results_dir / name).exists()]
   if fit_dir.is_dir():
-    for path in fit_dir.iterdir():
-      shutil.copy2(path, target / path.name)
+    plots += list(fit_dir.iterdir())
+  for path in plots:
+    shutil.copy2(path, target / path.name)
   log(f"published: {target}")

@@ -1,0 +1,81 @@
+"""Training curves of a sweep's runs: training loss against tokens, one panel per stage and size, a
+colour per P and a line style per seed, to show when streams and seeds part ways."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens, training loss) from a run's metrics.jsonl; evaluation lines and unreadable lines
+  (a run killed mid-write) are skipped."""
+  tokens, losses = [], []
+  path = Path(run_dir) / "metrics.jsonl"
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if "loss" in record and "tokens" in record:
+        tokens.append(record["tokens"])
+        losses.append(record["loss"])
+  return np.array(tokens, float), np.array(losses, float)
+
+
+def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
+  """Writes curves.png and curves.pdf to `out` for the done runs that have metrics; returns the
+  paths written (none, and any old plot removed, when no run has a curve)."""
+  curves = {}
+  for r in rows:
+    if r["status"] == "done":
+      tokens, losses = read_curve(Path(results_dir) / "runs" / r["run_id"])
+      if len(tokens) > 1:
+        curves[r["run_id"]] = (r, tokens, losses)
+  out = Path(out)
+  paths = [out / "curves.png", out / "curves.pdf"]
+  if not curves:
+    for path in paths:  # A stale plot from an earlier analysis must not be published.
+      path.unlink(missing_ok=True)
+    return []
+  smallest: dict[tuple, float] = {}
+  for r, _, _ in curves.values():
+    key = (r["stage"], r["size"])
+    smallest[key] = min(smallest.get(key, r["N"]), r["N"])
+  panels = sorted(smallest, key=lambda key: (key[0], smallest[key]))
+  ps = sorted({r["P"] for r, _, _ in curves.values()})
+  colours = {p: plt.get_cmap("viridis")(i / max(len(ps) - 1, 1)) for i, p in enumerate(ps)}
+  seeds = sorted({r["seed"] for r, _, _ in curves.values()}, key=str)
+  cols = min(4, len(panels))
+  rows_n = math.ceil(len(panels) / cols)
+  fig, axes = plt.subplots(rows_n, cols, figsize=(4.4 * cols, 3.4 * rows_n), squeeze=False)
+  for ax, (stage, size) in zip(axes.flat, panels):
+    tail = []  # Losses after the first tenth of training set the y range; the start is off scale.
+    for r, tokens, losses in curves.values():
+      if (r["stage"], r["size"]) != (stage, size):
+        continue
+      style = _SEED_STYLES[seeds.index(r["seed"]) % len(_SEED_STYLES)]
+      ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2, label=f"P={r['P']} seed {r['seed']}")
+      tail.extend(losses[tokens >= 0.1 * tokens.max()])
+    if tail:
+      ax.set_ylim(min(tail) - 0.02, max(tail) + 0.02)
+    ax.set_title(f"{stage}: {size}")
+    ax.set_xlabel("tokens (millions)")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=6, ncol=2)
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis("off")
+  fig.tight_layout()
+  for path in paths:
+    fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return paths
