@@ -200,3 +200,22 @@ def test_committed_cpu_fit_is_current(tmp_path):
   assert committed["groups"]["all"]["n_points"] == 16 and committed["groups"]["all"]["weights"] == "sem"
   for key in ("E", "A", "alpha", "k", "objective"):
     assert committed["groups"]["all"][key] == pytest.approx(fresh["groups"]["all"][key], rel=1e-6)
+
+
+def test_committed_cpu_long_report_is_current():
+  """The committed follow-up sweep (sweeps/cpu_long.yaml): four seeds of P = 1 and P = 4 at 6M tokens,
+  and a report whose paired tables are what its committed table gives."""
+  from conftest import REPO
+  from parscale_jax.sweep.analysis import axis_comparison, pooled_p_gain
+  from parscale_jax.sweep.table import read_table
+  folder = REPO / "analysis" / "results" / "cpu_long"
+  rows = read_table(folder / "table.csv")
+  long = [r for r in rows if r["stage"] == "long"]
+  assert len(long) == 8 and all(r["status"] == "done" and r["tokens"] >= 5.99e6 for r in long)
+  assert {r["P"] for r in long} == {1, 4} and {r["seed"] for r in long} == {0, 1, 2, 3}
+  report = (folder / "report.md").read_text()
+  gain = pooled_p_gain(rows, "long")
+  assert gain and gain in report
+  prefix = axis_comparison(rows)
+  assert "by `model.prefix_tokens`" in prefix and prefix in report
+  assert (folder / "curves.png").stat().st_size > 0

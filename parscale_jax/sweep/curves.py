@@ -1,5 +1,6 @@
-"""Training curves of a sweep's runs: training loss against tokens, one panel per stage and size, a
-colour per P and a line style per seed, to show when streams and seeds part ways."""
+"""Training curves of a sweep's runs: training loss against tokens, one panel per setting (stage and
+any extra grid axes) and size, a colour per P and a line style per seed, to show when streams and
+seeds part ways."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from parscale_jax.sweep.analysis import _setting  # noqa: E402
 
 _SEED_STYLES = ("-", "--", ":", "-.")
 
@@ -49,7 +52,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     return []
   smallest: dict[tuple, float] = {}
   for r, _, _ in curves.values():
-    key = (r["stage"], r["size"])
+    key = (_setting(r), r["size"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
   panels = sorted(smallest, key=lambda key: (key[0], smallest[key]))
   ps = sorted({r["P"] for r, _, _ in curves.values()})
@@ -58,17 +61,17 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
   cols = min(4, len(panels))
   rows_n = math.ceil(len(panels) / cols)
   fig, axes = plt.subplots(rows_n, cols, figsize=(4.4 * cols, 3.4 * rows_n), squeeze=False)
-  for ax, (stage, size) in zip(axes.flat, panels):
+  for ax, (setting, size) in zip(axes.flat, panels):
     tail = []  # Losses after the first tenth of training set the y range; the start is off scale.
     for r, tokens, losses in curves.values():
-      if (r["stage"], r["size"]) != (stage, size):
+      if (_setting(r), r["size"]) != (setting, size):
         continue
       style = _SEED_STYLES[seeds.index(r["seed"]) % len(_SEED_STYLES)]
       ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2, label=f"P={r['P']} seed {r['seed']}")
       tail.extend(losses[tokens >= 0.1 * tokens.max()])
     if tail:
       ax.set_ylim(min(tail) - 0.02, max(tail) + 0.02)
-    ax.set_title(f"{stage}: {size}")
+    ax.set_title(f"{setting}: {size}", fontsize=9)
     ax.set_xlabel("tokens (millions)")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=6, ncol=2)
