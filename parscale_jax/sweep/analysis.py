@@ -15,7 +15,7 @@ from parscale_jax.errors import UserError
 _ROW_AXES = ("grid.model.P", "grid.model.size", "grid.seed")
 
 
-def _setting(row: dict) -> str:
+def setting_label(row: dict) -> str:
   """The stage and any grid axes besides size, P and seed (a pilot's learning rate, say)."""
   extra = [f"{k[5:]}={row[k]}" for k in sorted(row)
            if k.startswith("grid.") and k not in _ROW_AXES and row[k] not in (None, "")]
@@ -28,7 +28,7 @@ def loss_table(rows: list[dict]) -> str:
   groups: dict[tuple[str, str], dict[int, list[float]]] = {}
   smallest: dict[tuple[str, str], float] = {}
   for r in done:
-    key = (_setting(r), r["size"])
+    key = (setting_label(r), r["size"])
     groups.setdefault(key, {}).setdefault(r["P"], []).append(r["loss"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
   ps = sorted({r["P"] for r in done})
@@ -206,7 +206,8 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
 
 
 def publish(results_dir: Path, target: Path, log=print) -> None:
-  """Copies the table, report and fit where the notebooks read them; stale fit files go."""
+  """Copies the table, report, fit and training curves where the notebooks read them; stale
+  plots and fit files go."""
   target.mkdir(parents=True, exist_ok=True)
   shutil.copy2(results_dir / "table.csv", target / "table.csv")
   # The fit's files sit beside the report there, not in fit/.

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from parscale_jax.sweep.analysis import _setting  # noqa: E402
+from parscale_jax.sweep.analysis import setting_label  # noqa: E402
 
 _SEED_STYLES = ("-", "--", ":", "-.")
 
@@ -52,7 +52,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     return []
   smallest: dict[tuple, float] = {}
   for r, _, _ in curves.values():
-    key = (_setting(r), r["size"])
+    key = (setting_label(r), r["size"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
   panels = sorted(smallest, key=lambda key: (key[0], smallest[key]))
   ps = sorted({r["P"] for r, _, _ in curves.values()})
@@ -64,7 +64,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
   for ax, (setting, size) in zip(axes.flat, panels):
     tail = []  # Losses after the first tenth of training set the y range; the start is off scale.
     for r, tokens, losses in curves.values():
-      if (_setting(r), r["size"]) != (setting, size):
+      if (setting_label(r), r["size"]) != (setting, size):
         continue
       style = _SEED_STYLES[seeds.index(r["seed"]) % len(_SEED_STYLES)]
       ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2, label=f"P={r['P']} seed {r['seed']}")
