@@ -27,7 +27,7 @@ def _points(g):
           np.array([p["loss"] for p in pts]), np.array([p["predicted"] for p in pts]))
 
 
-def _colors(values):
+def value_colors(values):
   cmap = plt.get_cmap("viridis")
   uniq = sorted(set(values))
   return {v: cmap(i / max(len(uniq) - 1, 1)) for i, v in enumerate(uniq)}
@@ -56,7 +56,7 @@ def loss_vs_n(fit, out):
   fig, panels = _panels(fit, "Loss vs non-embedding parameters, per P (curves: fitted law)")
   for name, g, law, ax in panels:
     N, P, L, _ = _points(g)
-    colors = _colors(P)
+    colors = value_colors(P)
     grid = np.geomspace(N.min() / 1.3, N.max() * 1.3, 100)
     for p in sorted(set(P)):
       sel = P == p
@@ -73,7 +73,7 @@ def loss_vs_p(fit, out):
   for name, g, law, ax in panels:
     N, P, L, _ = _points(g)
     size = Points(N, P, L).size_index()
-    colors = _colors(size)
+    colors = value_colors(size)
     pgrid = np.geomspace(1, P.max(), 50)
     for s in sorted(set(size)):
       sel = size == s
@@ -101,7 +101,7 @@ def residuals(fit, out):
   fig, panels = _panels(fit, "Residuals: observed - fitted loss")
   for name, g, law, ax in panels:
     N, P, L, pred = _points(g)
-    colors = _colors(P)
+    colors = value_colors(P)
     for p in sorted(set(P)):
       sel = P == p
       ax.scatter(N[sel], L[sel] - pred[sel], color=colors[p], label=f"P={p:g}")

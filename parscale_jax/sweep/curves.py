@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from parscale_jax.analysis.plots import value_colors  # noqa: E402
 from parscale_jax.sweep.analysis import setting_label  # noqa: E402
 
 _SEED_STYLES = ("-", "--", ":", "-.")
@@ -55,8 +56,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     key = (setting_label(r), r["size"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
   panels = sorted(smallest, key=lambda key: (key[0], smallest[key]))
-  ps = sorted({r["P"] for r, _, _ in curves.values()})
-  colours = {p: plt.get_cmap("viridis")(i / max(len(ps) - 1, 1)) for i, p in enumerate(ps)}
+  colours = value_colors([r["P"] for r, _, _ in curves.values()])
   seeds = sorted({r["seed"] for r, _, _ in curves.values()}, key=str)
   cols = min(4, len(panels))
   rows_n = math.ceil(len(panels) / cols)
