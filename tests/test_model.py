@@ -91,8 +91,8 @@ def test_shared_weights_receive_sum_of_per_stream_gradients():
   shared = nnx.state(grad(model))["backbone"]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), summed, shared)
   # The copies' gradients differ from each other: each stream contributes its own share.
-  q0 = per_copy[0]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
-  q1 = per_copy[1]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
+  q0 = per_copy[0]["layers"][0]["self_attn"]["q_proj"]["weight"][...]
+  q1 = per_copy[1]["layers"][0]["self_attn"]["q_proj"]["weight"][...]
   assert np.abs(q0 - q1).max() > 1e-6
 
 
@@ -157,7 +157,22 @@ def test_one_seed_gives_every_p_the_same_shared_weights():
     np.testing.assert_array_equal(one[path], eight[path], err_msg=str(path))
   head = next(path for path in one if "lm_head" in str(path))
   other_seed = pj.model.create_model(dataclasses.replace(TINY, P=1), seed=4)
-  assert not np.array_equal(np.asarray(other_seed.lm_head.kernel.get_value()), one[head])
+  assert not np.array_equal(np.asarray(other_seed.lm_head.weight.get_value()), one[head])
+
+
+def test_dense_skinny_and_wide_products_agree_and_init_matches_nnx_linear():
+  from parscale_jax.model.layers import SKINNY_ROWS, Dense
+  dense = Dense(32, 48, TINY, nnx.Rngs(params=3), bias=True)
+  linear = nnx.Linear(32, 48, kernel_init=nnx.initializers.normal(TINY.init_std),
+                      rngs=nnx.Rngs(params=3))
+  np.testing.assert_array_equal(dense.weight[...], linear.kernel[...].T)
+  dense.bias[...] = jnp.linspace(-1.0, 1.0, 48)
+  x = jax.random.normal(jax.random.key(0), (2, SKINNY_ROWS, 32))
+  wide = dense(x)  # 2 * SKINNY_ROWS rows: x·Wᵀ.
+  skinny = jnp.concatenate([dense(x[:1]), dense(x[1:])])  # SKINNY_ROWS rows each: W·xᵀ.
+  assert wide.shape == skinny.shape == (2, SKINNY_ROWS, 48)
+  np.testing.assert_allclose(skinny, wide, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(wide, x @ dense.weight[...].T + dense.bias[...], atol=1e-5, rtol=0)
 
 
 def test_bfloat16_compute_is_close_to_float32():

@@ -133,7 +133,7 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir, monkeypatch):
   state = trainer._fresh_state(config, create, shardings, optimizer, graphdef)
   model = nnx.merge(graphdef, state["params"], state["frozen"])
   np.testing.assert_array_equal(model.embed_tokens.embedding[...], p1_weights["model.embed_tokens.weight"])
-  np.testing.assert_array_equal(model.backbone.layers[1].mlp.up_proj.kernel[...],
+  np.testing.assert_array_equal(model.backbone.layers[1].mlp.up_proj.weight[...],
                                 p1_weights["model.layers.1.mlp.up_proj.weight"].T)
   from parscale_jax.model import create_model
   scratch = create_model(config.model, seed=config.seed)

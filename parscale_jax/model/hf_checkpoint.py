@@ -22,7 +22,7 @@ class CheckpointError(UserError):
 @dataclasses.dataclass
 class _Slot:
   variable: nnx.Variable
-  transpose: bool = False  # torch Linear stores [out, in]; nnx.Linear kernels are [in, out].
+  transpose: bool = False  # torch Linear stores [out, in]; the aggregator's weights are [in, out].
   layer: int | None = None  # Prefix tensors are per layer in the file, stacked on axis 1 here.
 
 
@@ -31,16 +31,16 @@ def _slots(model: ParScaleLM) -> dict[str, _Slot]:
   slots = {"model.embed_tokens.weight": _Slot(model.embed_tokens.embedding),
            "model.norm.weight": _Slot(model.backbone.norm.scale)}
   if not c.tie_embeddings:
-    slots["lm_head.weight"] = _Slot(model.lm_head.kernel, transpose=True)
+    slots["lm_head.weight"] = _Slot(model.lm_head.weight)
   for i, layer in enumerate(model.backbone.layers):
     pre = f"model.layers.{i}."
     attn = layer.self_attn
     for name in ("q_proj", "k_proj", "v_proj"):
-      slots[f"{pre}self_attn.{name}.weight"] = _Slot(getattr(attn, name).kernel, transpose=True)
+      slots[f"{pre}self_attn.{name}.weight"] = _Slot(getattr(attn, name).weight)
       slots[f"{pre}self_attn.{name}.bias"] = _Slot(getattr(attn, name).bias)
-    slots[f"{pre}self_attn.o_proj.weight"] = _Slot(attn.o_proj.kernel, transpose=True)
+    slots[f"{pre}self_attn.o_proj.weight"] = _Slot(attn.o_proj.weight)
     for name in ("gate_proj", "up_proj", "down_proj"):
-      slots[f"{pre}mlp.{name}.weight"] = _Slot(getattr(layer.mlp, name).kernel, transpose=True)
+      slots[f"{pre}mlp.{name}.weight"] = _Slot(getattr(layer.mlp, name).weight)
     slots[f"{pre}input_layernorm.weight"] = _Slot(layer.input_layernorm.scale)
     slots[f"{pre}post_attention_layernorm.weight"] = _Slot(layer.post_attention_layernorm.scale)
     if c.has_prefix:

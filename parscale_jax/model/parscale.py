@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from parscale_jax.model.config import ModelConfig
-from parscale_jax.model.layers import DecoderLayer, dtype_of, rms_norm
+from parscale_jax.model.layers import DecoderLayer, Dense, dtype_of, rms_norm
 
 
 class ParScaleParam(nnx.Param):
@@ -75,9 +75,7 @@ class ParScaleLM(nnx.Module):
     # Every shared weight is drawn before ParScale's own, so that models of one seed start from the
     # same backbone, embedding and head whatever their P (paired comparisons rely on it).
     if not c.tie_embeddings:
-      self.lm_head = nnx.Linear(c.hidden_size, c.vocab_size, use_bias=False, dtype=dtype_of(c),
-                                param_dtype=jnp.float32,
-                                kernel_init=nnx.initializers.normal(c.init_std), rngs=rngs)
+      self.lm_head = Dense(c.hidden_size, c.vocab_size, c, rngs, bias=False)
     if c.has_prefix:
       shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
       init = nnx.initializers.normal(c.prefix_init_std)
