@@ -98,25 +98,22 @@ class Attention(nnx.Module):
       # Slot j holds the token at position j; unwritten slots lie in every query's future.
       key_pos_BxT = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
       new_cache = (keys, values)
+    if prefix_k is not None:
+      # The prefix joins the keys at position -1, so every query sees all of it. One score tensor
+      # over [prefix, tokens] costs less than scoring the two apart and concatenating the scores.
+      t = prefix_k.shape[-2]
+      as_keys = lambda a: jnp.broadcast_to(jnp.swapaxes(a, -3, -2), (b, t, kv, h)).astype(keys.dtype)
+      keys = jnp.concatenate([as_keys(prefix_k), keys], axis=1)
+      values = jnp.concatenate([as_keys(prefix_v), values], axis=1)
+      key_pos_BxT = jnp.concatenate([jnp.full((b, t), -1, key_pos_BxT.dtype), key_pos_BxT], axis=1)
 
     q_BxSxKxGxH = q_BxSxNxH.reshape(b, s, kv, g, h) * (h ** -0.5)
     scores = jnp.einsum("bskgh,btkh->bkgst", q_BxSxKxGxH, keys.astype(q_BxSxNxH.dtype),
                         preferred_element_type=jnp.float32)
     causal_BxSxT = key_pos_BxT[:, None, :] <= positions_BxS[:, :, None]
     scores = jnp.where(causal_BxSxT[:, None, None], scores, -jnp.inf)
-    if prefix_k is not None:
-      spec = "ktj" if prefix_k.ndim == 3 else "bktj"
-      prefix_scores = jnp.einsum(f"bskgj,{spec}->bkgst", q_BxSxKxGxH,
-                                 prefix_k.astype(q_BxSxNxH.dtype), preferred_element_type=jnp.float32)
-      scores = jnp.concatenate([prefix_scores, scores], axis=-1)
     probs = jax.nn.softmax(scores, axis=-1).astype(q_BxSxNxH.dtype)
-    if prefix_k is not None:
-      t = prefix_k.shape[-2]
-      spec = "ktj" if prefix_v.ndim == 3 else "bktj"
-      out = jnp.einsum(f"bkgst,{spec}->bskgj", probs[..., :t], prefix_v.astype(probs.dtype))
-      out = out + jnp.einsum("bkgst,btkh->bskgh", probs[..., t:], values.astype(probs.dtype))
-    else:
-      out = jnp.einsum("bkgst,btkh->bskgh", probs, values.astype(probs.dtype))
+    out = jnp.einsum("bkgst,btkh->bskgh", probs, values.astype(probs.dtype))
     return self.o_proj(out.reshape(b, s, kv * g * h)), new_cache
 
 
