@@ -22,19 +22,25 @@ def setting_label(row: dict) -> str:
   return ", ".join([row["stage"], *extra])
 
 
+def settings_and_sizes(rows: list[dict]) -> list[tuple[str, str]]:
+  """The (setting label, size) pairs of `rows`, by setting and then by N (not by size name)."""
+  smallest: dict[tuple[str, str], float] = {}
+  for r in rows:
+    key = (setting_label(r), r["size"])
+    smallest[key] = min(smallest.get(key, r["N"]), r["N"])
+  return sorted(smallest, key=lambda key: (key[0], smallest[key]))
+
+
 def loss_table(rows: list[dict]) -> str:
   """Mean validation loss per setting, size and P; ± the standard error over seeds."""
   done = [r for r in rows if r["status"] == "done"]
   groups: dict[tuple[str, str], dict[int, list[float]]] = {}
-  smallest: dict[tuple[str, str], float] = {}
   for r in done:
-    key = (setting_label(r), r["size"])
-    groups.setdefault(key, {}).setdefault(r["P"], []).append(r["loss"])
-    smallest[key] = min(smallest.get(key, r["N"]), r["N"])
+    groups.setdefault((setting_label(r), r["size"]), {}).setdefault(r["P"], []).append(r["loss"])
   ps = sorted({r["P"] for r in done})
   lines = ["| setting | size | " + " | ".join(f"P={p}" for p in ps) + " |",
            "|---|---|" + "---|" * len(ps)]
-  for key in sorted(groups, key=lambda key: (key[0], smallest[key])):  # Sizes by N, not name.
+  for key in settings_and_sizes(done):
     cells = []
     for p in ps:
       losses = np.array(groups[key].get(p, []))

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from parscale_jax.analysis.plots import value_colors  # noqa: E402
-from parscale_jax.sweep.analysis import setting_label  # noqa: E402
+from parscale_jax.sweep.analysis import setting_label, settings_and_sizes  # noqa: E402
 
 _SEED_STYLES = ("-", "--", ":", "-.")
 
@@ -51,11 +51,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     for path in paths:  # A stale plot from an earlier analysis must not be published.
       path.unlink(missing_ok=True)
     return []
-  smallest: dict[tuple, float] = {}
-  for r, _, _ in curves.values():
-    key = (setting_label(r), r["size"])
-    smallest[key] = min(smallest.get(key, r["N"]), r["N"])
-  panels = sorted(smallest, key=lambda key: (key[0], smallest[key]))
+  panels = settings_and_sizes([r for r, _, _ in curves.values()])
   colours = value_colors([r["P"] for r, _, _ in curves.values()])
   seeds = sorted({r["seed"] for r, _, _ in curves.values()}, key=str)
   cols = min(4, len(panels))
