@@ -3,9 +3,12 @@ shape against the parameter-scaled model of equal predicted loss (Stack-V2 fit).
 
     python benchmarks/decode_latency.py [--size paper-0.5b --layers 12] [--tokens 16]
 
-Each configuration runs in its own process (peak memory = that process's max RSS). The base is
-chosen so that decoding is memory-bound here (the weights are streamed once per token). Target:
-P = 8 within 1.5x of P = 1.
+Peak memory: each model alone in its own process (that process's max RSS). Latency: the models of
+one comparison share a process and decode token by token in turn, so that a slow spell of this
+shared machine hits all of them alike: the P models in one process, and P = 1 with the
+parameter-scaled models in another. A model's decode time is the median over --tokens tokens. The
+base is chosen so that decoding is memory-bound here (the weights are streamed once per token).
+Target: P = 8 within 1.5x of P = 1.
 """
 from __future__ import annotations
 
@@ -25,25 +28,34 @@ from flax import nnx
 from parscale_jax.model import ModelConfig, init_cache
 from parscale_jax.model.decode import decode_step
 from parscale_jax.model.parscale import ParScaleLM
-config = ModelConfig(**json.loads(sys.argv[1]))
 tokens = int(sys.argv[2])
-model = nnx.jit(lambda: ParScaleLM(config, nnx.Rngs(params=0)))()
-graphdef, state = nnx.split(model)
-cache = init_cache(config, 1, 8 + tokens + 1)
-prompt = jnp.zeros((1, 8), jnp.int32)
-nxt, _, cache = decode_step(graphdef, state, prompt, cache, jax.random.key(0))
-tok = nxt[:, None]
-nxt, _, cache = decode_step(graphdef, state, tok, cache, jax.random.key(0))  # Compile the step.
-jax.block_until_ready(nxt)
-times = []
-for _ in range(tokens - 1):
-    t = time.perf_counter()
-    nxt, _, cache = decode_step(graphdef, state, nxt[:, None], cache, jax.random.key(0))
+decoders = []
+for fields in json.loads(sys.argv[1]):
+    config = ModelConfig(**fields)
+    graphdef, state = nnx.split(nnx.jit(lambda: ParScaleLM(config, nnx.Rngs(params=0)))())
+    cache = init_cache(config, 1, 8 + tokens + 1)
+    nxt, _, cache = decode_step(graphdef, state, jnp.zeros((1, 8), jnp.int32), cache, jax.random.key(0))
+    nxt, _, cache = decode_step(graphdef, state, nxt[:, None], cache, jax.random.key(0))  # Compile.
     jax.block_until_ready(nxt)
-    times.append(time.perf_counter() - t)
-print(json.dumps({"decode_s": statistics.median(times),
+    decoders.append({"graphdef": graphdef, "state": state, "cache": cache, "next": nxt, "times": []})
+for _ in range(tokens - 1):
+    for d in decoders:
+        t = time.perf_counter()
+        d["next"], _, d["cache"] = decode_step(d["graphdef"], d["state"], d["next"][:, None], d["cache"],
+                                               jax.random.key(0))
+        jax.block_until_ready(d["next"])
+        d["times"].append(time.perf_counter() - t)
+print(json.dumps({"decode_s": [statistics.median(d["times"]) for d in decoders],
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
+
+
+def run_child(configs: list, tokens: int) -> dict:
+  proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps([dataclasses.asdict(c) for c in configs]),
+                         str(tokens)], capture_output=True, text=True)
+  if proc.returncode:
+    raise SystemExit(proc.stderr[-2000:])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -60,28 +72,30 @@ def main() -> None:
   from parscale_jax.model.config import preset
 
   base = preset(args.size, num_layers=args.layers, prefix_tokens=48)
-  configs = []
-  for p in (int(x) for x in args.P.split(",")):
-    configs.append((f"parallel P={p}", dataclasses.replace(base, P=p)))
-    if p > 1:
-      n_equal = param_counts(dataclasses.replace(base, P=p)).non_embedding * (args.k * math.log(p) + 1)
-      configs.append((f"parameter-scaled = P={p}", scaled_config(base, n_equal)))
+  parallel = {p: dataclasses.replace(base, P=p) for p in (int(x) for x in args.P.split(","))}
+  scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * (args.k * math.log(p) + 1))
+            for p in parallel if p > 1}
+  # Latency: each comparison in one process; its first model (P = 1) is the reference.
+  timed_parallel = run_child([parallel[1], *[parallel[p] for p in parallel if p > 1]], args.tokens)
+  timed_scaled = run_child([parallel[1], *scaled.values()], args.tokens)
+  print("latency, P models:", timed_parallel, "\nlatency, parameter-scaled:", timed_scaled, flush=True)
   rows = []
-  for name, config in configs:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(dataclasses.asdict(config)),
-                           str(args.tokens)], capture_output=True, text=True)
-    if proc.returncode:
-      raise SystemExit(proc.stderr[-2000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows.append({"model": name, "P": config.P, "hidden": config.hidden_size,
-                 "params_total": param_counts(config).total, "decode_ms": out["decode_s"] * 1e3,
-                 "peak_rss_GB": out["peak_rss_bytes"] / 1e9})
-    print(rows[-1], flush=True)
-  p1 = rows[0]
+  for p in parallel:
+    entries = [(f"parallel P={p}", parallel[p], timed_parallel["decode_s"], list(parallel).index(p))]
+    if p > 1:
+      entries.append((f"parameter-scaled = P={p}", scaled[p], timed_scaled["decode_s"],
+                      1 + list(scaled).index(p)))
+    for name, config, times, i in entries:
+      alone = run_child([config], 2)  # Peak memory of this model alone.
+      rows.append({"model": name, "P": config.P, "hidden": config.hidden_size,
+                   "params_total": param_counts(config).total, "decode_ms": times[i] * 1e3,
+                   "P1_same_process_ms": times[0] * 1e3, "decode_vs_P1": times[i] / times[0],
+                   "peak_rss_GB": alone["peak_rss_bytes"] / 1e9})
+      print(rows[-1], flush=True)
   for r in rows:
-    r["decode_vs_P1"] = r["decode_ms"] / p1["decode_ms"]
-    r["memory_vs_P1"] = r["peak_rss_GB"] / p1["peak_rss_GB"]
-  report("decode_latency", rows, args.out, {"size": args.size, "layers": args.layers, "k": args.k})
+    r["memory_vs_P1"] = r["peak_rss_GB"] / rows[0]["peak_rss_GB"]
+  report("decode_latency", rows, args.out, {"size": args.size, "layers": args.layers, "k": args.k,
+                                             "tokens": args.tokens})
 
 
 if __name__ == "__main__":
