@@ -134,7 +134,7 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir, monkeypatch):
   model = nnx.merge(graphdef, state["params"], state["frozen"])
   np.testing.assert_array_equal(model.embed_tokens.embedding[...], p1_weights["model.embed_tokens.weight"])
   np.testing.assert_array_equal(model.backbone.layers[1].mlp.up_proj.weight[...],
-                                p1_weights["model.layers.1.mlp.up_proj.weight"].T)
+                                p1_weights["model.layers.1.mlp.up_proj.weight"])
   from parscale_jax.model import create_model
   scratch = create_model(config.model, seed=config.seed)
   np.testing.assert_array_equal(model.prefix_k[...], scratch.prefix_k[...])
