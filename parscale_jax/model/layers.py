@@ -32,8 +32,9 @@ def rotary(x_BxSxNxH: jax.Array, positions_BxS: jax.Array, theta: float) -> jax.
   return out.astype(x_BxSxNxH.dtype)
 
 
-# Up to this many rows, a dense layer multiplies with the weight as the left operand (out = W·xᵀ):
-# XLA:CPU runs that skinny product 2-3x faster than x·Wᵀ, which decoding P streams relies on.
+# Up to this many rows, a dense layer multiplies with the weight as the left operand (out = W·xᵀ).
+# At 8 rows (decoding P = 8 streams) XLA:CPU ran that 1.8x faster than x·Wᵀ, and 2.6x faster than
+# x·W with the weight stored [in, out] (measured on 896 x 4864 float32 weights).
 SKINNY_ROWS = 64
 
 
