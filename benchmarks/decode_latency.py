@@ -72,24 +72,25 @@ def main() -> None:
   from parscale_jax.model.config import preset
 
   base = preset(args.size, num_layers=args.layers, prefix_tokens=48)
-  parallel = {p: dataclasses.replace(base, P=p) for p in (int(x) for x in args.P.split(","))}
+  # P = 1 is every comparison's reference, so it is always measured, and first.
+  ps = [1, *(p for p in (int(x) for x in args.P.split(",")) if p != 1)]
+  parallel = {p: dataclasses.replace(base, P=p) for p in ps}
   scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * (args.k * math.log(p) + 1))
-            for p in parallel if p > 1}
-  # Latency: each comparison in one process; its first model (P = 1) is the reference.
-  timed_parallel = run_child([parallel[1], *[parallel[p] for p in parallel if p > 1]], args.tokens)
-  timed_scaled = run_child([parallel[1], *scaled.values()], args.tokens)
+            for p in ps[1:]}
+  # Latency: each comparison in one process, the P = 1 model first.
+  timed_parallel = run_child(list(parallel.values()), args.tokens)["decode_s"]
+  timed_scaled = run_child([parallel[1], *scaled.values()], args.tokens)["decode_s"]
   print("latency, P models:", timed_parallel, "\nlatency, parameter-scaled:", timed_scaled, flush=True)
   rows = []
-  for p in parallel:
-    entries = [(f"parallel P={p}", parallel[p], timed_parallel["decode_s"], list(parallel).index(p))]
+  for p in ps:
+    entries = [(f"parallel P={p}", parallel[p], timed_parallel[ps.index(p)], timed_parallel[0])]
     if p > 1:
-      entries.append((f"parameter-scaled = P={p}", scaled[p], timed_scaled["decode_s"],
-                      1 + list(scaled).index(p)))
-    for name, config, times, i in entries:
+      entries.append((f"parameter-scaled = P={p}", scaled[p], timed_scaled[ps.index(p)], timed_scaled[0]))
+    for name, config, seconds, p1_seconds in entries:
       alone = run_child([config], 2)  # Peak memory of this model alone.
       rows.append({"model": name, "P": config.P, "hidden": config.hidden_size,
-                   "params_total": param_counts(config).total, "decode_ms": times[i] * 1e3,
-                   "P1_same_process_ms": times[0] * 1e3, "decode_vs_P1": times[i] / times[0],
+                   "params_total": param_counts(config).total, "decode_ms": seconds * 1e3,
+                   "P1_same_process_ms": p1_seconds * 1e3, "decode_vs_P1": seconds / p1_seconds,
                    "peak_rss_GB": alone["peak_rss_bytes"] / 1e9})
       print(rows[-1], flush=True)
   for r in rows:
