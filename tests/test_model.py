@@ -39,9 +39,9 @@ def test_golden_logits_and_greedy_generation(name):
                              rtol=0)
 
 
-@pytest.mark.parametrize("P", [1, 3])
-def test_cached_logits_equal_uncached(P):
-  config = dataclasses.replace(TINY, P=P)
+@pytest.mark.parametrize("P,impl", [(1, "vmap"), (3, "vmap"), (3, "fold"), (3, "loop")])
+def test_cached_logits_equal_uncached(P, impl):
+  config = dataclasses.replace(TINY, P=P, stream_impl=impl)
   model = pj.create_model(config, seed=1)
   ids = jax.random.randint(jax.random.key(0), (2, 9), 0, config.vocab_size)
   full = forward(model, ids)

@@ -130,22 +130,23 @@ class ParScaleLM(nnx.Module):
     return self._folded_streams(x_BxSxD, positions_BxS, pk, pv, kv, index)
 
   def _folded_streams(self, x_BxSxD, positions_BxS, pk, pv, kv, index):
-    """Streams folded into the batch axis (row p·B + b), as the PyTorch reference runs them."""
+    """Streams folded into the batch axis, as the PyTorch reference runs them. Row b·P + p, batch
+    major (the reference stacks stream-major): a batch sharded over devices then stays sharded,
+    where stream-major rows would interleave the shards and make XLA gather the whole batch."""
     p = self.config.P
     b, s, d = x_BxSxD.shape
-    x = jnp.broadcast_to(x_BxSxD, (p, b, s, d)).reshape(p * b, s, d)
-    positions = jnp.broadcast_to(positions_BxS, (p, b, s)).reshape(p * b, s)
-    pk_rows, pv_rows = jnp.repeat(pk, b, axis=0), jnp.repeat(pv, b, axis=0)
+    fold = lambda a: jnp.broadcast_to(a[:, None], (b, p, *a.shape[1:])).reshape(b * p, *a.shape[1:])
+    x, positions = fold(x_BxSxD), fold(positions_BxS)
+    pk_rows, pv_rows = jnp.tile(pk, (b, 1, 1, 1, 1)), jnp.tile(pv, (b, 1, 1, 1, 1))
     cache = None
-    if kv is not None:  # [P, L, B, ...] -> [L, P·B, ...]
-      k, v = (jnp.swapaxes(a, 0, 1) for a in kv)
-      cache = (k.reshape(k.shape[0], p * b, *k.shape[3:]), v.reshape(v.shape[0], p * b, *v.shape[3:]),
-               index)
+    if kv is not None:  # [P, L, B, ...] -> [L, B·P, ...]
+      to_rows = lambda a: jnp.moveaxis(a, 0, 2).reshape(a.shape[1], b * p, *a.shape[3:])
+      cache = (to_rows(kv[0]), to_rows(kv[1]), index)
     h, new = self.backbone(x, positions, pk_rows, pv_rows, cache)
-    h_PxBxSxD = h.reshape(p, b, s, d)
+    h_PxBxSxD = jnp.swapaxes(h.reshape(b, p, s, d), 0, 1)
     if new is None:
       return h_PxBxSxD, None
-    unfold = lambda a: jnp.swapaxes(a.reshape(a.shape[0], p, b, *a.shape[2:]), 0, 1)
+    unfold = lambda a: jnp.moveaxis(a.reshape(a.shape[0], b, p, *a.shape[2:]), 2, 0)
     return h_PxBxSxD, (unfold(new[0]), unfold(new[1]))
 
   def aggregate(self, h_PxBxSxD):
