@@ -200,6 +200,24 @@ def test_sharded_step_equals_single_device(data_dir):
   assert out["one"]["losses"][2][0] < out["one"]["losses"][0][0]
 
 
+def test_cpu_devices_split_the_batch_over_cores(tmp_path, data_dir):
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 10)
+  two = _cli("train", str(_write(tmp_path, config)), "--workdir", str(tmp_path / "two"),
+             "--no-progress", "--set", "mesh.cpu_devices=2")
+  one = train(config_from_dict(config), tmp_path / "one", progress=False)
+  _, err = two.communicate()
+  assert two.returncode == 0, err
+  split = json.loads((tmp_path / "two" / "result.json").read_text())
+  assert one["devices"] == 1 and split["devices"] == 2
+  assert abs(one["train_loss"] - split["train_loss"]) <= 1e-5
+  assert abs(one["eval_loss"] - split["eval_loss"]) <= 1e-5
+  # JAX already runs in this process with one CPU device: another count is refused, nothing written.
+  late = config_from_dict({**config, "mesh": {"cpu_devices": 2}})
+  with pytest.raises(ConfigError, match=r"mesh.cpu_devices=2: JAX already runs .* 1 CPU devices"):
+    train(late, tmp_path / "late", progress=False)
+  assert not (tmp_path / "late").exists()
+
+
 def test_bad_configs_are_refused_with_one_line(tmp_path, data_dir, capsys):
   from parscale_jax.cli import main
   cases = {

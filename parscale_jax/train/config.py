@@ -39,6 +39,13 @@ class MeshConfig:
 
   data: int = -1  # Data-parallel size; -1 takes all devices not used by fsdp.
   fsdp: int = 1  # Parameter-sharding size.
+  # CPU only: split the host into this many devices, one per core, for data parallelism over
+  # cores (a step 10-17 % faster on 2 cores; README, "Benchmarks"). Takes effect in a fresh process.
+  cpu_devices: int = 1
+
+  def __post_init__(self):
+    if self.cpu_devices < 1:
+      raise ConfigError(f"mesh.cpu_devices must be >= 1, got {self.cpu_devices}")
 
 
 @dataclasses.dataclass(frozen=True)

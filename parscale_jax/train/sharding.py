@@ -30,6 +30,20 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def use_cpu_devices(n: int) -> None:
+  """Splits this host's CPU backend into n devices, so that the mesh splits the batch over cores:
+  XLA:CPU leaves a core idle during much of one program's small element-wise ops, and n programs
+  keep n cores busy. Only possible before JAX starts its backends; no effect on accelerators."""
+  if n == 1:
+    return
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:
+    if len(jax.devices("cpu")) != n:
+      raise ConfigError(f"mesh.cpu_devices={n}: JAX already runs in this process with "
+                        f"{len(jax.devices('cpu'))} CPU devices; start a fresh process") from None
+
+
 def make_mesh(config: MeshConfig, devices=None) -> Mesh:
   devices = jax.devices() if devices is None else list(devices)
   n = len(devices)

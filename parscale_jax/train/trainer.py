@@ -138,6 +138,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   start_time = time.time()
   workdir = Path(workdir)
   run_id = run_id or workdir.name
+  sharding.use_cpu_devices(config.mesh.cpu_devices)
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh(config.mesh)
   n_shards = _check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
@@ -173,7 +174,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   eval_batch = max(n_shards, min(config.batch_size, len(val_rows)) // n_shards * n_shards)
   writer = MetricsWriter(workdir, start_step, config.tensorboard and process_index == 0)
   result = {"run_id": run_id, "size": size_name(config.model), "N": counts.non_embedding,
-            "P": config.model.P, "params_total": counts.total,
+            "P": config.model.P, "params_total": counts.total, "devices": int(mesh.devices.size),
             "tokens": steps * config.tokens_per_step, "steps": steps, "seed": config.seed,
             "flops": flops_per_token(config.model, config.data.seq_len) * steps * config.tokens_per_step,
             "data": describe_source(config.data), "status": "running", "reason": None}
