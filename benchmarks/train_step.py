@@ -1,13 +1,14 @@
 """Train-step throughput vs P for three stream implementations, and model FLOP utilisation.
 
-    python benchmarks/train_step.py [--size cpu-790k] [--P 1,2,4,8] [--steps 10]
+    python benchmarks/train_step.py [--size cpu-790k] [--P 1,2,4,8] [--steps 10] [--devices 1,2]
 
 Streams by nnx.vmap (ours), folded into the batch axis (the PyTorch reference's way), and a Python
-loop over streams; float32 and bfloat16 compute. Each step time is a median over --steps steps
-after compilation, the P values of one dtype and implementation taking turns. MFU is
-model FLOPs per second over this machine's matmul peak for the same dtype: the faster of two jax
-1024^3 matmul measurements, one before and one after the steps. Targets: step(P) <= 1.05 * P *
-step(1); MFU >= 50 %.
+loop over streams; float32 and bfloat16 compute; with --devices 1,2 the batch is also split over
+two devices (on a CPU host, one per core: mesh.cpu_devices). Each step time is a median over
+--steps steps after compilation, the P values and device counts of one dtype and implementation
+taking turns. MFU is model FLOPs per second over this machine's matmul peak for the same dtype:
+a jax 1024^3 matmul probe that takes its turn with the steps (median over the same turns).
+Targets: step(P) <= 1.05 * P * step(1); MFU >= 50 %.
 """
 from __future__ import annotations
 
@@ -23,33 +24,44 @@ import numpy as np
 from common import report
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import preset
-from parscale_jax.train.config import OptimConfig
-from parscale_jax.train.optimizer import make_optimizer
-from parscale_jax.train.step import split_model, train_step
 from parscale_jax.model.parscale import create_model
+from parscale_jax.train import sharding
+from parscale_jax.train.config import MeshConfig, OptimConfig
+from parscale_jax.train.optimizer import make_optimizer
+from parscale_jax.train.step import jit_train_step, split_model
 
 
-def matmul_peak(dtype, seconds=2.0) -> float:
-  n = 1024
+def prepared_matmul(dtype, n: int = 1024, reps: int = 4):
+  """The peak probe: calling it runs `reps` n^3 matmuls (f32 accumulation), returns seconds; its
+  `flops` attribute is their FLOP count. It takes turns with the train steps, so that the peak is
+  measured under the same load of this shared machine as they are."""
   a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
   f(a).block_until_ready()
-  reps, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    f(a).block_until_ready()
-    reps += 1
-  return 2 * n ** 3 * reps / (time.perf_counter() - start)
+
+  def run() -> float:
+    t = time.perf_counter()
+    for _ in range(reps):
+      f(a).block_until_ready()
+    return time.perf_counter() - t
+  run.flops = 2 * n ** 3 * reps
+  return run
 
 
-def prepared_step(config, batch, seq):
-  """A compiled, warmed-up train step of a fresh model; calling it runs one step, returns seconds."""
-  model = create_model(config)
-  graphdef, params, frozen = split_model(model, False)
+def prepared_step(config, batch, seq, devices=1):
+  """A compiled, warmed-up train step of a fresh model, data-parallel over the first `devices`
+  devices (the trainer's jitted step and shardings); calling it runs one step, returns seconds."""
+  mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:devices])
+  graphdef, params, frozen = split_model(create_model(config), False)
   optimizer = make_optimizer(OptimConfig(), 1000)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen,
            "opt_state": optimizer.init(params)}
-  fn = jax.jit(lambda s, r: train_step(s, r, graphdef=graphdef, optimizer=optimizer), donate_argnums=0)
-  rows = jnp.asarray(np.random.default_rng(0).integers(0, config.vocab_size, (1, batch, seq + 1)), jnp.int32)
+  state_shardings = sharding.tree_shardings(mesh, state)
+  state = jax.device_put(state, state_shardings)
+  fn = jit_train_step(graphdef, optimizer, state_shardings, sharding.batch_sharding(mesh),
+                      sharding.replicated(mesh))
+  rows = np.random.default_rng(0).integers(0, config.vocab_size, (1, batch, seq + 1)).astype(np.int32)
+  rows = jax.device_put(rows, sharding.batch_sharding(mesh))
   state, m = fn(state, rows)
   jax.block_until_ready(m)
   box = [state]
@@ -84,32 +96,37 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--devices", default="1",
+                      help="data-parallel device counts to compare, e.g. 1,2; on a CPU host, "
+                           "jax_num_cpu_devices splits it into that many devices")
   parser.add_argument("--out")
   args = parser.parse_args()
   dtypes = args.dtypes.split(",")
-  measure_peaks = lambda: {d: matmul_peak(jnp.bfloat16 if d == "bfloat16" else jnp.float32) for d in dtypes}
-  peaks_before = measure_peaks()
+  ps = [int(x) for x in args.P.split(",")]
+  device_counts = [int(x) for x in args.devices.split(",")]
+  if 1 not in ps:
+    parser.error("--P must include 1: every ratio is to the P = 1 step")
+  jax.config.update("jax_num_cpu_devices", max(device_counts))  # Only the CPU backend reads it.
+  if len(jax.devices()) < max(device_counts):
+    parser.error(f"--devices {args.devices}: only {len(jax.devices())} devices")
   rows = []
   for dtype in dtypes:
+    probe = prepared_matmul(jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
     for impl in args.impls.split(","):
       configs = {p: dataclasses.replace(preset(args.size, P=p, prefix_tokens=16), stream_impl=impl,
-                                        dtype=dtype) for p in (int(x) for x in args.P.split(","))}
-      medians = interleaved_medians(
-          {p: prepared_step(c, args.batch, args.seq) for p, c in configs.items()}, args.steps)
-      base = next(iter(medians.values()))
-      for p, t in medians.items():
+                                        dtype=dtype) for p in ps}
+      runs = {(p, n): prepared_step(configs[p], args.batch, args.seq, n)
+              for n in device_counts for p in ps}
+      medians = interleaved_medians({**runs, "peak": probe}, args.steps)
+      peak = probe.flops / medians.pop("peak")
+      for (p, n), t in medians.items():
         flops = flops_per_token(configs[p], args.seq) * args.batch * args.seq
-        rows.append({"dtype": dtype, "impl": impl, "P": p, "step_s": t, "vs_P1": t / base,
-                     "target_max": 1.05 * p, "tokens_per_s": args.batch * args.seq / t,
-                     "model_flops_per_s": flops / t})
+        rows.append({"dtype": dtype, "impl": impl, "devices": n, "P": p, "step_s": t,
+                     "vs_P1": t / medians[(1, n)], "target_max": 1.05 * p,
+                     "tokens_per_s": args.batch * args.seq / t, "mfu": flops / t / peak,
+                     "peak_gflops": peak / 1e9})
         print(rows[-1], flush=True)
-  peaks_after = measure_peaks()
-  peaks = {d: max(peaks_before[d], peaks_after[d]) for d in dtypes}
-  for row in rows:
-    row["mfu"] = row.pop("model_flops_per_s") / peaks[row["dtype"]]
-  report("train_step", rows, args.out, {"matmul_peak_flops": peaks, "peaks_before": peaks_before,
-                                         "peaks_after": peaks_after, "size": args.size,
-                                         "batch": args.batch, "seq": args.seq})
+  report("train_step", rows, args.out, {"size": args.size, "batch": args.batch, "seq": args.seq})
 
 
 if __name__ == "__main__":
