@@ -40,7 +40,7 @@ class MeshConfig:
   data: int = -1  # Data-parallel size; -1 takes all devices not used by fsdp.
   fsdp: int = 1  # Parameter-sharding size.
   # CPU only: split the host into this many devices, one per core, for data parallelism over
-  # cores (a step 10-17 % faster on 2 cores; README, "Benchmarks"). Takes effect in a fresh process.
+  # cores (the vmap step 7-18 % faster on 2 cores; README, "Benchmarks"). Needs a fresh process.
   cpu_devices: int = 1
 
   def __post_init__(self):
