@@ -98,7 +98,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--devices", default="1",
                       help="data-parallel device counts to compare, e.g. 1,2; on a CPU host, "
-                           "jax_num_cpu_devices splits it into that many devices")
+                           "jax_num_cpu_devices splits the host into that many devices")
   parser.add_argument("--out")
   args = parser.parse_args()
   dtypes = args.dtypes.split(",")
