@@ -106,7 +106,7 @@ def main() -> None:
   device_counts = [int(x) for x in args.devices.split(",")]
   if 1 not in ps:
     parser.error("--P must include 1: every ratio is to the P = 1 step")
-  jax.config.update("jax_num_cpu_devices", max(device_counts))  # Only the CPU backend reads it.
+  sharding.use_cpu_devices(max(device_counts))
   if len(jax.devices()) < max(device_counts):
     parser.error(f"--devices {args.devices}: only {len(jax.devices())} devices")
   rows = []
