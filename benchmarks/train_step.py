@@ -24,11 +24,10 @@ import numpy as np
 from common import report
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import preset
-from parscale_jax.model.parscale import create_model
-from parscale_jax.train import sharding
-from parscale_jax.train.config import MeshConfig, OptimConfig
+from parscale_jax.train import sharding, trainer
+from parscale_jax.train.config import MeshConfig, TrainConfig
 from parscale_jax.train.optimizer import make_optimizer
-from parscale_jax.train.step import jit_train_step, split_model
+from parscale_jax.train.step import jit_train_step
 
 
 def prepared_matmul(dtype, n: int = 1024, reps: int = 4):
@@ -50,14 +49,13 @@ def prepared_matmul(dtype, n: int = 1024, reps: int = 4):
 
 def prepared_step(config, batch, seq, devices=1):
   """A compiled, warmed-up train step of a fresh model, data-parallel over the first `devices`
-  devices (the trainer's jitted step and shardings); calling it runs one step, returns seconds."""
+  devices (the trainer's initialisation, shardings and jitted step); calling it runs one step,
+  returns seconds."""
   mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:devices])
-  graphdef, params, frozen = split_model(create_model(config), False)
-  optimizer = make_optimizer(OptimConfig(), 1000)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen,
-           "opt_state": optimizer.init(params)}
-  state_shardings = sharding.tree_shardings(mesh, state)
-  state = jax.device_put(state, state_shardings)
+  train_config = TrainConfig(model=config)
+  optimizer = make_optimizer(train_config.optim, 1000)
+  graphdef, _, state_shardings, create = trainer._init_state(train_config, mesh, optimizer)
+  state = trainer._fresh_state(train_config, create, state_shardings, optimizer, graphdef)
   fn = jit_train_step(graphdef, optimizer, state_shardings, sharding.batch_sharding(mesh),
                       sharding.replicated(mesh))
   rows = np.random.default_rng(0).integers(0, config.vocab_size, (1, batch, seq + 1)).astype(np.int32)
