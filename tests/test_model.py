@@ -228,3 +228,11 @@ def test_model_config_from_dict():
     model_config_from_dict({"size": "cpu-9"})
   with pytest.raises(ConfigError, match="model.P: expected an integer"):
     model_config_from_dict({"size": "cpu-100k", "P": "four"})
+
+
+def test_compiled_initialiser_equals_the_eager_one():
+  """create_model, whose compiled program receives the key as an argument, gives the parameters
+  that the eager initialiser gives for the same seed."""
+  compiled, eager = pj.create_model(TINY, seed=7), pj.ParScaleLM(TINY, nnx.Rngs(params=7))
+  for a, b in zip(jax.tree.leaves(nnx.state(compiled)), jax.tree.leaves(nnx.state(eager)), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -68,8 +68,8 @@ def _init_state(config: TrainConfig, mesh, optimizer):
                "opt_state": jax.eval_shape(optimizer.init, abs_params)}
   state_shardings = sharding.tree_shardings(mesh, abs_state)
 
-  def create():
-    model = ParScaleLM(model_config, nnx.Rngs(params=config.seed))
+  def create(key):
+    model = ParScaleLM(model_config, nnx.Rngs(params=key))
     _, params, frozen = split_model(model, config.freeze_backbone)
     return params, frozen
 
@@ -77,8 +77,10 @@ def _init_state(config: TrainConfig, mesh, optimizer):
 
 
 def _fresh_state(config, create, state_shardings, optimizer, graphdef):
+  # The key is an argument, not a constant, so that XLA cannot constant-fold the random numbers
+  # (see create_model).
   params, frozen = jax.jit(create, out_shardings=(state_shardings["params"],
-                                                  state_shardings["frozen"]))()
+                                                  state_shardings["frozen"]))(jax.random.key(config.seed))
   if config.init_from:
     base = _load_backbone_source(config.init_from, config.model)
     model = nnx.merge(graphdef, params, frozen)
