@@ -14,17 +14,22 @@ def machine() -> dict:
           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def report(name: str, rows: list[dict], out: str | None, extra: dict | None = None) -> dict:
-  """Prints rows as an aligned table and writes {machine, rows, extra} as JSON."""
+def write_record(name: str, rows: list[dict], out: str | None, extra: dict | None = None) -> Path:
+  """Writes {benchmark, machine, rows, extra} as JSON; called as rows come in too, so that a run
+  stopped part-way keeps what it measured."""
+  record = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+  path = Path(out or f"benchmarks/results/{name}.json")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(record, indent=2) + "\n")
+  return path
+
+
+def report(name: str, rows: list[dict], out: str | None, extra: dict | None = None) -> None:
+  """Prints rows as an aligned table and writes the JSON record."""
   columns = list(dict.fromkeys(k for r in rows for k in r))
   cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
   widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}
   print("  ".join(c.ljust(widths[c]) for c in columns))
   for r in rows:
     print("  ".join(cell(r.get(c, "")).ljust(widths[c]) for c in columns))
-  record = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
-  path = Path(out or f"benchmarks/results/{name}.json")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record, indent=2) + "\n")
-  print(f"wrote {path}")
-  return record
+  print(f"wrote {write_record(name, rows, out, extra)}")

@@ -1,6 +1,8 @@
 """Train-step throughput vs P for three stream implementations, and model FLOP utilisation.
 
     python benchmarks/train_step.py [--size cpu-790k] [--P 1,2,4,8] [--steps 10] [--devices 1,2]
+    python benchmarks/train_step.py --size paper-0.5b --layers 8 --prefix 48 --batch 8 --seq 512 \
+        --dtypes bfloat16 --peak-n 8192 --steps 5        # on one GPU
 
 Streams by nnx.vmap (ours), folded into the batch axis (the PyTorch reference's way), and a Python
 loop over streams; float32 and bfloat16 compute; with --devices 1,2 the batch is also split over
@@ -13,7 +15,6 @@ Targets: step(P) <= 1.05 * P * step(1); MFU >= 50 %.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import report
+from common import report, write_record
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import preset
 from parscale_jax.train import sharding, trainer
@@ -88,12 +89,16 @@ def interleaved_medians(runs: dict, steps: int) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--size", default="cpu-790k")
+  parser.add_argument("--layers", type=int, help="fewer layers than the preset, for time")
+  parser.add_argument("--prefix", type=int, default=16, help="prefix tokens per stream and layer")
   parser.add_argument("--P", default="1,2,4,8")
   parser.add_argument("--impls", default="vmap,fold,loop")
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--peak-n", type=int, default=1024,
+                      help="matmul size of the peak probe; an accelerator needs a larger one (8192)")
   parser.add_argument("--devices", default="1",
                       help="data-parallel device counts to compare, e.g. 1,2; on a CPU host, "
                            "jax_num_cpu_devices splits the host into that many devices")
@@ -107,12 +112,15 @@ def main() -> None:
   sharding.use_cpu_devices(max(device_counts))
   if len(jax.devices()) < max(device_counts):
     parser.error(f"--devices {args.devices}: only {len(jax.devices())} devices")
+  extra = {"size": args.size, "layers": args.layers or preset(args.size).num_layers,
+           "prefix": args.prefix, "batch": args.batch, "seq": args.seq, "backend": jax.default_backend()}
   rows = []
   for dtype in dtypes:
-    probe = prepared_matmul(jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
+    probe = prepared_matmul(jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, args.peak_n)
     for impl in args.impls.split(","):
-      configs = {p: dataclasses.replace(preset(args.size, P=p, prefix_tokens=16), stream_impl=impl,
-                                        dtype=dtype) for p in ps}
+      layers = {"num_layers": args.layers} if args.layers else {}
+      configs = {p: preset(args.size, P=p, prefix_tokens=args.prefix, stream_impl=impl, dtype=dtype,
+                           **layers) for p in ps}
       runs = {(p, n): prepared_step(configs[p], args.batch, args.seq, n)
               for n in device_counts for p in ps}
       medians = interleaved_medians({**runs, "peak": probe}, args.steps)
@@ -124,7 +132,8 @@ def main() -> None:
                      "tokens_per_s": args.batch * args.seq / t, "mfu": flops / t / peak,
                      "peak_gflops": peak / 1e9})
         print(rows[-1], flush=True)
-  report("train_step", rows, args.out, {"size": args.size, "batch": args.batch, "seq": args.seq})
+      write_record("train_step", rows, args.out, {**extra, "complete": False})
+  report("train_step", rows, args.out, {**extra, "complete": True})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""The benchmark scripts run end to end at tiny shapes and write complete, consistent records."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_benchmark(script: str, out, *args: str) -> dict:
+  proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--out", str(out)],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_decode_latency_record(tmp_path):
+  record = run_benchmark("decode_latency.py", tmp_path / "decode.json", "--size", "cpu-55k",
+                         "--layers", "1", "--P", "1,2", "--tokens", "3", "--dtype", "bfloat16",
+                         "--roofline", "h200")
+  assert record["complete"] and [r["model"] for r in record["rows"]] == [
+      "parallel P=1", "parallel P=2", "parameter-scaled = P=2"]
+  p1, p2, scaled = record["rows"]
+  assert p1["decode_vs_P1"] == 1.0 and p1["memory_vs_P1"] == 1.0
+  # P = 2 adds its prefix and a second cache; the larger model adds more weights than both.
+  assert p1["memory_GB"] < p2["memory_GB"] < scaled["memory_GB"]
+  assert p1["params_total"] < p2["params_total"] < scaled["params_total"]
+  assert p1["roofline_ms"] < scaled["roofline_ms"]
+  ratios = record["increase_ratios"]["2"]
+  assert ratios["memory_increase_ratio"] == pytest.approx(
+      (scaled["memory_vs_P1"] - 1) / (p2["memory_vs_P1"] - 1))
+
+
+@pytest.mark.slow
+def test_train_step_record(tmp_path):
+  record = run_benchmark("train_step.py", tmp_path / "train.json", "--size", "cpu-55k", "--layers",
+                         "1", "--prefix", "4", "--P", "1,2", "--impls", "vmap,loop", "--dtypes",
+                         "bfloat16", "--batch", "2", "--seq", "16", "--steps", "2", "--peak-n", "128")
+  assert record["complete"] and record["layers"] == 1
+  assert [(r["impl"], r["P"]) for r in record["rows"]] == [("vmap", 1), ("vmap", 2), ("loop", 1), ("loop", 2)]
+  for r in record["rows"]:
+    assert r["step_s"] > 0 and 0 < r["mfu"] and r["peak_gflops"] > 0
+    assert r["vs_P1"] == pytest.approx(r["step_s"] / next(
+        q["step_s"] for q in record["rows"] if q["impl"] == r["impl"] and q["P"] == 1))
