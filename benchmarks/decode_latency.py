@@ -33,19 +33,15 @@ from parscale_jax.model import ModelConfig, init_cache
 from parscale_jax.model.decode import decode_step
 from parscale_jax.model.parscale import ParScaleLM
 tokens, prompt = int(sys.argv[2]), jnp.zeros((1, 8), jnp.int32)
-def store(leaf, dtype):  # Floating weights at the compute dtype, as for serving.
-    if jnp.issubdtype(leaf.dtype, jnp.floating):
-        return 0.02 * jax.random.normal(jax.random.key(0), leaf.shape, dtype)
-    return jnp.zeros(leaf.shape, leaf.dtype)
 decoders = []
 for fields in json.loads(sys.argv[1]):
     start = time.perf_counter()
     config = ModelConfig(**fields)
     dtype = jnp.dtype(config.dtype)
-    # Weights drawn leaf by leaf (values do not change the latency): one compiled initialiser of a
-    # paper-size model took minutes to compile on a GPU.
+    # Weights drawn leaf by leaf at the compute dtype, as for serving (values do not change the
+    # latency): one compiled initialiser of paper-1.6b was not compiled after minutes on a GPU.
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: ParScaleLM(config, nnx.Rngs(params=0))))
-    state = jax.tree.map(lambda a: store(a, dtype), abstract)
+    state = jax.tree.map(lambda a: 0.02 * jax.random.normal(jax.random.key(0), a.shape, dtype), abstract)
     cache = init_cache(config, 1, prompt.shape[1] + tokens + 1, dtype)
     nxt, _, cache = decode_step(graphdef, state, prompt, cache, jax.random.key(0))
     # The one-token step, compiled ahead of time: its memory analysis, and the executable timed.
@@ -80,8 +76,9 @@ def run_child(configs: list, tokens: int) -> dict:
 
 def main() -> None:
   from parscale_jax.cost.devices import DEVICES
+  from parscale_jax.model.config import PRESETS, preset
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--size", default="paper-0.5b")
+  parser.add_argument("--size", default="paper-0.5b", choices=PRESETS)
   parser.add_argument("--layers", type=int, default=12, help="fewer layers than the preset, for time")
   parser.add_argument("--P", default="1,2,4,8")
   parser.add_argument("--k", type=float, default=0.393457, help="the fitted k (Stack-V2)")
@@ -92,7 +89,6 @@ def main() -> None:
   args = parser.parse_args()
   from parscale_jax.cost.model import Workload, inference_cost, scaled_config
   from parscale_jax.model.accounting import param_counts
-  from parscale_jax.model.config import preset
 
   base = preset(args.size, num_layers=args.layers, prefix_tokens=48, dtype=args.dtype)
   # P = 1 is every comparison's reference, so it is always measured, and first.

@@ -24,7 +24,7 @@ import numpy as np
 
 from common import report, write_record
 from parscale_jax.model.accounting import flops_per_token
-from parscale_jax.model.config import preset
+from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer
 from parscale_jax.train.config import MeshConfig, TrainConfig
 from parscale_jax.train.optimizer import make_optimizer
@@ -88,7 +88,7 @@ def interleaved_medians(runs: dict, steps: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--size", default="cpu-790k")
+  parser.add_argument("--size", default="cpu-790k", choices=PRESETS)
   parser.add_argument("--layers", type=int, help="fewer layers than the preset, for time")
   parser.add_argument("--prefix", type=int, default=16, help="prefix tokens per stream and layer")
   parser.add_argument("--P", default="1,2,4,8")
