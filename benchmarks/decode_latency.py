@@ -23,7 +23,7 @@ import math
 import subprocess
 import sys
 
-from common import report, write_record
+from common import positive_ints, report, write_record
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -80,7 +80,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--size", default="paper-0.5b", choices=PRESETS)
   parser.add_argument("--layers", type=int, default=12, help="fewer layers than the preset, for time")
-  parser.add_argument("--P", default="1,2,4,8")
+  parser.add_argument("--P", type=positive_ints, default="1,2,4,8")
   parser.add_argument("--k", type=float, default=0.393457, help="the fitted k (Stack-V2)")
   parser.add_argument("--tokens", type=int, default=16)
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -92,7 +92,7 @@ def main() -> None:
 
   base = preset(args.size, num_layers=args.layers, prefix_tokens=48, dtype=args.dtype)
   # P = 1 is every comparison's reference, so it is always measured, and first.
-  ps = [1, *(p for p in (int(x) for x in args.P.split(",")) if p != 1)]
+  ps = [1, *(p for p in args.P if p != 1)]
   parallel = {p: dataclasses.replace(base, P=p) for p in ps}
   scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * (args.k * math.log(p) + 1))
             for p in ps[1:]}

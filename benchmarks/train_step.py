@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import report, write_record
+from common import positive_ints, report, write_record
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer
@@ -91,7 +91,7 @@ def main() -> None:
   parser.add_argument("--size", default="cpu-790k", choices=PRESETS)
   parser.add_argument("--layers", type=int, help="fewer layers than the preset, for time")
   parser.add_argument("--prefix", type=int, default=16, help="prefix tokens per stream and layer")
-  parser.add_argument("--P", default="1,2,4,8")
+  parser.add_argument("--P", type=positive_ints, default="1,2,4,8")
   parser.add_argument("--impls", default="vmap,fold,loop")
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--batch", type=int, default=16)
@@ -99,19 +99,21 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--peak-n", type=int, default=1024,
                       help="matmul size of the peak probe; an accelerator needs a larger one (8192)")
-  parser.add_argument("--devices", default="1",
+  parser.add_argument("--devices", type=positive_ints, default="1",
                       help="data-parallel device counts to compare, e.g. 1,2; on a CPU host, "
                            "jax_num_cpu_devices splits the host into that many devices")
   parser.add_argument("--out")
   args = parser.parse_args()
   dtypes = args.dtypes.split(",")
-  ps = [int(x) for x in args.P.split(",")]
-  device_counts = [int(x) for x in args.devices.split(",")]
+  ps, device_counts = args.P, args.devices
   if 1 not in ps:
     parser.error("--P must include 1: every ratio is to the P = 1 step")
+  for n in device_counts:
+    if args.batch % n:
+      parser.error(f"--batch {args.batch} does not split evenly over {n} devices")
   sharding.use_cpu_devices(max(device_counts))
   if len(jax.devices()) < max(device_counts):
-    parser.error(f"--devices {args.devices}: only {len(jax.devices())} devices")
+    parser.error(f"--devices {max(device_counts)}: only {len(jax.devices())} devices")
   extra = {"size": args.size, "layers": args.layers or preset(args.size).num_layers,
            "prefix": args.prefix, "batch": args.batch, "seq": args.seq, "backend": jax.default_backend()}
   rows = []
