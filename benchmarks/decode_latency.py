@@ -97,7 +97,8 @@ def main() -> None:
   scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * (args.k * math.log(p) + 1))
             for p in ps[1:]}
   # The cost model's decode step at this benchmark's context (an 8-token prompt, then --tokens).
-  workload = Workload(input_tokens=8, output_tokens=args.tokens, bytes_per_value=2 if args.dtype == "bfloat16" else 4)
+  workload = Workload(input_tokens=8, output_tokens=args.tokens,
+                      bytes_per_value=2 if args.dtype == "bfloat16" else 4)
   extra = {"size": args.size, "layers": args.layers, "dtype": args.dtype, "k": args.k,
            "tokens": args.tokens, "roofline_device": args.roofline}
 
@@ -119,17 +120,20 @@ def main() -> None:
   rows = measured([(f"parallel P={p}", c) for p, c in parallel.items()], timed)
   extra["backend"] = timed["backend"]
   write_record("decode_latency", rows, args.out, {**extra, "complete": False})
-  names_configs = [("parallel P=1", parallel[1]), *((f"parameter-scaled = P={p}", c) for p, c in scaled.items())]
+  names_configs = [("parallel P=1", parallel[1]),
+                   *((f"parameter-scaled = P={p}", c) for p, c in scaled.items())]
   rows += measured(names_configs, run_child([c for _, c in names_configs], args.tokens))[1:]
   by_name = {r["model"]: r for r in rows}
-  rows = [by_name[n] for p in ps for n in (f"parallel P={p}", f"parameter-scaled = P={p}") if n in by_name]
+  rows = [by_name[n] for p in ps for n in (f"parallel P={p}", f"parameter-scaled = P={p}")
+          if n in by_name]
   increase = {}
   for p in ps[1:]:
     par, sca = by_name[f"parallel P={p}"], by_name[f"parameter-scaled = P={p}"]
     increase[p] = {"memory_increase_ratio": (sca["memory_vs_P1"] - 1) / (par["memory_vs_P1"] - 1),
                    "latency_increase_ratio": (sca["decode_vs_P1"] - 1) / (par["decode_vs_P1"] - 1)}
     print(f"P={p}: parameter scaling's increase / parallel scaling's: memory "
-          f"{increase[p]['memory_increase_ratio']:.1f}x, decode latency {increase[p]['latency_increase_ratio']:.1f}x")
+          f"{increase[p]['memory_increase_ratio']:.1f}x, "
+          f"decode latency {increase[p]['latency_increase_ratio']:.1f}x")
   report("decode_latency", rows, args.out, {**extra, "complete": True, "increase_ratios": increase})
 
 

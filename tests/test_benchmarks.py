@@ -39,7 +39,8 @@ def test_train_step_record(tmp_path):
                          "1", "--prefix", "4", "--P", "1,2", "--impls", "vmap,loop", "--dtypes",
                          "bfloat16", "--batch", "2", "--seq", "16", "--steps", "2", "--peak-n", "128")
   assert record["complete"] and record["layers"] == 1
-  assert [(r["impl"], r["P"]) for r in record["rows"]] == [("vmap", 1), ("vmap", 2), ("loop", 1), ("loop", 2)]
+  assert [(r["impl"], r["P"]) for r in record["rows"]] == [
+      ("vmap", 1), ("vmap", 2), ("loop", 1), ("loop", 2)]
   for r in record["rows"]:
     assert r["step_s"] > 0 and 0 < r["mfu"] and r["peak_gflops"] > 0
     assert r["vs_P1"] == pytest.approx(r["step_s"] / next(

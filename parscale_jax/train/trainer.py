@@ -77,10 +77,10 @@ def _init_state(config: TrainConfig, mesh, optimizer):
 
 
 def _fresh_state(config, create, state_shardings, optimizer, graphdef):
+  create_jit = jax.jit(create, out_shardings=(state_shardings["params"], state_shardings["frozen"]))
   # The key is an argument, not a constant, so that XLA cannot constant-fold the random numbers
   # (see create_model).
-  params, frozen = jax.jit(create, out_shardings=(state_shardings["params"],
-                                                  state_shardings["frozen"]))(jax.random.key(config.seed))
+  params, frozen = create_jit(jax.random.key(config.seed))
   if config.init_from:
     base = _load_backbone_source(config.init_from, config.model)
     model = nnx.merge(graphdef, params, frozen)
