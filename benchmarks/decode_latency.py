@@ -9,7 +9,9 @@ slow spell of a shared machine hits all of them alike: the P models in one proce
 the parameter-scaled models in another. A model's decode time is the median over --tokens tokens.
 Memory: what XLA allocates for one compiled decode step (weights, KV cache with the prefix, outputs
 and temporaries, from the executable's memory analysis), the same measure on every backend.
-With --dtype bfloat16 the weights and the cache are stored in bfloat16, as for serving.
+The default base (0.45B parameters in float32) reads 1.26 GB of weights per token (all but the
+embedding table), so decoding is memory-bound on a CPU. With --dtype bfloat16 the weights and the
+cache are stored in bfloat16, as for serving.
 --roofline DEVICE adds the cost model's decode time per token on that device for each model.
 Target: P = 8 within 1.5x of P = 1. The increase ratios are the paper's: parameter scaling's
 increase over P = 1 divided by parallel scaling's.
