@@ -1,22 +1,10 @@
 """Shared by the benchmark scripts: a printed table and a JSON record."""
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
 from pathlib import Path
-
-
-def positive_ints(text: str) -> list[int]:
-  """An argparse type: "1,2,4" -> [1, 2, 4]; anything else is a one-line usage error."""
-  try:
-    values = [int(x) for x in text.split(",")]
-  except ValueError:
-    values = []
-  if not values or min(values) < 1:
-    raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
-  return values
 
 
 def machine() -> dict:

@@ -25,7 +25,8 @@ import math
 import subprocess
 import sys
 
-from common import positive_ints, report, write_record
+from common import report, write_record
+from parscale_jax.configlib import positive_ints
 
 CHILD = r"""
 import json, statistics, sys, time

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import positive_ints, report, write_record
+from common import report, write_record
+from parscale_jax.configlib import positive_ints
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer

@@ -6,6 +6,7 @@ wrong model.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -155,3 +156,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
   if not isinstance(data, dict):
     raise ConfigError(f"{path}: expected a mapping at the top level")
   return data
+
+
+def positive_ints(text: str) -> list[int]:
+  """An argparse type: "1,2,4" -> [1, 2, 4]; anything else is a one-line usage error."""
+  try:
+    values = [int(x) for x in text.split(",")]
+  except ValueError:
+    values = []
+  if not values or min(values) < 1:
+    raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
+  return values

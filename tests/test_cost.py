@@ -53,3 +53,12 @@ def test_cost_invariants():
 def test_cpu_is_measured():
   cpu = measure_cpu(seconds=0.2)
   assert cpu.peak_flops > 1e8 and cpu.bandwidth > 1e8 and cpu.memory > 1e9
+
+
+@pytest.mark.parametrize("batches", ["1,x", "0,2"])
+def test_bad_batch_list_is_refused_with_one_line(batches):
+  proc = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "cost", "--batches", batches],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and proc.stdout == ""
+  assert proc.stderr.strip().splitlines()[-1].endswith(
+      f"argument --batches: '{batches}' is not a comma-separated list of positive integers")

@@ -5,6 +5,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from parscale_jax.configlib import positive_ints
+
 
 def _law(fit: str, group: str | None):
   from parscale_jax.analysis.results import load_fit
@@ -32,7 +34,7 @@ def _cost(args) -> None:
   k, source = _law(args.fit, args.group)
   device = measure_cpu() if args.device == "cpu" else DEVICES[args.device]
   base = preset(args.size, prefix_tokens=args.prefix_tokens)
-  batches = [int(b) for b in args.batches.split(",")]
+  batches = args.batches
   rows = []
   for batch in batches:
     by_mode = {}
@@ -86,7 +88,8 @@ def register(sub) -> None:
   p.add_argument("--size", default="paper-1.6b", help="base model preset")
   p.add_argument("--P", type=int, default=8)
   p.add_argument("--device", choices=["a100-80gb", "h100", "h200", "cpu"], default="a100-80gb")
-  p.add_argument("--batches", default="1,2,4,8", help="batch sizes; the first is the headline")
+  p.add_argument("--batches", type=positive_ints, default="1,2,4,8",
+                 help="batch sizes; the first is the headline")
   p.add_argument("--input-tokens", type=int, default=64)
   p.add_argument("--output-tokens", type=int, default=64)
   p.add_argument("--prefix-tokens", type=int, default=48)
