@@ -12,6 +12,7 @@ from parscale_jax.configlib import ConfigError
 from parscale_jax.model import ModelConfig, ParScaleParam, init_cache
 from parscale_jax.model.accounting import param_counts
 from parscale_jax.model.decode import decode_step
+from parscale_jax.model.layers import rope_tables, static_rope_tables
 
 from conftest import fixture_dir
 
@@ -54,6 +55,21 @@ def test_cached_logits_equal_uncached(P, impl):
     _, last, cache = decode_step(graphdef, state, ids[:, t:t + 1], cache, jax.random.key(0))
     np.testing.assert_allclose(last, full[:, t], atol=1e-5)
   assert int(cache["index"]) == 9
+
+
+@pytest.mark.parametrize("impl", ["vmap", "fold", "loop"])
+def test_rotary_tables_fixed_while_tracing_equal_the_traced_ones(impl):
+  """model(ids) uses constant rotary tables; explicit positions make the program compute them."""
+  cos, sin = static_rope_tables(9, TINY.head_dim, TINY.rope_theta)
+  positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
+  traced_cos, traced_sin = jax.jit(rope_tables, static_argnums=(1, 2))(
+      positions, TINY.head_dim, TINY.rope_theta)
+  np.testing.assert_allclose(traced_cos, jnp.broadcast_to(cos, traced_cos.shape), atol=1e-6)
+  np.testing.assert_allclose(traced_sin, jnp.broadcast_to(sin, traced_sin.shape), atol=1e-6)
+  model = pj.create_model(dataclasses.replace(TINY, stream_impl=impl), seed=3)
+  ids = jax.random.randint(jax.random.key(2), (2, 9), 0, TINY.vocab_size)
+  explicit = nnx.jit(lambda m, i, p: m(i, p))(model, ids, positions)
+  np.testing.assert_allclose(forward(model, ids), explicit, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("impl", ["loop", "fold"])

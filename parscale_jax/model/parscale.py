@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from parscale_jax.model.config import ModelConfig
-from parscale_jax.model.layers import DecoderLayer, Dense, dtype_of, rms_norm
+from parscale_jax.model.layers import DecoderLayer, Dense, dtype_of, rms_norm, static_rope_tables
 
 
 class ParScaleParam(nnx.Param):
@@ -25,15 +25,16 @@ class Backbone(nnx.Module):
     self.layers = nnx.List([DecoderLayer(config, rngs) for _ in range(config.num_layers)])
     self.norm = rms_norm(config, rngs)
 
-  def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None):
+  def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None, rope=None):
     """One stream. prefix_k/v: [L, K, T, H] or per-row [B, L, K, T, H]; cache: (k_LxBxCxKxH,
-    v_LxBxCxKxH, index) or None. Returns (h_BxSxD, (k, v) or None)."""
+    v_LxBxCxKxH, index) or None; rope: rotary tables for positions_BxS, or None.
+    Returns (h_BxSxD, (k, v) or None)."""
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       pk = None if prefix_k is None else prefix_k[..., i, :, :, :]
       pv = None if prefix_v is None else prefix_v[..., i, :, :, :]
       layer_cache = None if cache is None else (cache[0][i], cache[1][i], cache[2])
-      x_BxSxD, kv = layer(x_BxSxD, positions_BxS, pk, pv, layer_cache)
+      x_BxSxD, kv = layer(x_BxSxD, positions_BxS, pk, pv, layer_cache, rope)
       if kv is not None:
         new_k.append(kv[0])
         new_v.append(kv[1])
@@ -85,9 +86,12 @@ class ParScaleLM(nnx.Module):
       self.aggregator = Aggregator(c, rngs)
 
   def __call__(self, input_ids_BxS: jax.Array, positions_BxS: jax.Array | None = None) -> jax.Array:
+    rope = None
     if positions_BxS is None:
-      positions_BxS = jnp.broadcast_to(jnp.arange(input_ids_BxS.shape[1]), input_ids_BxS.shape)
-    h_PxBxSxD, _ = self.streams(self.embed_tokens(input_ids_BxS), positions_BxS)
+      s, c = input_ids_BxS.shape[1], self.config
+      positions_BxS = jnp.broadcast_to(jnp.arange(s), input_ids_BxS.shape)
+      rope = static_rope_tables(s, c.head_dim, c.rope_theta)
+    h_PxBxSxD, _ = self.streams(self.embed_tokens(input_ids_BxS), positions_BxS, rope=rope)
     return self.head(self.aggregate(h_PxBxSxD))
 
   def forward_with_cache(self, input_ids_BxS: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
@@ -100,8 +104,9 @@ class ParScaleLM(nnx.Module):
     logits = self.head(self.aggregate(h_PxBxSxD))
     return logits, {"k": k, "v": v, "index": index + s}
 
-  def streams(self, x_BxSxD, positions_BxS, cache=None):
-    """Runs the backbone once per stream. cache: (k_PxLxBxCxKxH, v_PxLxBxCxKxH, index) or None.
+  def streams(self, x_BxSxD, positions_BxS, cache=None, rope=None):
+    """Runs the backbone once per stream. cache: (k_PxLxBxCxKxH, v_PxLxBxCxKxH, index) or None;
+    rope: rotary tables [1, S, 1, H/2] (the same for every row), or None to compute them.
 
     Returns (h_PxBxSxD, (k, v) or None)."""
     c = self.config
@@ -111,7 +116,7 @@ class ParScaleLM(nnx.Module):
 
     def one_stream(backbone, pk, pv, kv):
       stream_cache = None if kv is None else (kv[0], kv[1], index)
-      return backbone(x_BxSxD, positions_BxS, pk, pv, stream_cache)
+      return backbone(x_BxSxD, positions_BxS, pk, pv, stream_cache, rope)
 
     if not c.has_prefix:  # P = 1: the plain transformer.
       h_BxSxD, new = one_stream(backbone, None, None, None if kv is None else (kv[0][0], kv[1][0]))
@@ -127,9 +132,9 @@ class ParScaleLM(nnx.Module):
       new = None if kv is None else (jnp.stack([o[1][0] for o in outs]),
                                      jnp.stack([o[1][1] for o in outs]))
       return h, new
-    return self._folded_streams(x_BxSxD, positions_BxS, pk, pv, kv, index)
+    return self._folded_streams(x_BxSxD, positions_BxS, pk, pv, kv, index, rope)
 
-  def _folded_streams(self, x_BxSxD, positions_BxS, pk, pv, kv, index):
+  def _folded_streams(self, x_BxSxD, positions_BxS, pk, pv, kv, index, rope):
     """Streams folded into the batch axis, as the PyTorch reference runs them. Row b·P + p, batch
     major (the reference stacks stream-major): a batch sharded over devices then stays sharded,
     where stream-major rows would interleave the shards and make XLA gather the whole batch."""
@@ -142,7 +147,7 @@ class ParScaleLM(nnx.Module):
     if kv is not None:  # [P, L, B, ...] -> [L, B·P, ...]
       to_rows = lambda a: jnp.moveaxis(a, 0, 2).reshape(a.shape[1], b * p, *a.shape[3:])
       cache = (to_rows(kv[0]), to_rows(kv[1]), index)
-    h, new = self.backbone(x, positions, pk_rows, pv_rows, cache)
+    h, new = self.backbone(x, positions, pk_rows, pv_rows, cache, rope)
     h_PxBxSxD = jnp.swapaxes(h.reshape(b, p, s, d), 0, 1)
     if new is None:
       return h_PxBxSxD, None
