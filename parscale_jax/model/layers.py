@@ -31,19 +31,20 @@ def static_rope_tables(seq_len: int, head_dim: int, theta: float):
   """cos, sin [1, S, 1, H/2] for positions 0..S-1, computed while tracing: constants of the program.
 
   Computed inside the program instead, XLA:CPU evaluated cos and sin afresh for every element of
-  every rotary fusion (each head, row and layer): in the cpu-790k train step that was 12 % of the
-  step time at P = 1."""
+  every rotary fusion (each head, row and layer): in a trace of the cpu-790k bfloat16 train step
+  those fusions took 17 ms per step at P = 1 and 69 ms at P = 4, against 3.5 and 16 ms with these."""
   inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
   angles_SxH2 = np.arange(seq_len, dtype=np.float32)[:, None] * inv_freq
   as_table = lambda a: jnp.asarray(a[None, :, None, :])
   return as_table(np.cos(angles_SxH2)), as_table(np.sin(angles_SxH2))
 
 
-def rotary(x_BxSxNxH: jax.Array, cos_BxSx1xH2: jax.Array, sin_BxSx1xH2: jax.Array) -> jax.Array:
-  """Applies rotary position embeddings, half-split layout (as in Hugging Face Qwen2)."""
+def rotary(x_BxSxNxH: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Applies rotary position embeddings, half-split layout (as in Hugging Face Qwen2).
+
+  cos, sin: [B or 1, S, 1, H/2], from `rope_tables` or `static_rope_tables`."""
   x = x_BxSxNxH.astype(jnp.float32)
   x1, x2 = jnp.split(x, 2, axis=-1)
-  cos, sin = cos_BxSx1xH2, sin_BxSx1xH2
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BxSxNxH.dtype)
 
