@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import report, write_record
-from parscale_jax.configlib import positive_ints
+from parscale_jax.configlib import comma_choices, positive_ints
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer
@@ -93,8 +93,9 @@ def main() -> None:
   parser.add_argument("--layers", type=int, help="fewer layers than the preset, for time")
   parser.add_argument("--prefix", type=int, default=16, help="prefix tokens per stream and layer")
   parser.add_argument("--P", type=positive_ints, default="1,2,4,8")
-  parser.add_argument("--impls", default="vmap,fold,loop")
-  parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--impls", type=comma_choices("vmap", "fold", "loop"), default="vmap,fold,loop")
+  parser.add_argument("--dtypes", type=comma_choices("float32", "bfloat16"),
+                      default="float32,bfloat16")
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--steps", type=int, default=10)
@@ -105,7 +106,7 @@ def main() -> None:
                            "jax_num_cpu_devices splits the host into that many devices")
   parser.add_argument("--out")
   args = parser.parse_args()
-  dtypes = args.dtypes.split(",")
+  dtypes = args.dtypes
   ps, device_counts = args.P, args.devices
   if 1 not in ps:
     parser.error("--P must include 1: every ratio is to the P = 1 step")
@@ -120,7 +121,7 @@ def main() -> None:
   rows = []
   for dtype in dtypes:
     probe = prepared_matmul(jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, args.peak_n)
-    for impl in args.impls.split(","):
+    for impl in args.impls:
       layers = {"num_layers": args.layers} if args.layers else {}
       configs = {p: preset(args.size, P=p, prefix_tokens=args.prefix, stream_impl=impl, dtype=dtype,
                            **layers) for p in ps}

@@ -97,6 +97,15 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     raise ConfigError(f"{prefix or cls.__name__}: {e}") from None
 
 
+def check_choices(config: Any, prefix: str = "") -> None:
+  """Refuses a value outside a `Literal` field's choices: `from_dict` checks them, a dataclass
+  built in Python does not, and an unknown choice would otherwise run some default path."""
+  for name, tp in typing.get_type_hints(type(config)).items():
+    value = getattr(config, name)
+    if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
+      raise ConfigError(f"{prefix}{name}: {value!r} is not one of {list(typing.get_args(tp))}")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
   out = dataclasses.asdict(config)
 
@@ -167,3 +176,14 @@ def positive_ints(text: str) -> list[int]:
   if not values or min(values) < 1:
     raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
   return values
+
+
+def comma_choices(*choices: str):
+  """An argparse type: "a,b" -> ["a", "b"], each one of `choices`; else a one-line usage error."""
+  def parse(text: str) -> list[str]:
+    values = text.split(",")
+    unknown = [v for v in values if v not in choices]
+    if unknown:
+      raise argparse.ArgumentTypeError(f"'{unknown[0]}' is not one of {', '.join(choices)}")
+    return values
+  return parse

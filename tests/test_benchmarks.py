@@ -45,3 +45,15 @@ def test_train_step_record(tmp_path):
     assert r["step_s"] > 0 and 0 < r["mfu"] and r["peak_gflops"] > 0
     assert r["vs_P1"] == pytest.approx(r["step_s"] / next(
         q["step_s"] for q in record["rows"] if q["impl"] == r["impl"] and q["P"] == 1))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--impls", "vmap,folded", "argument --impls: 'folded' is not one of vmap, fold, loop"),
+    ("--dtypes", "float16", "argument --dtypes: 'float16' is not one of float32, bfloat16")])
+def test_train_step_refuses_an_unknown_choice_before_writing(tmp_path, flag, value, message):
+  out = tmp_path / "train.json"
+  out.write_text("kept")
+  proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_step.py"), flag, value,
+                         "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(message)
+  assert out.read_text() == "kept"

@@ -228,6 +228,9 @@ def test_sampling():
     (dict(num_heads=4, num_kv_heads=3), "does not divide num_heads"),
     (dict(P=0), "P must be >= 1"),
     (dict(smoothing=1.5), "smoothing"),
+    # Built in Python (not from YAML), an unknown choice used to run the folded-batch path.
+    (dict(stream_impl="folded"), r"model.stream_impl: 'folded' is not one of \['vmap'"),
+    (dict(dtype="float16"), "model.dtype: 'float16'"),
 ])
 def test_impossible_configs_are_refused(bad, message):
   with pytest.raises(ConfigError, match=message):

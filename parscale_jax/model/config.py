@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from parscale_jax.configlib import ConfigError
+from parscale_jax.configlib import ConfigError, check_choices
 
 BYTE_VOCAB = 257  # 256 byte values + one end-of-document token (see data/tokenizer.py).
 
@@ -34,6 +34,7 @@ class ModelConfig:
   dtype: Literal["float32", "bfloat16"] = "float32"  # Compute dtype; parameters stay float32.
 
   def __post_init__(self):
+    check_choices(self, "model.")
     positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                 "num_kv_heads", "P")
     for name in positive:

@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from parscale_jax.configlib import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from parscale_jax.configlib import ConfigError, apply_overrides, check_choices, from_dict, load_yaml, to_dict
 from parscale_jax.data.pipeline import DataConfig
 from parscale_jax.model.config import ModelConfig, model_config_from_dict
 
@@ -26,6 +26,7 @@ class OptimConfig:
   clip_norm: float = 1.0  # Global gradient-norm clipping; 0 disables.
 
   def __post_init__(self):
+    check_choices(self, "optim.")
     if self.lr <= 0:
       raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
     for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
