@@ -106,7 +106,6 @@ def main() -> None:
                            "jax_num_cpu_devices splits the host into that many devices")
   parser.add_argument("--out")
   args = parser.parse_args()
-  dtypes = args.dtypes
   ps, device_counts = args.P, args.devices
   if 1 not in ps:
     parser.error("--P must include 1: every ratio is to the P = 1 step")
@@ -119,7 +118,7 @@ def main() -> None:
   extra = {"size": args.size, "layers": args.layers or preset(args.size).num_layers,
            "prefix": args.prefix, "batch": args.batch, "seq": args.seq, "backend": jax.default_backend()}
   rows = []
-  for dtype in dtypes:
+  for dtype in args.dtypes:
     probe = prepared_matmul(jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, args.peak_n)
     for impl in args.impls:
       layers = {"num_layers": args.layers} if args.layers else {}
