@@ -6,7 +6,9 @@ import json
 import os
 import sys
 
+from parscale_jax.configlib import positive_int
 from parscale_jax.errors import UserError
+from parscale_jax.model.config import PRESETS
 
 
 def _info(args) -> None:
@@ -32,17 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="parscale", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
 
-  info = sub.add_parser("info", help="shape, parameter counts and FLOPs of a size preset")
-  info.add_argument("--size", required=True, help="preset name, e.g. paper-1.6b or cpu-790k")
-  info.add_argument("--P", type=int, default=1, help="parallel streams")
-  info.add_argument("--prefix-tokens", type=int, default=48, help="prefix length per stream")
-  info.add_argument("--seq-len", type=int, default=2048, help="sequence length for attention FLOPs")
+  info = sub.add_parser("info", help="shape, parameter counts and FLOPs of a size preset",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  info.add_argument("--size", required=True, choices=list(PRESETS), metavar="SIZE",
+                    help=f"size preset, one of: {', '.join(PRESETS)}")
+  info.add_argument("--P", type=positive_int, default=1, help="parallel streams")
+  info.add_argument("--prefix-tokens", type=positive_int, default=48, help="prefix length per stream")
+  info.add_argument("--seq-len", type=positive_int, default=2048, help="sequence length for attention FLOPs")
   info.add_argument("--json", action="store_true", help="print JSON")
   info.set_defaults(func=_info)
 
   for register in _registrars():
     register(sub)
+  _show_defaults(parser)
   return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+  """Every command's --help shows its defaults."""
+  for action in parser._actions:
+    if isinstance(action, argparse._SubParsersAction):
+      for child in action.choices.values():
+        child.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        _show_defaults(child)
 
 
 def _registrars():
@@ -72,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     args.func(args)
   except UserError as e:
     print(f"parscale {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:  # An unwritable or missing path: the user's to fix, not a bug.
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"parscale {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(f"parscale {args.command}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,21 @@ import yaml
 from parscale_jax.errors import UserError
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+  """YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+  return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(UserError):
@@ -122,7 +138,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
   """Parses the right-hand side of `--set key=value` as YAML (numbers, bools, lists)."""
   try:
-    return yaml.safe_load(text)
+    return yaml_load(text)
   except yaml.YAMLError:
     return text
 
@@ -157,7 +173,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
   if not path.is_file():
     raise ConfigError(f"{path}: no such config file")
   try:
-    data = yaml.safe_load(path.read_text())
+    data = yaml_load(path.read_text())
   except yaml.YAMLError as e:
     mark = getattr(e, "problem_mark", None)
     where = f" at line {mark.line + 1}" if mark else ""
@@ -176,6 +192,26 @@ def positive_ints(text: str) -> list[int]:
   if not values or min(values) < 1:
     raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
   return values
+
+
+def bounded(kind, ok, what: str):
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+    if not ok(value):
+      raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
+    return value
+  parse.__name__ = what  # argparse names the type in its messages.
+  return parse
+
+
+# argparse types: a value out of range is a one-line usage error naming the flag.
+positive_int = bounded(int, lambda v: v >= 1, "a positive integer")
+nonnegative_int = bounded(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = bounded(float, lambda v: v > 0 and v != float("inf"), "a positive number")
+fraction = bounded(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 def comma_choices(*choices: str):

@@ -17,14 +17,13 @@ os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# Golden checkpoints and outputs of the reference implementation (tests/fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def fixture_dir(name: str) -> Path:
   path = FIXTURES / name
-  if not path.exists():
-    pytest.skip(f"golden fixture {path} not present")
+  assert path.is_dir(), f"golden fixture {path} is missing from the repository"
   return path
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from parscale_jax.analysis import load_fit
-from parscale_jax.analysis.cli import run_fit
+from parscale_jax.analysis.fit_table import fit_table
 from parscale_jax.analysis.fitting import fit_group
 from parscale_jax.analysis.law import FORMS
 from parscale_jax.analysis.optimize import fit_point
@@ -23,7 +23,7 @@ PAPER = {"stack-v2-python": dict(E=0.691237, A=0.0113062, alpha=0.189371, k=0.39
 @pytest.fixture(scope="module")
 def paper_fit(tmp_path_factory):
   out = tmp_path_factory.mktemp("paper")
-  doc = run_fit("paper", out, n_bootstrap=300, log=lambda s: None)
+  doc = fit_table("paper", out, n_bootstrap=300, log=lambda s: None)
   return out, doc
 
 
@@ -121,7 +121,7 @@ def _table(path, rows, header="N,P,loss"):
 def test_bad_tables_are_refused(tmp_path, rows, header, message):
   path = _table(tmp_path / "t.csv", rows, header)
   with pytest.raises(UserError, match=message):
-    run_fit(str(path), tmp_path / "out", n_bootstrap=0, log=lambda s: None)
+    fit_table(str(path), tmp_path / "out", n_bootstrap=0, log=lambda s: None)
   assert not (tmp_path / "out" / "fit.json").exists()
 
 
@@ -156,7 +156,7 @@ def test_sweep_table_with_seeds_and_sem_weights(tmp_path):
   points = load_points(path)["all"]
   assert len(points) == 12 and set(points.seeds) == {3}
   assert np.all(points.loss_sem > 0)
-  doc = run_fit(str(path), tmp_path / "out", n_bootstrap=100, weights="sem", log=lambda s: None)
+  doc = fit_table(str(path), tmp_path / "out", n_bootstrap=100, weights="sem", log=lambda s: None)
   g = doc["groups"]["all"]
   assert g["weights"] == "sem" and abs(g["k"] - 0.4) < 0.2 and g["k_excludes_zero"]
 
@@ -195,7 +195,7 @@ def test_committed_cpu_fit_is_current(tmp_path):
   assert len(rows) == 32 and all(r["status"] == "done" for r in rows)
   table = tmp_path / "main.jsonl"
   table.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  fresh = run_fit(str(table), tmp_path / "fit", n_bootstrap=20, weights="sem", log=lambda s: None)
+  fresh = fit_table(str(table), tmp_path / "fit", n_bootstrap=20, weights="sem", log=lambda s: None)
   committed = load_fit(cpu / "fit.json").doc
   assert committed["groups"]["all"]["n_points"] == 16 and committed["groups"]["all"]["weights"] == "sem"
   for key in ("E", "A", "alpha", "k", "objective"):

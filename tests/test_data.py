@@ -74,13 +74,61 @@ def test_packing_concatenates_documents_with_eos(tmp_path):
   assert np.sum(stream == tok.eos_id) >= 3  # Every document ends with end-of-document.
 
 
-def test_validation_rows_are_fixed(data_dir):
-  config = DataConfig(data_dir=data_dir, seq_len=32, val_tokens=640)
+def test_validation_rows_are_fixed_and_drawn_from_every_document(tmp_path):
+  tok = ByteTokenizer()
+  src = tmp_path / "src"
+  src.mkdir()
+  # One long file and many short ones: rows taken in file order would all come from the first.
+  (src / "a_long.py").write_text("".join(f"x{i} = {i * i}\n" for i in range(800)))
+  for i in range(30):
+    (src / f"short_{i:02d}.py").write_text(f"def f{i}():\n    return {i}  # short file {i}\n")
+  config = DataConfig(source=str(src), data_dir=str(tmp_path / "tfds"), seq_len=16, val_tokens=40 * 16,
+                      val_percent=50)
   rows = validation_rows(config)
-  assert rows.shape == (20, 33)
+  assert rows.shape == (40, 17)
   np.testing.assert_array_equal(rows, validation_rows(config))
+  held_out = [bytes(d["text"]).decode() for d in build_code_corpus(
+      config.source, config.data_dir, 50).as_data_source("validation")]
+  stream = np.concatenate([np.append(tok.encode(t), tok.eos_id) for t in held_out])
+  # Rows are disjoint slices of the packed split, in order...
+  starts = [next(i for i in range(len(stream) - 16) if np.array_equal(stream[i:i + 17], r))
+            for r in rows]
+  assert starts == sorted(starts) and all(s % 17 == 0 for s in starts)
+  # ...and every held-out document starts inside one of them.
+  doc_starts = np.cumsum([0] + [len(tok.encode(t)) + 1 for t in held_out[:-1]])
+  assert set(doc_starts // 17) <= {s // 17 for s in starts}
   with pytest.raises(UserError, match="holds only"):
-    validation_rows(DataConfig(data_dir=data_dir, seq_len=32, val_tokens=10**9))
+    validation_rows(dataclasses.replace(config, val_tokens=10**9))
+
+
+def test_window_rows_are_corpus_slices_and_resume_exactly(tmp_path):
+  src = tmp_path / "src"
+  src.mkdir()
+  letters = np.random.default_rng(0).integers(65, 91, (4, 400))  # No repeated 9-grams.
+  for i in range(4):
+    (src / f"f{i}.py").write_text("".join(map(chr, letters[i])))
+  config = DataConfig(source=str(src), data_dir=str(tmp_path / "tfds"), seq_len=8, row_order="windows",
+                      val_tokens=8, shuffle_seed=3)
+  tok = ByteTokenizer()
+  train_docs = [bytes(d["text"]).decode() for d in build_code_corpus(
+      config.source, config.data_dir, 5).as_data_source("train")]
+  stream = np.concatenate([np.append(tok.encode(t), tok.eos_id) for t in train_docs])
+  it = iter(train_dataset(config, 4))
+  batches = [next(it) for _ in range(50)]
+  starts = set()
+  for row in np.concatenate(batches):
+    hits = [i for i in range(len(stream) - 8) if np.array_equal(stream[i:i + 9], row)]
+    assert hits, row
+    starts.add(hits[0])
+  assert len(starts) > 150  # Offsets are spread over the corpus, not a fixed tiling.
+  state = it.get_state()
+  expected = [next(it) for _ in range(5)]
+  again = iter(train_dataset(config, 4))
+  again.set_state(state)
+  for x in expected:
+    np.testing.assert_array_equal(x, next(again))
+  with pytest.raises(ConfigError, match="row_order"):
+    DataConfig(row_order="random")
 
 
 def test_tfds_dataset_by_name_with_mock_data(tmp_path):

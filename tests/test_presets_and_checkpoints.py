@@ -14,7 +14,7 @@ from parscale_jax.model import CheckpointError, ModelConfig
 from parscale_jax.model.accounting import param_counts
 from parscale_jax.model.config import PRESETS
 
-from conftest import SHARED, fixture_dir
+from conftest import fixture_dir
 
 PAPER = ["paper-0.5b", "paper-0.7b", "paper-1.1b", "paper-1.6b", "paper-2.8b", "paper-4.4b"]
 
@@ -29,15 +29,6 @@ def test_paper_presets_reproduce_all_24_published_counts():
   for p, published in by_p.items():
     ours = [param_counts(pj.preset(name, P=p, prefix_tokens=48)).non_embedding for name in PAPER]
     assert sorted(published) == ours, p
-
-
-def test_packaged_table_equals_shared_copy():
-  shared = SHARED / "data" / "paper_parscale_losses.csv"
-  if not shared.exists():
-    pytest.skip("shared data not present")
-  from parscale_jax.analysis.data import paper_table
-  with open(shared) as f:
-    assert [dict(r) for r in csv.DictReader(f)] == paper_table()
 
 
 def test_every_preset_builds():

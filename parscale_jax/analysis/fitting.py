@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.analysis.law import FORMS, HUBER_DELTA, LawForm, r_squared
+from parscale_jax.analysis.law import FORMS, HUBER_DELTA, LOWER_BOUND, LawForm, r_squared
 from parscale_jax.analysis.optimize import bootstrap, fit_many, fit_point, polish
 from parscale_jax.analysis.tables import Points, check_fittable
+from parscale_jax.errors import UserError
 
 MULTIPLIER_P = (2, 4, 8)
 
@@ -15,7 +16,6 @@ def point_weights(points: Points, mode: str):
   if mode == "none":
     return None
   if points.loss_sem is None or np.any(~np.isfinite(points.loss_sem)) or np.any(points.loss_sem <= 0):
-    from parscale_jax.errors import UserError
     raise UserError("weights=sem needs a positive loss_sem for every point")
   w = 1.0 / (points.loss_sem / points.loss) ** 2
   return w / w.mean()
@@ -75,10 +75,41 @@ def compare_forms(points: Points, weights) -> dict:
   return {"forms": out, "best_by_aic": best_aic, "best_by_loso": best_loso}
 
 
+# A fit below this R² on the losses, a parameter this close to its lower bound, a k this large or
+# an interval wider than this ratio says the law is not identified by the data.
+R2_MIN = 0.8
+AT_BOUND = 10 * LOWER_BOUND
+K_MAX = 100.0
+CI_RATIO_MAX = 1000.0
+MIN_BOOTSTRAP = 100  # Fewer resamples cannot place the 2.5 and 97.5 percentiles.
+
+
+def identification(g: dict) -> list[str]:
+  """Why a fitted group does not identify the law (empty when it does)."""
+  reasons = [f"{key} = {g[key]:.3g} is at its lower bound" for key in ("E", "A", "alpha", "k")
+             if g[key] <= AT_BOUND]
+  if g["k"] > K_MAX:
+    reasons.append(f"k = {g['k']:.3g} runs off (streams worth more than {K_MAX:g}x ln P parameters)")
+  if not g["r2"] >= R2_MIN:
+    reasons.append(f"R² = {g['r2']:.3f} is below {R2_MIN}")
+  for key, (lo, hi) in g.get("ci95", {}).items():
+    if key != "k" and lo > 0 and hi / lo > CI_RATIO_MAX:
+      reasons.append(f"the 95 % interval of {key} spans {np.log10(hi / lo):.0f} orders of magnitude")
+  ci_k = g.get("ci95", {}).get("k")
+  if ci_k and ci_k[1] > K_MAX:
+    reasons.append(f"the 95 % interval of k reaches {ci_k[1]:.3g}")
+  return reasons
+
+
 def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mode: str = "none",
               seed: int = 0, compare: bool = True) -> dict:
-  """The paper's fit of one group, with bootstrap intervals, extrapolation and comparison."""
+  """The paper's fit of one group, with bootstrap intervals, extrapolation, comparison and a
+  verdict: `identified` is False, with `not_identified` reasons, when the data do not pin the law
+  down; `k_excludes_zero` is then None, since no claim about k can be made."""
   form = FORMS["parscale"]
+  if n_bootstrap < 0 or 0 < n_bootstrap < MIN_BOOTSTRAP:
+    raise UserError(f"bootstrap: {n_bootstrap} resamples; a 95 % interval needs at least "
+                    f"{MIN_BOOTSTRAP} (0 for none)")
   check_fittable(name, points, len(form.names))
   weights = point_weights(points, weights_mode)
   theta, f = fit_point(form, points.N, points.P, points.loss, weights)
@@ -102,6 +133,11 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
     result["k_excludes_zero"] = bool(lo[3] > 1e-6)
     result["bootstrap"] = {"n": int(len(samples)), "requested": n_bootstrap, "seed": seed,
                            "samples": np.round(samples, 8).tolist()}
+  reasons = identification(result)
+  result["identified"] = not reasons
+  result["not_identified"] = reasons
+  if reasons and "k_excludes_zero" in result:
+    result["k_excludes_zero"] = None
   if len(np.unique(points.size_index())) >= 3:
     result["extrapolation"] = extrapolation(form, points, weights)
     if compare:

@@ -9,8 +9,23 @@ def _ci(g, key):
   return f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
 
 
+def verdict(name: str, g: dict) -> str:
+  """One line: whether the group identifies the law, and what it says about k."""
+  if not g.get("identified", True):
+    return f"**{name}: law not identified**: {'; '.join(g['not_identified'])}. No claim about k."
+  ci = g.get("ci95", {}).get("k")
+  if not ci:
+    return f"{name}: k = {g['k']:.3g} (no bootstrap, so no interval)."
+  if g.get("k_excludes_zero"):
+    return (f"{name}: k = {g['k']:.3g}, 95 % interval [{ci[0]:.3g}, {ci[1]:.3g}], above 0: "
+            f"P streams are worth more parameters, R² {g['r2']:.3f}.")
+  return (f"{name}: k = {g['k']:.3g}, 95 % interval [{ci[0]:.3g}, {ci[1]:.3g}] includes 0: "
+          f"no gain from P streams is resolved.")
+
+
 def fit_markdown(doc: dict, plots_dir: str = ".") -> str:
   lines = [f"Law: `{doc['law']}` (N: {doc['N']}). Source: `{doc['source']}`.", "",
+           *[verdict(name, g) + "  " for name, g in doc["groups"].items()], "",
            "| group | points | E | A | alpha | k | objective | R² |", "|---|---|---|---|---|---|---|---|"]
   for name, g in doc["groups"].items():
     lines.append(f"| {name} | {g['n_points']} | {g['E']:.4g}{_ci(g, 'E')} | {g['A']:.4g}{_ci(g, 'A')} "
@@ -24,7 +39,9 @@ def fit_markdown(doc: dict, plots_dir: str = ".") -> str:
     for p in ("2", "4", "8"):
       ci = g.get("multiplier_ci95", {}).get(p)
       cells.append(f"{g['multiplier'][p]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
-    lines.append(f"| {name} | {' | '.join(cells)} | {g.get('k_excludes_zero', 'n/a')} |")
+    excludes = g.get("k_excludes_zero")
+    lines.append(f"| {name} | {' | '.join(cells)} | "
+                 f"{'not identified' if excludes is None and 'ci95' in g else excludes if excludes is not None else 'n/a'} |")
   for name, g in doc["groups"].items():
     if "extrapolation" in g:
       e = g["extrapolation"]

@@ -21,9 +21,13 @@ from parscale_jax.errors import UserError
 VERSION = 1
 
 
-def fit_document(groups: dict, source: str) -> dict:
+N_MEANING = {"N": "non-embedding parameters, ParScale's own included",
+             "N_backbone": "non-embedding parameters of the backbone, ParScale's own excluded"}
+
+
+def fit_document(groups: dict, source: str, n_column: str = "N") -> dict:
   return {"version": VERSION, "law": FORMS["parscale"].formula, "source": source,
-          "N": "non-embedding parameters, ParScale's own included", "groups": groups}
+          "N": N_MEANING.get(n_column, n_column), "groups": groups}
 
 
 def write_fit(doc: dict, path: Path) -> None:

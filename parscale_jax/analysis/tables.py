@@ -16,9 +16,6 @@ import numpy as np
 from parscale_jax.analysis.data import paper_table
 from parscale_jax.errors import UserError
 
-REQUIRED = ("N", "P", "loss")
-
-
 @dataclasses.dataclass
 class Points:
   """The points of one group."""
@@ -43,9 +40,12 @@ class Points:
 
 
 def _read_rows(path: Path) -> list[dict]:
-  if not path.exists():
-    raise UserError(f"{path}: no such file")
-  text = path.read_text()
+  if not path.is_file():
+    raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+  try:
+    text = path.read_text()
+  except UnicodeDecodeError:
+    raise UserError(f"{path}: not a text table (CSV or JSON lines)") from None
   if path.suffix in (".jsonl", ".json"):
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -77,23 +77,28 @@ def standard_error(values) -> float:
   return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
-def load_points(source: str | Path, group_by: str | None = None) -> dict[str, Points]:
-  """Groups of points from a table path, or from the paper's table for source == 'paper'."""
-  if str(source) == "paper":
+def load_points(source: str | Path | list[dict], group_by: str | None = None,
+                n_column: str = "N") -> dict[str, Points]:
+  """Groups of points from a table path, from rows (dicts) already in memory, or from the paper's
+  table for source == 'paper'. n_column names the parameter count to fit against."""
+  if isinstance(source, list):
+    rows, name = source, "table"
+  elif str(source) == "paper":
     rows, name, group_by = paper_table(), "paper table", group_by or "dataset"
   else:
     rows, name = _read_rows(Path(source)), str(source)
   if not rows:
     raise UserError(f"{name}: no rows")
-  missing = [c for c in REQUIRED + ((group_by,) if group_by else ()) if c not in rows[0]]
+  required = (n_column, "P", "loss")
+  missing = [c for c in required + ((group_by,) if group_by else ()) if c not in rows[0]]
   if missing:
-    raise UserError(f"{name}: missing column {missing[0]!r} (needs {', '.join(REQUIRED)})")
+    raise UserError(f"{name}: missing column {missing[0]!r} (needs {', '.join(required)})")
   grouped: dict[str, dict[tuple[float, float], list]] = {}
   for i, row in enumerate(rows, 1):
     if row.get("status", "done") not in ("done", None, ""):
       continue
     where = f"{name} row {i}"
-    n, p, loss = (_number(row[c], c, where) for c in REQUIRED)
+    n, p, loss = (_number(row[c], c, where) for c in required)
     if n <= 0 or loss <= 0 or p < 1:
       raise UserError(f"{where}: N and loss must be positive and P >= 1 (N={n}, P={p}, loss={loss})")
     sem = row.get("loss_sem")

@@ -5,7 +5,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from parscale_jax.configlib import positive_ints
+from parscale_jax.model.config import PRESETS
+from parscale_jax.configlib import bounded, fraction, nonnegative_int, positive_int, positive_ints
+
+# P = 1 has no streams to compare with more parameters.
+_streams = bounded(int, lambda v: v >= 2, "an integer >= 2")
 
 
 def _law(fit: str, group: str | None):
@@ -71,31 +75,36 @@ def _cost(args) -> None:
   shape = main["parameter_scaled_shape"]
   print(f"Equal loss: {main['equal_loss_non_embedding'] / 1e9:.3f}B non-embedding parameters "
         f"(hidden {shape['hidden']}, ffn {shape['ffn']}, {shape['layers']} layers).")
-  print(f"{'batch':>5} {'mem +par (MB)':>14} {'mem +param (MB)':>16} {'ratio':>7} "
-        f"{'lat +par (ms)':>14} {'lat +param (ms)':>16} {'ratio':>7}   (cache accounting: mem, lat ratio)")
+  print("Cost over the base model at P = 1: extra memory (MB) and extra decode latency per token (ms)")
+  print(f"{'batch':>5} {'mem, P streams':>15} {'mem, more params':>17} {'ratio':>7} "
+        f"{'lat, P streams':>15} {'lat, more params':>17} {'ratio':>7}   (cache accounting: mem, lat ratio)")
   for b, r in zip(batches, rows):
     m, c = r[args.prefix_mode], r["cache"]
-    print(f"{b:>5} {m['memory_increase']['parallel'] / 1e6:>14.1f} {m['memory_increase']['parameter'] / 1e6:>16.1f} "
-          f"{m['memory_increase_ratio']:>7.1f} {m['latency_increase']['parallel'] * 1e3:>14.2f} "
-          f"{m['latency_increase']['parameter'] * 1e3:>16.2f} {m['latency_increase_ratio']:>7.1f}"
+    print(f"{b:>5} {m['memory_increase']['parallel'] / 1e6:>15.1f} {m['memory_increase']['parameter'] / 1e6:>17.1f} "
+          f"{m['memory_increase_ratio']:>7.1f} {m['latency_increase']['parallel'] * 1e3:>15.2f} "
+          f"{m['latency_increase']['parameter'] * 1e3:>17.2f} {m['latency_increase_ratio']:>7.1f}"
           f"   ({c['memory_increase_ratio']:.1f}, {c['latency_increase_ratio']:.1f})")
+  for path in out.get("plots", []):
+    print(f"wrote {path}")
 
 
 def register(sub) -> None:
   p = sub.add_parser("cost", help="memory and latency of parallel vs parameter scaling at equal loss")
   p.add_argument("--fit", default="paper", help="fit.json, or 'paper' for the published table's fit")
   p.add_argument("--group", help="group of the fit (paper: stack-v2-python or pile)")
-  p.add_argument("--size", default="paper-1.6b", help="base model preset")
-  p.add_argument("--P", type=int, default=8)
+  p.add_argument("--size", default="paper-1.6b", choices=list(PRESETS), metavar="SIZE",
+                 help=f"base model preset, one of: {', '.join(PRESETS)}")
+  p.add_argument("--P", type=_streams, default=8, help="parallel streams of the base model")
   p.add_argument("--device", choices=["a100-80gb", "h100", "h200", "cpu"], default="a100-80gb")
   p.add_argument("--batches", type=positive_ints, default="1,2,4,8",
                  help="batch sizes; the first is the headline")
-  p.add_argument("--input-tokens", type=int, default=64)
-  p.add_argument("--output-tokens", type=int, default=64)
-  p.add_argument("--prefix-tokens", type=int, default=48)
-  p.add_argument("--bytes", type=int, default=2, help="bytes per weight / cache value (fp16: 2)")
-  p.add_argument("--flops-efficiency", type=float, default=0.7)
-  p.add_argument("--bandwidth-efficiency", type=float, default=0.9)
+  p.add_argument("--input-tokens", type=nonnegative_int, default=64, help="prompt tokens")
+  p.add_argument("--output-tokens", type=positive_int, default=64, help="generated tokens")
+  p.add_argument("--prefix-tokens", type=positive_int, default=48, help="prefix length per stream")
+  p.add_argument("--bytes", type=positive_int, default=2, help="bytes per weight / cache value (fp16: 2)")
+  p.add_argument("--flops-efficiency", type=fraction, default=0.7, help="share of peak FLOP/s reached")
+  p.add_argument("--bandwidth-efficiency", type=fraction, default=0.9,
+                 help="share of peak memory bandwidth reached")
   p.add_argument("--prefix-mode", choices=["prompt", "cache"], default="prompt",
                  help="prompt: prefix costed as prompt tokens (the paper's accounting); cache: as "
                       "this implementation runs it (prefix in the KV cache, never computed)")

@@ -3,7 +3,9 @@
 The default source is the running interpreter's standard library (site-packages excluded), our
 offline counterpart of the paper's Stack-V2-Python; a user's directory or glob of text files works
 the same way. Files are read in sorted order and split into train/validation by a hash of their
-relative path, so the split is stable when files are added. Built once per data dir, reused after.
+relative path, so the split is stable when files are added. Built once per data dir and file
+contents (names, sizes, modification times), reused while they are unchanged. Documents are stored
+as raw bytes: the byte tokenizer reads them as they are, other tokenizers decode them as UTF-8.
 """
 from __future__ import annotations
 
@@ -49,10 +51,23 @@ def is_validation(relative_path: str, val_percent: int) -> bool:
   return int.from_bytes(digest[:4], "little") % 100 < val_percent
 
 
+def content_hash(source: str) -> str:
+  """A hash of the file list with each file's size and modification time: a built dataset is
+  reused only while its files are unchanged."""
+  root, files = source_files(source)
+  digest = hashlib.sha256()
+  for p in files:
+    st = p.stat()
+    digest.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return digest.hexdigest()[:12]
+
+
 def config_name(source: str) -> str:
   if source == STDLIB:
-    return f"stdlib-py{platform.python_version()}"
-  return "files-" + hashlib.sha256(os.path.abspath(os.path.expanduser(source)).encode()).hexdigest()[:12]
+    prefix = f"stdlib-py{platform.python_version()}"
+  else:
+    prefix = "files-" + hashlib.sha256(os.path.abspath(os.path.expanduser(source)).encode()).hexdigest()[:12]
+  return f"{prefix}-{content_hash(source)}"
 
 
 class CodeCorpusConfig(tfds.core.BuilderConfig):
@@ -80,7 +95,7 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
     self.info.metadata["fingerprint"] = {
         "source": self.builder_config.source, "root": str(root),
         "python_version": platform.python_version(), "file_count": len(files),
-        "bytes": sum(p.stat().st_size for p in files)}
+        "bytes": sum(p.stat().st_size for p in files), "content_hash": content_hash(self.builder_config.source)}
     val_percent = self.builder_config.val_percent
     rel = [(p, p.relative_to(root).as_posix()) for p in files]
     if len(rel) < 2:
@@ -94,9 +109,9 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, files):
     for path, rel in files:
-      text = path.read_bytes().decode("utf-8", errors="replace")
-      if text:
-        yield rel, {"text": text, "path": rel}
+      data = path.read_bytes()  # Raw bytes: the byte tokenizer sees every byte as it is.
+      if data:
+        yield rel, {"text": data, "path": rel}
 
 
 def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5):

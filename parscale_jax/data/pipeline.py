@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import grain
 import numpy as np
@@ -41,13 +42,22 @@ class DataConfig:
   # documents instead of consecutive slices of one file.
   shuffle_window: int = 16384
   val_tokens: int = 65536  # Fixed validation budget, in target tokens.
+  # How training rows are drawn: "documents" packs documents in a seeded shuffled order (rows
+  # then mixed within shuffle_window); "windows" tokenises the whole training split once and
+  # starts every row at a uniformly random token offset.
+  row_order: Literal["documents", "windows"] = "documents"
 
   def __post_init__(self):
-    from parscale_jax.configlib import ConfigError
+    from parscale_jax.configlib import ConfigError, check_choices
+    check_choices(self, "data.")
     if self.seq_len < 2:
       raise ConfigError(f"data.seq_len must be >= 2, got {self.seq_len}")
     if self.val_tokens < self.seq_len:
       raise ConfigError(f"data.val_tokens={self.val_tokens} is less than one row (seq_len={self.seq_len})")
+    if self.shuffle_window < 1:
+      raise ConfigError(f"data.shuffle_window must be >= 1, got {self.shuffle_window}")
+    if self.shuffle_seed is not None and self.shuffle_seed < 0:
+      raise ConfigError(f"data.shuffle_seed must be >= 0, got {self.shuffle_seed}")
     if not 0 < self.val_percent < 100:
       raise ConfigError(f"data.val_percent must be in (0, 100), got {self.val_percent}")
 
@@ -92,8 +102,11 @@ def train_dataset(config: DataConfig, batch_size: int, process_index: int = 0,
     raise UserError(f"data.source: the training split of {config.source!r} has {len(source)} "
                     f"documents, fewer than {process_count} processes")
   seed = 0 if config.shuffle_seed is None else config.shuffle_seed
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = (ds.shuffle(seed=seed).repeat(None)
+  docs = grain.MapDataset.source(source)[process_index::process_count]
+  if config.row_order == "windows":
+    return _window_rows(docs, tokenizer, config, seed).to_iter_dataset().batch(
+        batch_size, drop_remainder=True)
+  ds = (docs.shuffle(seed=seed).repeat(None)
         .map(_Tokenize(tokenizer, config.text_key)).to_iter_dataset())
   rows = _packed(ds, config.seq_len)
   if config.shuffle_window > 1:
@@ -101,22 +114,56 @@ def train_dataset(config: DataConfig, batch_size: int, process_index: int = 0,
   return rows.batch(batch_size, drop_remainder=True)
 
 
+def _window_rows(docs: grain.MapDataset, tokenizer: Tokenizer, config: DataConfig,
+                 seed: int) -> grain.MapDataset:
+  """Endless rows [seq_len + 1] at uniformly random offsets of the tokenised documents; row i's
+  offset is drawn from (seed, i), so the iterator's state is just its position."""
+  encode = _Tokenize(tokenizer, config.text_key)
+  stream = np.concatenate([encode.map(docs[i])["tokens"] for i in range(len(docs))])
+  width = config.seq_len + 1
+  if len(stream) <= width:
+    raise UserError(f"data.source: the training split of {config.source!r} holds "
+                    f"{len(stream)} tokens, fewer than one row of {width}")
+  last_start = len(stream) - width
+
+  def window(_, rng: np.random.Generator) -> np.ndarray:
+    start = int(rng.integers(0, last_start + 1))
+    return stream[start:start + width]
+
+  return grain.MapDataset.range(max(1, len(stream) // width)).repeat(None).random_map(window, seed=seed)
+
+
+# Validation reads at most this many documents, evenly spaced over the split, so that a large
+# TFDS validation split is sampled across its whole length without tokenising all of it.
+MAX_VALIDATION_DOCS = 20000
+
+
 def validation_rows(config: DataConfig) -> np.ndarray:
-  """The fixed validation set: the first val_tokens target tokens of the validation split, in
-  file order, as rows int32 [n, seq_len + 1]."""
+  """The fixed validation set, int32 [val_tokens // seq_len, seq_len + 1], drawn across the whole
+  validation split: the split is packed into disjoint rows in document order; every document
+  contributes the row holding its start, and the other rows are evenly spaced over the rest. The
+  same for every run, so differences between runs carry no validation sampling error."""
   tokenizer = get_tokenizer(config.tokenizer)
   source = data_source(config, config.val_split)
-  n_rows = config.val_tokens // config.seq_len
-  ds = grain.MapDataset.source(source).map(_Tokenize(tokenizer, config.text_key)).to_iter_dataset()
-  rows = []
-  for row in _packed(ds, config.seq_len):
-    rows.append(row)
-    if len(rows) == n_rows:
-      break
-  if len(rows) < n_rows:
+  n_rows, width = config.val_tokens // config.seq_len, config.seq_len + 1
+  doc_ids = np.unique(np.linspace(0, len(source) - 1, min(len(source), MAX_VALIDATION_DOCS)).astype(int))
+  encode = _Tokenize(tokenizer, config.text_key)
+  docs = [encode.map(source[int(i)])["tokens"] for i in doc_ids]
+  stream = np.concatenate(docs) if docs else np.zeros(0, np.int32)
+  n_packed = len(stream) // width
+  if n_packed < n_rows:
     raise UserError(f"data.val_tokens={config.val_tokens}: the validation split of "
-                    f"{config.source!r} holds only {len(rows) * config.seq_len} tokens")
-  return np.stack(rows).astype(np.int32)
+                    f"{config.source!r} holds only {n_packed * config.seq_len} tokens")
+  starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
+  doc_rows = np.unique(starts // width)
+  doc_rows = doc_rows[doc_rows < n_packed]
+  if len(doc_rows) >= n_rows:
+    chosen = doc_rows[np.linspace(0, len(doc_rows) - 1, n_rows).astype(int)]
+  else:
+    rest = np.setdiff1d(np.arange(n_packed), doc_rows)
+    picks = rest[(np.arange(n_rows - len(doc_rows)) * len(rest)) // (n_rows - len(doc_rows))]
+    chosen = np.sort(np.concatenate([doc_rows, picks]))
+  return stream[: n_packed * width].reshape(n_packed, width)[chosen].astype(np.int32)
 
 
 def bytes_per_token(config: DataConfig, rows: np.ndarray) -> float:

@@ -51,7 +51,13 @@ class HFTokenizer:
     self.eos_id = self.tok.token_to_id(eos) if eos else self.vocab_size - 1
 
   def encode(self, text: str | bytes) -> np.ndarray:
-    text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+    if isinstance(text, bytes):
+      try:
+        text = text.decode("utf-8")
+      except UnicodeDecodeError as e:
+        from parscale_jax.errors import UserError
+        raise UserError(f"data: a document is not UTF-8 text ({e.reason} at byte {e.start}); "
+                        f"the hf tokenizer needs text (the byte tokenizer reads any bytes)") from None
     return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, np.int32)
 
   def decode(self, ids) -> str:

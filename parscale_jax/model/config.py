@@ -76,9 +76,14 @@ def _cpu(hidden: int, layers: int, heads: int = 4) -> dict:
               num_layers=layers, num_heads=heads, num_kv_heads=2, rope_theta=10000.0)
 
 
+def _cpu_deep(hidden: int) -> dict:
+  return dict(vocab_size=BYTE_VOCAB, hidden_size=hidden, intermediate_size=3 * hidden,
+              num_layers=4, num_heads=2, num_kv_heads=1, rope_theta=10000.0)
+
+
 # The paper's six sizes (36 layers, 16 heads, 2 kv heads) and a byte-vocabulary ladder for CPU
-# sweeps, from ~55K to ~4M non-embedding parameters. cpu-55k, -100k, -220k and -390k share a depth
-# of 2 and vary width only, as the paper's sizes share a depth of 36 (sweeps/cpu.yaml).
+# sweeps, from ~50K to ~4M non-embedding parameters. Within a family (cpu-55k ... cpu-390k at depth
+# 2; l4-* at depth 4) only the width varies, as the paper's sizes share a depth of 36.
 PRESETS: dict[str, dict] = {
     "paper-0.5b": _paper(896, 4864),
     "paper-0.7b": _paper(1024, 5504),
@@ -95,6 +100,13 @@ PRESETS: dict[str, dict] = {
     "cpu-790k": _cpu(128, 4),
     "cpu-1.8m": _cpu(192, 4),
     "cpu-3.9m": _cpu(256, 5),
+    # The science grid's family (sweeps/cpu_grid.yaml): 4 layers, 2 query heads sharing 1 kv head,
+    # width only varying; depth gives the per-layer prefix room to act (calibration report).
+    "l4-50k": _cpu_deep(32),
+    "l4-110k": _cpu_deep(48),
+    "l4-200k": _cpu_deep(64),
+    "l4-310k": _cpu_deep(80),
+    "l4-440k": _cpu_deep(96),
 }
 
 

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from parscale_jax.model.parscale import ParScaleLM, init_cache
+from parscale_jax.errors import UserError
+from parscale_jax.model.parscale import ParScaleLM, check_token_ids, init_cache
 
 
 def sample_token(logits_BxV, rng, temperature: float, top_k: int | None, top_p: float | None):
@@ -44,12 +45,24 @@ def generate(model: ParScaleLM, input_ids, max_new_tokens: int, *, temperature: 
   """Returns the prompt [B, S] followed by `max_new_tokens` generated tokens: [B, S + new].
 
   Greedy by default; sampled with `temperature > 0` (needs `rng`). After `eos_id`, a row repeats it."""
-  input_ids = jnp.asarray(input_ids, jnp.int32)
+  input_ids = check_token_ids(input_ids, model.config.vocab_size)
   b, s = input_ids.shape
-  if max_new_tokens <= 0:
+  if s == 0:
+    raise UserError("generate: the prompt is empty; give at least one token per row")
+  if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    raise UserError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+  if not temperature >= 0:
+    raise UserError(f"generate: temperature must be >= 0, got {temperature}")
+  if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= model.config.vocab_size):
+    raise UserError(f"generate: top_k must be in [1, {model.config.vocab_size}], got {top_k!r}")
+  if top_p is not None and not 0 < top_p <= 1:
+    raise UserError(f"generate: top_p must be in (0, 1], got {top_p}")
+  if eos_id is not None and not 0 <= eos_id < model.config.vocab_size:
+    raise UserError(f"generate: eos_id {eos_id} is outside the vocabulary [0, {model.config.vocab_size})")
+  if max_new_tokens == 0:
     return input_ids
   if temperature > 0 and rng is None:
-    raise ValueError("sampling (temperature > 0) needs an rng key")
+    raise UserError("generate: sampling (temperature > 0) needs an rng key")
   rng = jax.random.key(0) if rng is None else rng
   graphdef, state = nnx.split(model)
   cache = init_cache(model.config, b, s + max_new_tokens, cache_dtype)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from parscale_jax.errors import UserError
 from parscale_jax.model.config import ModelConfig
 from parscale_jax.model.layers import DecoderLayer, Dense, dtype_of, rms_norm, static_rope_tables
 
@@ -86,6 +88,7 @@ class ParScaleLM(nnx.Module):
       self.aggregator = Aggregator(c, rngs)
 
   def __call__(self, input_ids_BxS: jax.Array, positions_BxS: jax.Array | None = None) -> jax.Array:
+    input_ids_BxS = check_token_ids(input_ids_BxS, self.config.vocab_size)
     rope = None
     if positions_BxS is None:
       s, c = input_ids_BxS.shape[1], self.config
@@ -171,6 +174,22 @@ class ParScaleLM(nnx.Module):
     else:
       logits = self.lm_head(h_BxSxD.astype(dt))
     return logits.astype(jnp.float32)
+
+
+def check_token_ids(ids, vocab_size: int) -> jax.Array:
+  """ids as int32 [B, S]; refuses other ranks and, when the values are known (not traced), ids
+  outside [0, vocab_size): an embedding lookup would wrap -1 to V - 1 and give NaN past V."""
+  if not isinstance(ids, jax.Array):
+    ids = np.asarray(ids)
+  if ids.ndim != 2:
+    raise UserError(f"token ids must be a [batch, sequence] array, got shape {tuple(ids.shape)}")
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise UserError(f"token ids must be integers, got {ids.dtype}")
+  if not isinstance(ids, jax.core.Tracer) and ids.size:
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+      raise UserError(f"token id {lo if lo < 0 else hi} is outside the vocabulary [0, {vocab_size})")
+  return jnp.asarray(ids, jnp.int32)
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:

@@ -1,7 +1,6 @@
 """After a sweep: fit the law on its table, plot, and write a short report."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -165,7 +164,7 @@ def axis_comparison(rows: list[dict]) -> str:
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
-  from parscale_jax.analysis.cli import run_fit
+  from parscale_jax.analysis.fit_table import fit_table
   from parscale_jax.analysis.plots import plot_all
   from parscale_jax.analysis.report import fit_markdown
   from parscale_jax.analysis.results import FitResult
@@ -174,8 +173,6 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   results_dir = Path(results_dir)
   stages = spec.analysis.fit_stages or spec.stages
   fit_rows = [r for r in rows if r["stage"] in stages]
-  table = results_dir / "fit_input.jsonl"
-  table.write_text("".join(json.dumps(r) + "\n" for r in fit_rows))
   failed = [r for r in rows if r["status"] == "failed"]
   pending = [r for r in rows if r["status"] not in ("done", "failed")]
   text = [f"# Sweep `{spec.name}`", "",
@@ -197,8 +194,13 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
     text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
   fit_dir = results_dir / "fit"
   try:
-    doc = run_fit(str(table), fit_dir, group_by="stage" if len(stages) > 1 else None,
-                  n_bootstrap=spec.analysis.bootstrap, weights=spec.analysis.weights, log=log)
+    # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
+    # say, learning rate are never averaged as if they were seeds.
+    fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]
+    several = len({r["setting"] for r in fit_rows}) > 1
+    doc = fit_table(fit_rows, fit_dir, group_by="setting" if several else None,
+                    n_bootstrap=spec.analysis.bootstrap, weights=spec.analysis.weights,
+                    n_column=spec.analysis.n_column, log=log)
     plot_all(FitResult(doc), fit_dir)
     text += ["", "## Fitted law", "", fit_markdown(doc, plots_dir="fit")]
   except UserError as e:

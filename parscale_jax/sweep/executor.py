@@ -4,12 +4,15 @@ This module imports no JAX at the top: a worker sets its thread limits before JA
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import signal
+import sys
 import time
 import traceback
 from pathlib import Path
+
+from parscale_jax.locks import DirLock
 
 
 def limit_threads(threads: int, cpus: list[int] | None = None) -> None:
@@ -32,25 +35,20 @@ def init_worker(threads: int, cpu_queue) -> None:
   global _worker_cpus
   _worker_cpus = cpu_queue.get() if cpu_queue is not None else None
   limit_threads(threads, _worker_cpus)
+  _die_with_parent()
 
 
-class RunLock:
-  """An exclusive, non-blocking lock on a run's workdir; the OS drops it when the holder dies."""
+def _die_with_parent() -> None:
+  """A worker whose sweep process is killed stops too, instead of training queued runs unseen
+  (its run resumes from its checkpoint when the sweep is started again). Linux only."""
+  if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
-  def __init__(self, workdir: Path):
-    workdir.mkdir(parents=True, exist_ok=True)
-    self.file = open(workdir / ".lock", "a+")
 
-  def acquire(self) -> bool:
-    try:
-      fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      return True
-    except BlockingIOError:
-      return False
-
-  def release(self) -> None:
-    fcntl.flock(self.file, fcntl.LOCK_UN)
-    self.file.close()
+def RunLock(workdir: Path) -> DirLock:
+  """The sweep's lock on a run's workdir (the trainer holds its own, .train.lock, inside it)."""
+  return DirLock(workdir, ".lock")
 
 
 def is_locked(workdir: Path) -> bool:

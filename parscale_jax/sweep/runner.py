@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from parscale_jax.errors import UserError
+
 from parscale_jax.sweep.executor import execute_run, execute_run_ray, init_worker, is_locked
 from parscale_jax.sweep.spec import SweepSpec
 from parscale_jax.sweep.table import read_result, write_table
@@ -57,6 +59,15 @@ def _local_pool(spec: SweepSpec, n_runs: int):
 def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
               address: str | None = None, retry_failed: bool = False, progress: bool = True,
               analyze: bool = True, log=lambda s: print(s, file=sys.stderr)) -> list[dict]:
+  ray = None
+  if executor == "ray":
+    try:
+      import ray as ray_module
+    except ImportError:
+      raise UserError("--executor ray needs Ray: pip install 'parscale-jax[ray]'") from None
+    ray = ray_module
+    if not ray.is_initialized():
+      ray.init(address=address, log_to_driver=False)
   results_dir = Path(results_dir)
   (results_dir / "runs").mkdir(parents=True, exist_ok=True)
   _prepare_data(spec, results_dir)
@@ -66,12 +77,6 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
     from tqdm import tqdm
     finished = sum(r["status"] in ("done", "failed") for r in rows)
     bar = tqdm(total=len(spec.runs), initial=finished, desc=f"sweep {spec.name}", unit="run")
-  ray = None
-  if executor == "ray":
-    import ray as ray_module
-    ray = ray_module
-    if not ray.is_initialized():
-      ray.init(address=address, log_to_driver=False)
   try:
     for stage in spec.stages:
       todo = [r for r in spec.runs if r.stage == stage and

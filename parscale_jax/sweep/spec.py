@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from parscale_jax.configlib import ConfigError, from_dict, load_yaml, set_nested
 from parscale_jax.train.config import TrainConfig, config_from_dict
@@ -43,7 +43,10 @@ class AnalysisConfig:
 
   bootstrap: int = 1000  # Bootstrap resamples of the fit.
   fit_stages: tuple[str, ...] = ()  # Stages whose runs are fitted (default: every stage).
-  weights: str = "none"  # "sem": weight points by their standard error over seeds.
+  weights: Literal["none", "sem"] = "none"  # "sem": weight points by their standard error over seeds.
+  # The parameter count fitted against: "N" counts ParScale's prefix and aggregator (the paper's
+  # count), "N_backbone" leaves them out (they are a large share of a tiny model's parameters).
+  n_column: Literal["N", "N_backbone"] = "N"
   # Folder, relative to the sweep file, that receives table.csv, report.md and the fit after the
   # sweep (e.g. ../analysis/results/cpu, which the notebooks load); None: results stay in place.
   publish: str | None = None
@@ -97,8 +100,9 @@ def _grid(stage: str, grid: Any) -> list[dict]:
   for key, values in grid.items():
     if not isinstance(values, list) or not values:
       raise ConfigError(f"grid key '{key}': expected a non-empty list of values")
-    if len(set(map(repr, values))) != len(values):
-      raise ConfigError(f"grid key '{key}': repeated values")
+    repeated = [v for i, v in enumerate(values) if any(v == w for w in values[:i])]
+    if repeated:  # By value: 1 and 1.0 would make two runs of one config.
+      raise ConfigError(f"grid key '{key}': value {repeated[0]!r} is repeated")
   keys = sorted(grid)
   return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.sweep.spec import RunSpec
 
-COLUMNS = ("run_id", "stage", "size", "N", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
+COLUMNS = ("run_id", "stage", "size", "N", "N_backbone", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
            "eval_bits_per_byte", "flops", "wall_seconds", "status", "reason")
 
 
@@ -27,7 +27,7 @@ def read_result(workdir: Path) -> dict | None:
 def table_row(run: RunSpec, result: dict | None) -> dict:
   result = result or {}
   row = {"run_id": run.run_id, "stage": run.stage, "size": result.get("size"),
-         "N": result.get("N"), "P": result.get("P", run.values.get("model.P")),
+         "N": result.get("N"), "N_backbone": result.get("N_backbone"), "P": result.get("P", run.values.get("model.P")),
          "seed": result.get("seed", run.values.get("seed")), "tokens": result.get("tokens"),
          "loss": result.get("eval_loss"), "loss_sem": result.get("eval_loss_sem"),
          "train_loss": result.get("train_loss"), "eval_bits_per_byte": result.get("eval_bits_per_byte"),
@@ -54,7 +54,7 @@ def write_table(results_dir: Path, runs: tuple[RunSpec, ...]) -> list[dict]:
 
 
 _INTS = ("P", "seed", "tokens")
-_FLOATS = ("N", "loss", "loss_sem", "train_loss", "eval_bits_per_byte", "flops", "wall_seconds")
+_FLOATS = ("N", "N_backbone", "loss", "loss_sem", "train_loss", "eval_bits_per_byte", "flops", "wall_seconds")
 
 
 def read_table(path: Path) -> list[dict]:

@@ -29,6 +29,11 @@ class OptimConfig:
     check_choices(self, "optim.")
     if self.lr <= 0:
       raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+    if self.weight_decay < 0 or self.clip_norm < 0 or self.eps <= 0:
+      raise ConfigError("optim.weight_decay and optim.clip_norm must be >= 0 and optim.eps > 0")
+    for name in ("b1", "b2"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
     for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ConfigError(f"optim.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -46,6 +51,10 @@ class MeshConfig:
   cpu_devices: int = 1
 
   def __post_init__(self):
+    if self.data == 0 or self.data < -1:
+      raise ConfigError(f"mesh.data must be >= 1 or -1 (all devices), got {self.data}")
+    if self.fsdp < 1:
+      raise ConfigError(f"mesh.fsdp must be >= 1, got {self.fsdp}")
     if self.cpu_devices < 1:
       raise ConfigError(f"mesh.cpu_devices must be >= 1, got {self.cpu_devices}")
 
@@ -74,6 +83,14 @@ class TrainConfig:
   tensorboard: bool = True  # Also write TensorBoard event files.
 
   def __post_init__(self):
+    for name in ("tokens", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
+                 "log_every"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.eval_every < 0:
+      raise ConfigError(f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}")
+    if self.seed < 0:
+      raise ConfigError(f"seed must be >= 0, got {self.seed}")
     if self.batch_size % self.grad_accum:
       raise ConfigError(f"batch_size={self.batch_size} is not a multiple of grad_accum={self.grad_accum}")
     if self.steps < 1:

@@ -16,6 +16,8 @@ import yaml
 from flax import nnx
 
 from parscale_jax.configlib import ConfigError
+from parscale_jax.errors import UserError
+from parscale_jax.locks import DirLock
 from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, describe_source,
                                         train_dataset, validation_rows)
 from parscale_jax.model.accounting import flops_per_token, param_counts
@@ -144,7 +146,20 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh(config.mesh)
   n_shards = _check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
-  workdir.mkdir(parents=True, exist_ok=True)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = DirLock(workdir, ".train.lock")
+  except OSError as e:
+    raise UserError(f"--workdir {workdir}: cannot be used as a run directory ({e.strerror})") from None
+  if not lock.acquire():
+    raise UserError(f"--workdir {workdir}: another process is training in it")
+  try:
+    return _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
+  finally:
+    lock.release()
+
+
+def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time) -> dict:
   _check_workdir(workdir, config)
 
   steps = config.steps
@@ -176,6 +191,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   eval_batch = max(n_shards, min(config.batch_size, len(val_rows)) // n_shards * n_shards)
   writer = MetricsWriter(workdir, start_step, config.tensorboard and process_index == 0)
   result = {"run_id": run_id, "size": size_name(config.model), "N": counts.non_embedding,
+            "N_backbone": counts.backbone,
             "P": config.model.P, "params_total": counts.total, "devices": int(mesh.devices.size),
             "tokens": steps * config.tokens_per_step, "steps": steps, "seed": config.seed,
             "flops": flops_per_token(config.model, config.data.seq_len) * steps * config.tokens_per_step,
@@ -239,6 +255,9 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
           eval_loss, eval_sem = evaluate(eval_fn, state, val_rows, eval_batch, eval_rows_sharding)
           if process_index == 0:
             writer.write({"step": step, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
+          if not math.isfinite(eval_loss):
+            failure = f"validation loss is {eval_loss} at step {step}"
+            break
         if save_now:
           checkpointing.save(mngr, step, state, data_iter,
                              {"wall_seconds": session_wall(), "train_losses": recent_losses})
@@ -260,6 +279,11 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   if process_index == 0:
     writer.write({"step": steps, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
   writer.close()
+  if not math.isfinite(eval_loss):  # Diverged weights are never exported as a finished model.
+    result.update(status="failed", reason=f"final validation loss is {eval_loss}",
+                  wall_seconds=session_wall(), last_good_step=None)
+    write_json_atomic(workdir / "result.json", result)
+    return result
   if config.export_final and process_index == 0:
     save_pretrained(nnx.merge(graphdef, state["params"], state["frozen"]), workdir / "final")
   result.update(
