@@ -7,4 +7,5 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup: Python 3.11+ is needed, found $(python3 --version)" >&2; exit 1; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+# constraints.txt: the exact versions the test suite passed with.
+.venv/bin/python -m pip install -q -c constraints.txt -e ".${extras:+[$extras]}"

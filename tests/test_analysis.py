@@ -195,7 +195,7 @@ def test_committed_cpu_fit_is_current(tmp_path):
   assert len(rows) == 32 and all(r["status"] == "done" for r in rows)
   table = tmp_path / "main.jsonl"
   table.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  fresh = fit_table(str(table), tmp_path / "fit", n_bootstrap=20, weights="sem", log=lambda s: None)
+  fresh = fit_table(str(table), tmp_path / "fit", n_bootstrap=100, weights="sem", log=lambda s: None)
   committed = load_fit(cpu / "fit.json").doc
   assert committed["groups"]["all"]["n_points"] == 16 and committed["groups"]["all"]["weights"] == "sem"
   for key in ("E", "A", "alpha", "k", "objective"):

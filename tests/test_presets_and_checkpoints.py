@@ -49,7 +49,7 @@ def test_info_cli_json():
   assert info["train_flops_per_token"] > 6 * 2 * 535813376
   bad = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "info", "--size", "paper-0.5b",
                         "--P", "0"], capture_output=True, text=True)
-  assert bad.returncode == 2 and "P must be >= 1" in bad.stderr and len(bad.stderr.splitlines()) == 1
+  assert bad.returncode == 2 and "--P: '0' is not a positive integer" in bad.stderr.splitlines()[-1]
 
 
 def _params(model):

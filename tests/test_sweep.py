@@ -25,7 +25,7 @@ def _sweep_file(tmp_path, data_dir, name="s", **extra):
   (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
   sweep = {"name": name, "base": "base.yaml",
            "grid": {"model.hidden_size": [32, 48], "model.P": [1, 2]},
-           "executor": {"workers": 2}, "analysis": {"bootstrap": 20}}
+           "executor": {"workers": 2}, "analysis": {"bootstrap": 100}}
   sweep.update(extra)
   path = tmp_path / f"{name}.yaml"
   path.write_text(yaml.safe_dump(sweep))
@@ -50,6 +50,8 @@ def test_grid_expansion_and_stable_ids(tmp_path, data_dir):
   # Axis order does not change ids.
   reordered = _sweep_file(tmp_path, data_dir, name="r", grid={"model.P": [1, 2], "model.hidden_size": [32, 48]})
   assert {r.run_id for r in load_sweep(reordered).runs} == ids
+  # ...but sets the order in which runs start: the first axis varies slowest.
+  assert [r.run_id for r in load_sweep(reordered).runs][:2] == ["P=1_hidden_size=32", "P=1_hidden_size=48"]
   assert run_id("main", {"model.P": 4, "seed": 1}) == "P=4_seed=1"
   run = next(r for r in spec.runs if r.run_id == "P=2_hidden_size=48")
   config = run.train_config(tmp_path)
@@ -221,7 +223,7 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
   results.mkdir()
   (results / "table.csv").write_text("run_id,loss\n")
   sweep = {"name": "s", "base": "base.yaml", "stages": [{"name": "main", "grid": {"model.P": [1]}}],
-           "analysis": {"bootstrap": 50, "fit_stages": ["main"], "weights": "sem",
+           "analysis": {"bootstrap": 100, "fit_stages": ["main"], "weights": "sem",
                         "publish": "published"}}
   (tmp_path / "base.yaml").write_text(yaml.safe_dump({"tokens": 4096}))
   (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))

@@ -15,10 +15,25 @@ from parscale_jax.analysis.results import FitResult  # noqa: E402
 
 
 def _panels(fit: FitResult, title: str):
+  import textwrap
+
   groups = fit.groups
-  fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), squeeze=False)
-  fig.suptitle(title)
+  width = 5.6 * len(groups)
+  fig, axes = plt.subplots(1, len(groups), figsize=(width, 4.4), squeeze=False)
+  # Wrapped to the figure's width, so that a one-panel figure's title is never cut off.
+  fig.suptitle("\n".join(textwrap.wrap(title, int(width * 9))), fontsize=10)
   return fig, [(g, fit.doc["groups"][g], fit.law(g), ax) for g, ax in zip(groups, axes[0])]
+
+
+def _status(g) -> str:
+  return "" if g.get("identified", True) else " (law not identified)"
+
+
+def _clip_to_data(ax, values, margin: float = 0.25):
+  """y limits from the observed values, so that a runaway fit cannot stretch the axis to 1e25."""
+  lo, hi = float(np.min(values)), float(np.max(values))
+  pad = margin * max(hi - lo, 1e-3 * max(abs(hi), 1.0))
+  ax.set_ylim(lo - pad, hi + pad)
 
 
 def _points(g):
@@ -35,14 +50,19 @@ def value_colors(values):
 
 def _label(ax, xlabel: str, ylabel: str, title: str, log_base: int = 10, legend_size: int = 8):
   ax.set_xscale("log", base=log_base)
+  if log_base == 10:  # Plain numbers at 1-2-5 steps: a log axis over less than a decade keeps labels.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.3g}"))
+  else:
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.legend(fontsize=legend_size)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
-  for ax in fig.axes:  # Log axes spanning one decade label minor ticks too; they collide.
+  for ax in fig.axes:  # Minor tick labels of log axes collide with the major ones.
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   fig.tight_layout()
   paths = [out / f"{name}.png", out / f"{name}.pdf"]
@@ -57,13 +77,16 @@ def loss_vs_n(fit, out):
   for name, g, law, ax in panels:
     N, P, L, _ = _points(g)
     colors = value_colors(P)
-    grid = np.geomspace(N.min() / 1.3, N.max() * 1.3, 100)
+    inside = np.geomspace(N.min(), N.max(), 100)
     for p in sorted(set(P)):
       sel = P == p
       ax.scatter(N[sel], L[sel], color=colors[p], label=f"P={p:g}", zorder=3)
-      ax.plot(grid, law.predict(grid, p), color=colors[p], lw=1.2)
-    _label(ax, "N (non-embedding parameters)", "loss",
-           f"{name}: k={law.k:.3f}, alpha={law.alpha:.3f}, E={law.E:.3f}")
+      ax.plot(inside, law.predict(inside, p), color=colors[p], lw=1.2)
+      for end in (np.geomspace(N.min() / 1.3, N.min(), 10), np.geomspace(N.max(), N.max() * 1.3, 10)):
+        ax.plot(end, law.predict(end, p), color=colors[p], lw=1.0, ls="--")
+    _clip_to_data(ax, L)
+    _label(ax, "N (non-embedding parameters)", "validation loss",
+           f"{name}: k={law.k:.3g}, alpha={law.alpha:.3g}, E={law.E:.3g}{_status(g)}")
   return _save(fig, out, "loss_vs_N")
 
 
@@ -79,21 +102,27 @@ def loss_vs_p(fit, out):
       sel = size == s
       ax.scatter(P[sel], L[sel], color=colors[s], zorder=3, label=f"N≈{N[sel].min():.3g}")
       ax.plot(pgrid, law.predict(N[sel].min(), pgrid), color=colors[s], lw=1.2)
-    _label(ax, "P (parallel streams)", "loss", name, log_base=2, legend_size=7)
+    ax.set_xticks(sorted(set(P)))
+    _clip_to_data(ax, L)
+    _label(ax, "P (parallel streams)", "validation loss", f"{name}{_status(g)}", log_base=2,
+           legend_size=7)
   return _save(fig, out, "loss_vs_P")
 
 
 def multiplier(fit, out):
   fig, panels = _panels(fit, "Equivalent-parameter multiplier k·ln P + 1 (band: bootstrap 95 %)")
   for name, g, law, ax in panels:
-    pgrid = np.linspace(1, 16, 100)
-    ax.plot(pgrid, law.multiplier(pgrid), color="C0", label=f"k={law.k:.3f}")
+    p_max = max(p["P"] for p in g["points"])  # The data's range: no extrapolation in P.
+    pgrid = np.linspace(1, p_max, 100)
+    ax.plot(pgrid, law.multiplier(pgrid), color="C0", label=f"k={law.k:.3g}")
     samples = np.asarray(g.get("bootstrap", {}).get("samples", []))
     if samples.size:
       band = samples[:, 3:4] * np.log(pgrid)[None] + 1.0
       lo, hi = np.percentile(band, [2.5, 97.5], axis=0)
       ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
-    _label(ax, "P", "parameter multiplier", name, log_base=2)
+      ax.set_ylim(min(0.9, float(np.min(lo))), min(float(np.max(hi)), 10.0) * 1.05)
+    ax.set_xticks(sorted({p["P"] for p in g["points"]}))
+    _label(ax, "P", "parameter multiplier", f"{name}{_status(g)}", log_base=2)
   return _save(fig, out, "multiplier")
 
 
@@ -106,7 +135,7 @@ def residuals(fit, out):
       sel = P == p
       ax.scatter(N[sel], L[sel] - pred[sel], color=colors[p], label=f"P={p:g}")
     ax.axhline(0, color="gray", lw=0.8)
-    _label(ax, "N", "residual", f"{name}: R²={g['r2']:.4f}")
+    _label(ax, "N", "residual", f"{name}: R²={g['r2']:.4f}{_status(g)}")
   return _save(fig, out, "residuals")
 
 

@@ -186,7 +186,8 @@ def check_token_ids(ids, vocab_size: int) -> jax.Array:
   if not jnp.issubdtype(ids.dtype, jnp.integer):
     raise UserError(f"token ids must be integers, got {ids.dtype}")
   if not isinstance(ids, jax.core.Tracer) and ids.size:
-    lo, hi = int(ids.min()), int(ids.max())
+    host = np.asarray(ids)  # On the host: inside a trace, jnp ops on a constant give tracers.
+    lo, hi = int(host.min()), int(host.max())
     if lo < 0 or hi >= vocab_size:
       raise UserError(f"token id {lo if lo < 0 else hi} is outside the vocabulary [0, {vocab_size})")
   return jnp.asarray(ids, jnp.int32)

@@ -168,6 +168,7 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   from parscale_jax.analysis.plots import plot_all
   from parscale_jax.analysis.report import fit_markdown
   from parscale_jax.analysis.results import FitResult
+  from parscale_jax.sweep.calibration import settings_table
   from parscale_jax.sweep.curves import plot_curves
 
   results_dir = Path(results_dir)
@@ -187,6 +188,11 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   comparison = stage_comparison(rows, stages[0])
   if comparison:
     text += ["## Stages compared", "", comparison]
+  settings = settings_table(rows)
+  if settings and len({r["stage"] for r in rows}) > 1:
+    text += ["## Settings compared", "", "Validation loss differences paired by seed; ± is the "
+             "standard error over pairs, seed SD the pooled standard deviation of a cell's seeds.",
+             "", settings, ""]
   by_axis = axis_comparison(rows)
   if by_axis:
     text += ["## Grid axes compared", "", by_axis]

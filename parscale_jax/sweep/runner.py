@@ -72,11 +72,14 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   (results_dir / "runs").mkdir(parents=True, exist_ok=True)
   _prepare_data(spec, results_dir)
   rows = write_table(results_dir, spec.runs)
-  bar = None
+  bar = live = None
   if progress:
     from tqdm import tqdm
+
+    from parscale_jax.sweep.progress import SweepProgress
     finished = sum(r["status"] in ("done", "failed") for r in rows)
     bar = tqdm(total=len(spec.runs), initial=finished, desc=f"sweep {spec.name}", unit="run")
+    live = SweepProgress(spec.runs, results_dir, run_state)
   try:
     for stage in spec.stages:
       todo = [r for r in spec.runs if r.stage == stage and
@@ -84,7 +87,13 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
       if not todo:
         continue
       for result in _execute(todo, spec, results_dir, retry_failed, ray):
+        if result is None:  # No run finished within the polling interval.
+          if bar is not None:
+            bar.set_postfix_str(live.summary())
+          continue
         write_table(results_dir, spec.runs)
+        if bar is not None:
+          bar.set_postfix_str(live.summary())
         if result.get("skipped"):
           continue
         if bar is not None:
@@ -103,18 +112,26 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   return rows
 
 
+POLL_SECONDS = 15.0
+
+
 def _execute(todo, spec, results_dir, retry_failed, ray):
+  """Yields each run's result as it finishes, and None every POLL_SECONDS without one."""
   if ray is not None:
     remote = ray.remote(num_cpus=spec.executor.threads_per_worker,
                         num_gpus=spec.executor.gpus_per_run)(execute_run_ray)
     pending = [remote.remote(r, str(results_dir), retry_failed, spec.executor.threads_per_worker)
                for r in todo]
     while pending:
-      ready, pending = ray.wait(pending, num_returns=1)
-      yield ray.get(ready[0])
+      ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS)
+      yield ray.get(ready[0]) if ready else None
     return
   pool, _ = _local_pool(spec, len(todo))
   with pool:
-    futures = [pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo]
-    for future in cf.as_completed(futures):
-      yield future.result()
+    pending = {pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo}
+    while pending:
+      done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+      if not done:
+        yield None
+      for future in done:
+        yield future.result()

@@ -13,7 +13,8 @@
     analysis: {bootstrap: 1000, group_by: stage, fit_stages: [...]}
 
 A run's id joins its grid values in sorted key order (`P=2_size=cpu-55k`), so ids do
-not depend on the order of the axes and stay the same when an axis gains values.
+not depend on the order of the axes and stay the same when an axis gains values. Runs start in
+the file's order, the first axis varying slowest: `seed` first finishes whole seeds one by one.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def _grid(stage: str, grid: Any) -> list[dict]:
     repeated = [v for i, v in enumerate(values) if any(v == w for w in values[:i])]
     if repeated:  # By value: 1 and 1.0 would make two runs of one config.
       raise ConfigError(f"grid key '{key}': value {repeated[0]!r} is repeated")
-  keys = sorted(grid)
+  keys = list(grid)  # Runs start in the file's order: the first axis varies slowest.
   return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 

@@ -1,0 +1,58 @@
+"""Settings compared for a recipe: per stage, how far apart sizes are at P = 1, how much seeds
+scatter, and what P streams gain, all paired by seed (a seed gives every size and P its own init
+draw and the same batches)."""
+from __future__ import annotations
+
+import numpy as np
+
+from parscale_jax.analysis.tables import standard_error
+
+
+def _paired(a: dict, b: dict) -> np.ndarray:
+  """b - a over the seeds both have."""
+  return np.array([b[s] - a[s] for s in sorted(set(a) & set(b))])
+
+
+def _fmt(diffs: np.ndarray) -> str:
+  if len(diffs) == 0:
+    return ""
+  if len(diffs) == 1:
+    return f"{diffs[0]:+.4f}"
+  return f"{diffs.mean():+.4f} ± {standard_error(diffs):.4f}"
+
+
+def settings_table(rows: list[dict]) -> str:
+  """Markdown: one line per stage with at least two sizes at P = 1 and two seeds."""
+  done = [r for r in rows if r["status"] == "done"]
+  by: dict[str, dict[tuple, dict[int, float]]] = {}
+  n_of: dict[str, float] = {}
+  for r in done:
+    by.setdefault(r["stage"], {}).setdefault((r["size"], r["P"]), {})[r["seed"]] = r["loss"]
+    n_of[r["size"]] = min(n_of.get(r["size"], r["N"]), r["N"])
+  ps = sorted({r["P"] for r in done} - {1})
+  lines = ["| setting | P = 1: smallest minus largest size (× its SE) | seed SD | "
+           + " | ".join(f"P = {p} minus P = 1, pooled [95 % interval]" for p in ps) + " |",
+           "|---|---|---|" + "---|" * len(ps)]
+  for stage, cells in by.items():
+    sizes = sorted({s for s, p in cells if p == 1}, key=lambda s: n_of[s])
+    if len(sizes) < 2:
+      continue
+    gap = _paired(cells[(sizes[-1], 1)], cells[(sizes[0], 1)])
+    ratio = f" ({gap.mean() / standard_error(gap):.1f}×)" if len(gap) > 1 and standard_error(gap) > 0 else ""
+    variances = [np.var(list(v.values()), ddof=1) for v in cells.values() if len(v) > 1]
+    sd = f"{np.sqrt(np.mean(variances)):.4f}" if variances else ""
+    gains = []
+    for p in ps:
+      diffs = np.concatenate([_paired(cells[(s, 1)], cells[(s, p)]) for s in sizes
+                              if (s, p) in cells] or [np.array([])])
+      gains.append(_fmt(diffs) + _interval(diffs))
+    lines.append(f"| {stage} | {_fmt(gap)}{ratio} | {sd} | " + " | ".join(gains) + " |")
+  return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _interval(diffs: np.ndarray) -> str:
+  if len(diffs) < 2:
+    return ""
+  from scipy import stats
+  half = stats.t.ppf(0.975, len(diffs) - 1) * standard_error(diffs)
+  return f" [{diffs.mean() - half:+.4f}, {diffs.mean() + half:+.4f}]"
