@@ -56,8 +56,7 @@ def prepared_step(config, batch, seq, devices=1):
   mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:devices])
   train_config = TrainConfig(model=config)
   optimizer = make_optimizer(train_config.optim, 1000)
-  graphdef, _, state_shardings, create = trainer._init_state(train_config, mesh, optimizer)
-  state = trainer._fresh_state(train_config, create, state_shardings, optimizer, graphdef)
+  graphdef, state, state_shardings = trainer.fresh_train_state(train_config, mesh, optimizer)
   fn = jit_train_step(graphdef, optimizer, state_shardings, sharding.batch_sharding(mesh),
                       sharding.replicated(mesh))
   rows = np.random.default_rng(0).integers(0, config.vocab_size, (1, batch, seq + 1)).astype(np.int32)

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"parscale {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except BrokenPipeError:  # Output piped into `head` and cut: nothing went wrong.
+    sys.stdout = open(os.devnull, "w")
+    return 0
   except OSError as e:  # An unwritable or missing path: the user's to fix, not a bug.
     where = f"{e.filename}: " if e.filename else ""
     print(f"parscale {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)

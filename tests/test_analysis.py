@@ -206,7 +206,7 @@ def test_committed_cpu_long_report_is_current():
   """The committed follow-up sweep (sweeps/cpu_long.yaml): four seeds of P = 1 and P = 4 at 6M tokens,
   and a report whose paired tables are what its committed table gives."""
   from conftest import REPO
-  from parscale_jax.sweep.analysis import axis_comparison, pooled_p_gain
+  from parscale_jax.sweep.comparisons import axis_comparison, pooled_p_gain
   from parscale_jax.sweep.table import read_table
   folder = REPO / "analysis" / "results" / "cpu_long"
   rows = read_table(folder / "table.csv")

@@ -183,7 +183,7 @@ def test_sweep_axis_values_equal_by_value_are_refused(tmp_path, capsys):
 
 def test_other_grid_axes_are_fitted_apart_never_averaged_as_seeds(tmp_path):
   from parscale_jax.analysis.law import parscale
-  from parscale_jax.sweep.analysis import analyze_sweep
+  from parscale_jax.sweep.report import analyze_sweep
   from parscale_jax.sweep.spec import load_sweep
   rows = []
   for lr, k in ((1e-3, 0.2), (1e-2, 0.6)):  # Two learning rates with different laws.

@@ -206,7 +206,7 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
   """The post-sweep analysis on a table made from a known law with seed noise: the fit recovers k,
   the report carries mean ± SEM per point, and `publish` copies table, report and fit."""
   from parscale_jax.analysis.law import parscale
-  from parscale_jax.sweep.analysis import analyze_sweep
+  from parscale_jax.sweep.report import analyze_sweep
   truth = np.array([[1.2, 2e-4, 0.3, 0.4]])  # E, A, alpha, k
   rng = np.random.default_rng(0)
   rows = []
@@ -241,7 +241,7 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
   row_p8 = next(line for line in pooled.splitlines() if line.startswith("| 8 |"))
   assert row_p8.startswith(f"| 8 | {p8.mean():+.3f}") and row_p8.endswith("| 10 |")
   # Two P = 1 runs for one size and seed (another grid axis, say lr) make the pairing ambiguous.
-  from parscale_jax.sweep.analysis import pooled_p_gain, stage_comparison
+  from parscale_jax.sweep.comparisons import pooled_p_gain, stage_comparison
   twice = rows + [{**rows[0], "run_id": "again"}]
   assert pooled_p_gain(twice, "main") == "" and stage_comparison(twice, "main") == ""
   # The paired comparison: frozen P = 4 minus main P = 1 at the same size and seed.
@@ -255,7 +255,7 @@ def test_sweep_analysis_fits_seeds_and_publishes(tmp_path):
 
 def test_axis_comparison_pairs_runs_by_size_p_and_seed():
   """A prefix-length pilot: 48 is worse than 16 by exactly 0.03 in every pair, 4 by 0.01-0.03."""
-  from parscale_jax.sweep.analysis import axis_comparison
+  from parscale_jax.sweep.comparisons import axis_comparison
   rows = []
   for seed, base in enumerate((2.0, 2.3, 1.9)):
     for length, delta in ((4, 0.01 * (seed + 1)), (16, 0.0), (48, 0.03)):
@@ -276,7 +276,7 @@ def test_axis_comparison_pairs_runs_by_size_p_and_seed():
 def test_training_curves_are_read_plotted_and_published(tmp_path):
   """Curves come from each run's metrics.jsonl (training lines only; a torn last line is skipped),
   are plotted per stage and size, and travel with the published report."""
-  from parscale_jax.sweep.analysis import publish
+  from parscale_jax.sweep.report import publish
   from parscale_jax.sweep.curves import plot_curves, read_curve
   rows = []
   for p in (1, 4):

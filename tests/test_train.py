@@ -129,8 +129,7 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir, monkeypatch):
   config = config_from_dict(tiny_train_dict(data_dir, init_from=str(p1), tokens=8 * 32 * 5))
   mesh = trainer.sharding.make_mesh(config.mesh)
   optimizer = trainer.make_optimizer(config.optim, config.steps)
-  graphdef, _, shardings, create = trainer._init_state(config, mesh, optimizer)
-  state = trainer._fresh_state(config, create, shardings, optimizer, graphdef)
+  graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
   model = nnx.merge(graphdef, state["params"], state["frozen"])
   np.testing.assert_array_equal(model.embed_tokens.embedding[...], p1_weights["model.embed_tokens.weight"])
   np.testing.assert_array_equal(model.backbone.layers[1].mlp.up_proj.weight[...],
@@ -171,8 +170,7 @@ for name, devices, mesh_config in [("one", jax.devices()[:1], MeshConfig(1, 1)),
                                    ("eight", jax.devices(), MeshConfig(4, 2))]:
   mesh = sharding.make_mesh(mesh_config, devices)
   optimizer = trainer.make_optimizer(config.optim, config.steps)
-  graphdef, _, shardings, create = trainer._init_state(config, mesh, optimizer)
-  state = trainer._fresh_state(config, create, shardings, optimizer, graphdef)
+  graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
   specs = {str(l.sharding.spec) for l in jax.tree.leaves(state["params"])}
   step = trainer.jit_train_step(graphdef, optimizer, shardings, sharding.batch_sharding(mesh),
                                 sharding.replicated(mesh))

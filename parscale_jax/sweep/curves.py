@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from parscale_jax.analysis.plots import value_colors  # noqa: E402
-from parscale_jax.sweep.analysis import setting_label, settings_and_sizes  # noqa: E402
+from parscale_jax.sweep.comparisons import setting_label, settings_and_sizes  # noqa: E402
 
 _SEED_STYLES = ("-", "--", ":", "-.")
 

@@ -107,7 +107,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
       bar.close()
   rows = write_table(results_dir, spec.runs)
   if analyze:
-    from parscale_jax.sweep.analysis import analyze_sweep
+    from parscale_jax.sweep.report import analyze_sweep
     analyze_sweep(spec, results_dir, rows, log=log)
   return rows
 

@@ -98,6 +98,13 @@ def _fresh_state(config, create, state_shardings, optimizer, graphdef):
   return {"step": step, "params": params, "frozen": frozen, "opt_state": opt_state}
 
 
+def fresh_train_state(config: TrainConfig, mesh, optimizer):
+  """(graphdef, state, state_shardings) of a new run: the parameters `train` starts from (init_from
+  applied), its optimizer state, and the shardings of the train step's state argument."""
+  graphdef, _, state_shardings, create = _init_state(config, mesh, optimizer)
+  return graphdef, _fresh_state(config, create, state_shardings, optimizer, graphdef), state_shardings
+
+
 def _check_workdir(workdir: Path, config: TrainConfig) -> None:
   """Refuses to resume a run under another config; a workdir with nothing to resume is reused."""
   saved = workdir / "config.yaml"

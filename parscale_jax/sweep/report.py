@@ -1,0 +1,86 @@
+"""After a sweep: the fit, plots and report, and their publication where the notebook reads them."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from parscale_jax.errors import UserError
+from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
+                                            stage_comparison)
+
+
+def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
+  from parscale_jax.analysis.fit_table import fit_table
+  from parscale_jax.analysis.plots import plot_all
+  from parscale_jax.analysis.report import fit_markdown
+  from parscale_jax.analysis.results import FitResult
+  from parscale_jax.sweep.calibration import settings_table
+  from parscale_jax.sweep.curves import plot_curves
+
+  results_dir = Path(results_dir)
+  stages = spec.analysis.fit_stages or spec.stages
+  fit_rows = [r for r in rows if r["stage"] in stages]
+  failed = [r for r in rows if r["status"] == "failed"]
+  pending = [r for r in rows if r["status"] not in ("done", "failed")]
+  text = [f"# Sweep `{spec.name}`", "",
+          f"{len(rows) - len(failed) - len(pending)} runs done, {len(failed)} failed, "
+          f"{len(pending)} not finished. Table: `table.csv`. Loss: validation loss in nats per token.",
+          "", loss_table(rows), ""]
+  for r in failed:
+    text.append(f"- failed: `{r['run_id']}`: {r['reason']}")
+  gain = pooled_p_gain(rows, stages[0])
+  if gain:
+    text += ["## P streams against one, pooled over sizes", "", gain, ""]
+  comparison = stage_comparison(rows, stages[0])
+  if comparison:
+    text += ["## Stages compared", "", comparison]
+  settings = settings_table(rows)
+  if settings and len({r["stage"] for r in rows}) > 1:
+    text += ["## Settings compared", "", "Validation loss differences paired by seed; ± is the "
+             "standard error over pairs, seed SD the pooled standard deviation of a cell's seeds.",
+             "", settings, ""]
+  by_axis = axis_comparison(rows)
+  if by_axis:
+    text += ["## Grid axes compared", "", by_axis]
+  if plot_curves(results_dir, rows, results_dir):
+    text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
+  fit_dir = results_dir / "fit"
+  try:
+    # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
+    # say, learning rate are never averaged as if they were seeds.
+    fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]
+    several = len({r["setting"] for r in fit_rows}) > 1
+    doc = fit_table(fit_rows, fit_dir, group_by="setting" if several else None,
+                    n_bootstrap=spec.analysis.bootstrap, weights=spec.analysis.weights,
+                    n_column=spec.analysis.n_column, log=log)
+    plot_all(FitResult(doc), fit_dir)
+    text += ["", "## Fitted law", "", fit_markdown(doc, plots_dir="fit")]
+  except UserError as e:
+    text += ["", f"No fit: {e}"]
+    log(f"no fit: {e}")
+  report = results_dir / "report.md"
+  report.write_text("\n".join(text) + "\n")
+  if spec.analysis.publish:
+    publish(results_dir, Path(os.path.normpath(spec.path.parent / spec.analysis.publish)), log)
+  return report
+
+
+def publish(results_dir: Path, target: Path, log=print) -> None:
+  """Copies the table, report, fit and training curves where the notebooks read them; stale
+  plots and fit files go."""
+  target.mkdir(parents=True, exist_ok=True)
+  shutil.copy2(results_dir / "table.csv", target / "table.csv")
+  # The fit's files sit beside the report there, not in fit/.
+  report = (results_dir / "report.md").read_text().replace("](fit/", "](")
+  (target / "report.md").write_text(report)
+  for old in target.iterdir():
+    if old.suffix in (".json", ".png", ".pdf"):
+      old.unlink()
+  fit_dir = results_dir / "fit"
+  plots = [results_dir / name for name in ("curves.png", "curves.pdf") if (results_dir / name).exists()]
+  if fit_dir.is_dir():
+    plots += list(fit_dir.iterdir())
+  for path in plots:
+    shutil.copy2(path, target / path.name)
+  log(f"published: {target}")
