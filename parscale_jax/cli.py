@@ -66,7 +66,8 @@ def _registrars():
   from parscale_jax.sweep import cli as sweep_cli
   from parscale_jax.train import cli as train_cli
 
-  return [train_cli.register, sweep_cli.register, analysis_cli.register, cost_cli.register]
+  return [train_cli.register, sweep_cli.register, analysis_cli.register, cost_cli.register,
+          cost_cli.register_plan]
 
 
 def _enable_compilation_cache() -> None:

@@ -133,6 +133,9 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
     result["k_excludes_zero"] = bool(lo[3] > 1e-6)
     result["bootstrap"] = {"n": int(len(samples)), "requested": n_bootstrap, "seed": seed,
                            "samples": np.round(samples, 8).tolist()}
+  result["decreasing_in_N"] = {
+      f"{p:g}": bool(np.all(np.diff(points.loss[points.P == p][np.argsort(points.N[points.P == p])]) < 0))
+      for p in np.unique(points.P)}
   reasons = identification(result)
   result["identified"] = not reasons
   result["not_identified"] = reasons

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from parscale_jax.model.config import PRESETS
-from parscale_jax.configlib import bounded, fraction, nonnegative_int, positive_int, positive_ints
+from parscale_jax.configlib import (bounded, fraction, nonnegative_int, positive_float, positive_int,
+                                     positive_ints)
 
 # P = 1 has no streams to compare with more parameters.
 _streams = bounded(int, lambda v: v >= 2, "an integer >= 2")
@@ -111,3 +112,78 @@ def register(sub) -> None:
   p.add_argument("--plot", help="directory for the cost figure (PNG and PDF)")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cost)
+
+
+def _plan(args) -> None:
+  import numpy as np
+
+  from parscale_jax.analysis.results import load_fit
+  from parscale_jax.cost.devices import DEVICES, measure_cpu
+  from parscale_jax.cost.model import Workload
+  from parscale_jax.cost.plan import Constraint, plan
+  from parscale_jax.model.config import preset
+
+  if args.fit == "paper":
+    committed = Path(__file__).resolve().parents[2] / "analysis" / "results" / "paper" / "fit.json"
+    if committed.exists():  # A checkout: the committed refit, with its 1000 bootstrap draws.
+      doc = load_fit(committed).doc
+    else:
+      from parscale_jax.analysis.fit_table import fit_table
+      doc = fit_table("paper", n_bootstrap=200, compare=False, log=lambda s: None)
+    group = args.dataset or "stack-v2-python"
+  else:
+    doc = load_fit(args.fit).doc
+    group = args.dataset or (next(iter(doc["groups"])) if len(doc["groups"]) == 1 else None)
+  if group not in doc["groups"]:
+    from parscale_jax.errors import UserError
+    raise UserError(f"the fit has no group {group!r} (groups: {', '.join(doc['groups'])}); use --dataset")
+  g = doc["groups"][group]
+  samples = np.asarray(g.get("bootstrap", {}).get("samples", [])) if g.get("bootstrap") else None
+  device = measure_cpu() if args.device == "cpu" else DEVICES[args.device]
+  constraint = Constraint(args.max_memory_gb, args.max_latency_ms, args.target_loss, args.train_flops,
+                          args.train_tokens)
+  workload = Workload(args.batch, args.input_tokens, args.output_tokens, prefix_mode=args.prefix_mode)
+  result = plan([g[k] for k in ("E", "A", "alpha", "k")], preset(args.size, prefix_tokens=48), device,
+                constraint, samples=samples, Ps=args.P, workload=workload,
+                fit_source=f"{args.fit}, {group}", max_fitted_P=max(p["P"] for p in g["points"]))
+  if args.plot:
+    from parscale_jax.cost.plot import plot_plan
+    for path in plot_plan(result, Path(args.plot)):
+      print(f"wrote {path}")
+  if args.json:
+    print(json.dumps(result.as_dict(), indent=2))
+    return
+  r = result.recommended
+  ci = f" [{r.loss_ci95[0]:.4f}, {r.loss_ci95[1]:.4f}]" if r.loss_ci95 else ""
+  print(f"Recommended: N = {r.N / 1e9:.3g}B (hidden {r.hidden}, {r.layers} layers) at P = {r.P}: "
+        f"predicted loss {r.loss:.4f}{ci}, {r.memory_gb:.2f} GB, prefill {r.prefill_ms:.1f} ms, "
+        f"decode {r.decode_ms:.2f} ms/token" + (f", {r.train_flops:.3g} training FLOPs" if r.train_flops else ""))
+  if result.comparison:
+    print(f"Runner-up:   {result.comparison}")
+  print(f"Pareto front (loss, memory, latency): {len(result.front)} models; law from {args.fit} ({group}), "
+        f"{device.name}, batch {args.batch}, {args.input_tokens} in + {args.output_tokens} out tokens")
+
+
+def register_plan(sub) -> None:
+  p = sub.add_parser("plan", help="which (N, P) to train or deploy under a memory, latency, loss or "
+                                  "compute budget")
+  p.add_argument("--fit", default="paper", help="fit.json, or 'paper' for the published table's fit")
+  p.add_argument("--dataset", help="group of the fit (paper: stack-v2-python or pile)")
+  p.add_argument("--size", default="paper-1.6b", choices=list(PRESETS), metavar="SIZE",
+                 help="preset whose family (depth, heads, vocabulary) the candidates share")
+  p.add_argument("--device", choices=["a100-80gb", "h100", "h200", "cpu"], default="a100-80gb")
+  p.add_argument("--batch", type=positive_int, default=1)
+  p.add_argument("--input-tokens", type=nonnegative_int, default=64)
+  p.add_argument("--output-tokens", type=positive_int, default=64)
+  p.add_argument("--prefix-mode", choices=["prompt", "cache"], default="cache",
+                 help="how the prefix is costed (see parscale cost)")
+  budget = p.add_mutually_exclusive_group(required=True)
+  budget.add_argument("--max-memory-gb", type=positive_float)
+  budget.add_argument("--max-latency-ms", type=positive_float, help="prefill + all output tokens")
+  budget.add_argument("--target-loss", type=positive_float, help="reach it at the lowest latency")
+  budget.add_argument("--train-flops", type=positive_float, help="training compute (with --train-tokens)")
+  p.add_argument("--train-tokens", type=positive_float, help="training tokens, for FLOPs")
+  p.add_argument("--P", type=positive_ints, default="1,2,4,8,16", help="stream counts to consider")
+  p.add_argument("--plot", help="directory for the Pareto-front plot (PNG and PDF)")
+  p.add_argument("--json", action="store_true", help="print one JSON object")
+  p.set_defaults(func=_plan)

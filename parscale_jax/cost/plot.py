@@ -35,3 +35,35 @@ def plot_cost(result: dict, out: Path) -> list[Path]:
     fig.savefig(p, dpi=130)
   plt.close(fig)
   return paths
+
+
+def plot_plan(result, out: Path) -> list[Path]:
+  """The plan's Pareto front: predicted loss against memory and against latency, coloured by P,
+  the recommendation and the runner-up marked."""
+  out.mkdir(parents=True, exist_ok=True)
+  front = result.front
+  ps = sorted({c.P for c in front})
+  cmap = plt.get_cmap("viridis")
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for ax, key, label in ((axes[0], "memory_gb", "inference memory (GB)"),
+                         (axes[1], "latency_ms", "latency: prefill + all output tokens (ms)")):
+    for i, p in enumerate(ps):
+      pts = [c for c in front if c.P == p]
+      ax.scatter([getattr(c, key) for c in pts], [c.loss for c in pts], s=18,
+                 color=cmap(i / max(len(ps) - 1, 1)), label=f"P={p}")
+    for cand, marker, name in ((result.recommended, "*", "recommended"),
+                               (result.runner_up, "X", "runner-up")):
+      if cand is not None:
+        ax.scatter([getattr(cand, key)], [cand.loss], marker=marker, s=180, color="crimson",
+                   edgecolor="black", zorder=5, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("predicted loss")
+  axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.suptitle("Pareto front of (N, P) candidates", fontsize=10)
+  fig.tight_layout()
+  paths = [out / "plan.png", out / "plan.pdf"]
+  for p in paths:
+    fig.savefig(p, dpi=130)
+  plt.close(fig)
+  return paths
