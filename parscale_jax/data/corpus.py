@@ -62,19 +62,33 @@ def content_hash(source: str) -> str:
   return digest.hexdigest()[:12]
 
 
-def config_name(source: str) -> str:
+RECORD_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+def record_format(source: str, files: list[Path]) -> str | None:
+  """'jsonl', 'parquet' or 'arrow' (a `datasets.save_to_disk` folder) when every file holds records
+  with a text field; None when each file is one document."""
+  if os.path.isdir(os.path.expanduser(source)) and (Path(os.path.expanduser(source)) / "state.json").exists():
+    return "arrow"
+  kinds = {RECORD_SUFFIXES.get(p.suffix) for p in files}
+  return kinds.pop() if len(kinds) == 1 and None not in kinds else None
+
+
+def config_name(source: str, text_key: str = "text") -> str:
   if source == STDLIB:
     prefix = f"stdlib-py{platform.python_version()}"
   else:
-    prefix = "files-" + hashlib.sha256(os.path.abspath(os.path.expanduser(source)).encode()).hexdigest()[:12]
+    key = f"{os.path.abspath(os.path.expanduser(source))}\0{text_key}"
+    prefix = "files-" + hashlib.sha256(key.encode()).hexdigest()[:12]
   return f"{prefix}-{content_hash(source)}"
 
 
 class CodeCorpusConfig(tfds.core.BuilderConfig):
-  def __init__(self, *, source: str, val_percent: int, **kwargs):
-    super().__init__(name=f"{config_name(source)}-val{val_percent}", **kwargs)
+  def __init__(self, *, source: str, val_percent: int, text_key: str = "text", **kwargs):
+    super().__init__(name=f"{config_name(source, text_key)}-val{val_percent}", **kwargs)
     self.source = source
     self.val_percent = val_percent
+    self.text_key = text_key
 
 
 class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
@@ -97,6 +111,10 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
         "python_version": platform.python_version(), "file_count": len(files),
         "bytes": sum(p.stat().st_size for p in files), "content_hash": content_hash(self.builder_config.source)}
     val_percent = self.builder_config.val_percent
+    fmt = record_format(self.builder_config.source, files)
+    if fmt is not None:
+      return self._record_splits(fmt, [p for p in files if fmt != "arrow" or p.suffix == ".arrow"],
+                                 root, val_percent)
     rel = [(p, p.relative_to(root).as_posix()) for p in files]
     if len(rel) < 2:
       raise UserError(f"data.source: {self.builder_config.source!r} has {len(rel)} file; a train "
@@ -107,6 +125,21 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
     train = [x for x in rel if x not in val]
     return {"train": self._generate_examples(train), "validation": self._generate_examples(val)}
 
+  def _record_splits(self, fmt: str, files: list[Path], root: Path, val_percent: int):
+    """Records split into train and validation by a hash of each document's text."""
+    docs = list(read_records(fmt, files, root, self.builder_config.text_key))
+    if len(docs) < 2:
+      raise UserError(f"data.source: {self.builder_config.source!r} has {len(docs)} non-empty "
+                      f"document; a train and a validation split need at least 2")
+    digest = lambda d: hashlib.sha256(d[1]).hexdigest()
+    val = [d for d in docs if is_validation(digest(d), val_percent)]
+    if not val or len(val) == len(docs):
+      val = [min(docs, key=digest)]
+    val_ids = {d[0] for d in val}
+    train = [d for d in docs if d[0] not in val_ids]
+    return {"train": ((i, {"text": t, "path": i}) for i, t in train),
+            "validation": ((i, {"text": t, "path": i}) for i, t in val)}
+
   def _generate_examples(self, files):
     for path, rel in files:
       data = path.read_bytes()  # Raw bytes: the byte tokenizer sees every byte as it is.
@@ -114,19 +147,63 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
         yield rel, {"text": data, "path": rel}
 
 
-def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5):
+def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
+  """(id, UTF-8 bytes) of every non-empty text in record files; a missing field is an error."""
+  import json
+
+  for path in files:
+    rel = path.relative_to(root).as_posix() if path != root else path.name
+    if fmt == "jsonl":
+      with open(path, "rb") as f:
+        for i, line in enumerate(f, 1):
+          if not line.strip():
+            continue
+          try:
+            record = json.loads(line)
+          except json.JSONDecodeError:
+            raise UserError(f"data.source: {path}:{i}: not a JSON object") from None
+          if not isinstance(record, dict) or text_key not in record:
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise UserError(f"data.text_key: {path}:{i} has no field {text_key!r} (has: {fields})")
+          if not isinstance(record[text_key], str):
+            raise UserError(f"data.text_key: {path}:{i}: field {text_key!r} is not a string")
+          if record[text_key]:
+            yield f"{rel}:{i}", record[text_key].encode("utf-8")
+      continue
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+      table = pq.read_table(path) if fmt == "parquet" else pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+      raise UserError(f"data.source: {path}: cannot be read as {fmt} ({str(e).splitlines()[0]})") from None
+    if text_key not in table.column_names:
+      raise UserError(f"data.text_key: {path} has no column {text_key!r} "
+                      f"(has: {', '.join(table.column_names)})")
+    column = table.column(text_key)
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+      raise UserError(f"data.text_key: column {text_key!r} of {path} is {column.type}, not text")
+    texts = column.to_pylist()
+    if not any(texts):
+      raise UserError(f"data.text_key: column {text_key!r} of {path} is empty")
+    for i, text in enumerate(texts):
+      if text:
+        yield f"{rel}:{i}", text.encode("utf-8")
+
+
+def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5, text_key: str = "text"):
   """Builds (once) and returns the builder for `source`; later calls reuse the stored files."""
   data_dir = Path(os.path.expanduser(str(data_dir)))
   absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns about every custom config.
   tfds.disable_progress_bar()
   data_dir.mkdir(parents=True, exist_ok=True)
-  make = lambda: ParscaleCodeCorpus(config=CodeCorpusConfig(source=source, val_percent=val_percent),
-                                    data_dir=str(data_dir), file_format="array_record")
+  make = lambda: ParscaleCodeCorpus(
+      config=CodeCorpusConfig(source=source, val_percent=val_percent, text_key=text_key),
+      data_dir=str(data_dir), file_format="array_record")
   builder = make()
   if not builder.is_prepared():
     # Several processes (sweep workers, concurrent sweeps) may ask at once: one builds, the
     # others wait for it and then read what it built.
-    with open(data_dir / f".build-{config_name(source)}.lock", "a") as lock:
+    with open(data_dir / f".build-{config_name(source, text_key)}.lock", "a") as lock:
       fcntl.flock(lock, fcntl.LOCK_EX)
       builder = make()
       if not builder.is_prepared():

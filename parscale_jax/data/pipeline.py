@@ -26,11 +26,12 @@ from parscale_jax.errors import UserError
 class DataConfig:
   """Where the documents come from and how they become batches."""
 
-  # "stdlib" (the built-in offline corpus), a directory or glob of text files, or "tfds:NAME"
-  # for any TFDS text dataset already in data_dir.
+  # "stdlib" (the built-in offline corpus); a directory or glob of text files (one document each);
+  # JSON lines (.jsonl/.json) or Parquet files, or a `datasets.save_to_disk` folder (one document
+  # per record, split by a hash of its text); or "tfds:NAME" for a TFDS text dataset in data_dir.
   source: str = STDLIB
   data_dir: str = "~/.cache/parscale_jax/tfds"  # Where built datasets are stored and reused.
-  text_key: str = "text"  # The text feature of a TFDS dataset.
+  text_key: str = "text"  # The text field of records, or the text feature of a TFDS dataset.
   val_split: str = "validation"  # TFDS split used for evaluation ("stdlib"/files: 5 % of files).
   val_percent: int = 5  # Share of files, by path hash, held out for validation (built-in corpus).
   tokenizer: str = "byte"  # Tokenizer name (see data/tokenizer.py).
@@ -72,8 +73,14 @@ def data_source(config: DataConfig, split: str):
     except Exception as e:  # tfds raises many types; the user needs the one line.
       raise UserError(f"data.source: cannot open TFDS dataset {name!r} split {split!r} in "
                       f"{data_dir}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-  builder = build_code_corpus(config.source, data_dir, config.val_percent)
+  builder = build_code_corpus(config.source, data_dir, config.val_percent, config.text_key)
   return builder.as_data_source(split="train" if split == "train" else "validation")
+
+
+def stored_text_key(config: DataConfig) -> str:
+  """The feature holding a document's text: text_key in a TFDS dataset; a built corpus stores
+  every document (a file, or a record's text_key field) under "text"."""
+  return config.text_key if config.source.startswith("tfds:") else "text"
 
 
 class _Tokenize(grain.transforms.Map):
@@ -107,7 +114,7 @@ def train_dataset(config: DataConfig, batch_size: int, process_index: int = 0,
     return _window_rows(docs, tokenizer, config, seed).to_iter_dataset().batch(
         batch_size, drop_remainder=True)
   ds = (docs.shuffle(seed=seed).repeat(None)
-        .map(_Tokenize(tokenizer, config.text_key)).to_iter_dataset())
+        .map(_Tokenize(tokenizer, stored_text_key(config))).to_iter_dataset())
   rows = _packed(ds, config.seq_len)
   if config.shuffle_window > 1:
     rows = WindowShuffleIterDataset(rows, window_size=config.shuffle_window, seed=seed)
@@ -118,7 +125,7 @@ def _window_rows(docs: grain.MapDataset, tokenizer: Tokenizer, config: DataConfi
                  seed: int) -> grain.MapDataset:
   """Endless rows [seq_len + 1] at uniformly random offsets of the tokenised documents; row i's
   offset is drawn from (seed, i), so the iterator's state is just its position."""
-  encode = _Tokenize(tokenizer, config.text_key)
+  encode = _Tokenize(tokenizer, stored_text_key(config))
   stream = np.concatenate([encode.map(docs[i])["tokens"] for i in range(len(docs))])
   width = config.seq_len + 1
   if len(stream) <= width:
@@ -147,7 +154,7 @@ def validation_rows(config: DataConfig) -> np.ndarray:
   source = data_source(config, config.val_split)
   n_rows, width = config.val_tokens // config.seq_len, config.seq_len + 1
   doc_ids = np.unique(np.linspace(0, len(source) - 1, min(len(source), MAX_VALIDATION_DOCS)).astype(int))
-  encode = _Tokenize(tokenizer, config.text_key)
+  encode = _Tokenize(tokenizer, stored_text_key(config))
   docs = [encode.map(source[int(i)])["tokens"] for i in doc_ids]
   stream = np.concatenate(docs) if docs else np.zeros(0, np.int32)
   n_packed = len(stream) // width
@@ -176,7 +183,8 @@ def bytes_per_token(config: DataConfig, rows: np.ndarray) -> float:
 def describe_source(config: DataConfig) -> dict:
   if config.source.startswith("tfds:"):
     return {"source": config.source}
-  builder = build_code_corpus(config.source, os.path.expanduser(config.data_dir), config.val_percent)
+  builder = build_code_corpus(config.source, os.path.expanduser(config.data_dir), config.val_percent,
+                              config.text_key)
   return dict(builder.info.metadata.get("fingerprint", {}), data_dir=str(Path(builder.data_dir)))
 
 

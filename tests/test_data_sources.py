@@ -1,0 +1,85 @@
+"""Users' data formats: JSON lines, Parquet and `datasets.save_to_disk` folders, split by document,
+rebuilt when changed, with one-line errors for a missing or empty text field."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from parscale_jax.cli import main
+from parscale_jax.data.corpus import build_code_corpus
+from parscale_jax.data.pipeline import DataConfig, train_dataset, validation_rows
+from parscale_jax.errors import UserError
+
+from conftest import tiny_train_dict
+
+DOCS = [f"def f{i}(x):\n    return x * {i}  # document {i}\n" * 3 for i in range(60)]
+
+
+def _write(kind, root, key="content", docs=DOCS):
+  root.mkdir(parents=True, exist_ok=True)
+  if kind == "jsonl":
+    path = root / "corpus.jsonl"
+    path.write_text("".join(json.dumps({key: d, "id": i}) + "\n" for i, d in enumerate(docs)))
+    return str(path)
+  table = pa.table({key: docs, "id": list(range(len(docs)))})
+  if kind == "parquet":
+    pq.write_table(table, root / "corpus.parquet")
+    return str(root / "corpus.parquet")
+  # The layout `datasets.save_to_disk` writes: arrow stream files, state.json, dataset_info.json.
+  with pa.ipc.new_stream(str(root / "data-00000-of-00001.arrow"), table.schema) as writer:
+    writer.write_table(table)
+  (root / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+  (root / "dataset_info.json").write_text("{}")
+  return str(root)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "arrow"])
+def test_record_sources_split_by_document(tmp_path, kind):
+  source = _write(kind, tmp_path / "src")
+  builder = build_code_corpus(source, tmp_path / "tfds", 20, text_key="content")
+  texts = {split: [bytes(d["text"]).decode() for d in builder.as_data_source(split)]
+           for split in ("train", "validation")}
+  assert sorted(texts["train"] + texts["validation"]) == sorted(DOCS)
+  assert 0 < len(texts["validation"]) < 30  # About 20 % of the 60 documents.
+  config = DataConfig(source=source, data_dir=str(tmp_path / "tfds"), text_key="content", seq_len=16,
+                      val_tokens=64, val_percent=20, shuffle_window=4)
+  batch = next(iter(train_dataset(config, 2)))
+  assert batch.shape == (2, 17) and batch.max() <= 256
+  assert validation_rows(config).shape == (4, 17)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "arrow"])
+def test_a_tiny_model_trains_on_each_record_format(tmp_path, data_dir, kind, capsys):
+  source = _write(kind, tmp_path / "src")
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 4, checkpoint_every=4)
+  config["data"] = {**config["data"], "source": source, "text_key": "content", "val_tokens": 64,
+                    "val_percent": 20, "data_dir": str(tmp_path / "tfds")}
+  (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+  assert main(["train", str(tmp_path / "c.yaml"), "--workdir", str(tmp_path / "run")]) == 0
+  result = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert result["status"] == "done" and np.isfinite(result["eval_loss"])
+  assert result["data"]["content_hash"]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_missing_or_empty_text_field_is_one_line(tmp_path, kind):
+  source = _write(kind, tmp_path / "src")
+  with pytest.raises(UserError, match="has no (field|column) 'text'"):
+    build_code_corpus(source, tmp_path / "tfds", 20, text_key="text")
+  empty = _write(kind, tmp_path / "empty", docs=[""] * 5)
+  with pytest.raises(UserError, match="empty|non-empty document"):
+    build_code_corpus(empty, tmp_path / "tfds", 20, text_key="content")
+
+
+def test_a_changed_record_file_is_rebuilt(tmp_path):
+  source = _write("jsonl", tmp_path / "src")
+  first = build_code_corpus(source, tmp_path / "tfds", 20, text_key="content")
+  _write("jsonl", tmp_path / "src", docs=DOCS[:40] + ["new document\n" * 5] * 20)
+  second = build_code_corpus(source, tmp_path / "tfds", 20, text_key="content")
+  assert first.info.config_name != second.info.config_name
+  texts = [bytes(d["text"]) for s in ("train", "validation") for d in second.as_data_source(s)]
+  assert b"new document\n" * 5 in texts
