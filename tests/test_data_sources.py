@@ -83,3 +83,27 @@ def test_a_changed_record_file_is_rebuilt(tmp_path):
   assert first.info.config_name != second.info.config_name
   texts = [bytes(d["text"]) for s in ("train", "validation") for d in second.as_data_source(s)]
   assert b"new document\n" * 5 in texts
+
+
+def test_eval_command_equals_python_evaluation(tmp_path, capsys):
+  import jax.numpy as jnp
+  import optax
+
+  import parscale_jax as pj
+  source = _write("jsonl", tmp_path / "src", key="text")
+  model = pj.create_model(pj.ModelConfig(hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2,
+                                         num_kv_heads=1, P=2, prefix_tokens=4), seed=3)
+  pj.save_pretrained(model, tmp_path / "ckpt")
+  assert main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", source, "--tokens", "256",
+               "--seq-len", "32"]) == 0
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  config = DataConfig(source=source, seq_len=32, val_tokens=256)
+  rows = validation_rows(config)
+  logits = model(rows[:, :-1])
+  expected = float(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(rows[:, 1:])).mean())
+  assert out["loss"] == pytest.approx(expected, rel=1e-5) and out["tokens"] == 256
+  # Byte tokens stand for one byte each, end-of-document tokens for none.
+  bytes_per_token = np.mean(rows[:, 1:] < 256)
+  assert out["bits_per_byte"] == pytest.approx(expected / np.log(2) / bytes_per_token, rel=1e-5)
+  assert main(["eval", "--checkpoint", str(tmp_path / "src"), "--data", source]) == 2
+  assert "neither a finished run directory" in capsys.readouterr().err

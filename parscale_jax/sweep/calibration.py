@@ -31,7 +31,8 @@ def settings_table(rows: list[dict]) -> str:
     n_of[r["size"]] = min(n_of.get(r["size"], r["N"]), r["N"])
   ps = sorted({r["P"] for r in done} - {1})
   lines = ["| setting | P = 1: smallest minus largest size (× its SE) | seed SD | "
-           + " | ".join(f"P = {p} minus P = 1, pooled [95 % interval]" for p in ps) + " |",
+           + " | ".join(f"P = {p} minus P = 1: pooled [95 % interval]; smallest / largest size"
+                        for p in ps) + " |",
            "|---|---|---|" + "---|" * len(ps)]
   for stage, cells in by.items():
     sizes = sorted({s for s, p in cells if p == 1}, key=lambda s: n_of[s])
@@ -45,7 +46,9 @@ def settings_table(rows: list[dict]) -> str:
     for p in ps:
       diffs = np.concatenate([_paired(cells[(s, 1)], cells[(s, p)]) for s in sizes
                               if (s, p) in cells] or [np.array([])])
-      gains.append(_fmt(diffs) + _interval(diffs))
+      ends = [_fmt(_paired(cells[(s, 1)], cells[(s, p)])) if (s, p) in cells else ""
+              for s in (sizes[0], sizes[-1])]
+      gains.append(_fmt(diffs) + _interval(diffs) + f"; {ends[0]} / {ends[1]}")
     lines.append(f"| {stage} | {_fmt(gap)}{ratio} | {sd} | " + " | ".join(gains) + " |")
   return "\n".join(lines) if len(lines) > 2 else ""
 

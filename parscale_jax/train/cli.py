@@ -20,7 +20,30 @@ def _train(args) -> None:
                     f"{result.get('last_good_step')})")
 
 
+def _eval(args) -> None:
+  from parscale_jax.data.pipeline import DataConfig
+  from parscale_jax.train.evaluate import evaluate_checkpoint
+
+  data = DataConfig(source=args.data, text_key=args.text_key, tokenizer=args.tokenizer,
+                    seq_len=args.seq_len, val_tokens=args.tokens, val_split=args.split)
+  print(json.dumps(evaluate_checkpoint(args.checkpoint, data, args.batch_size)))
+
+
 def register(sub) -> None:
+  from parscale_jax.configlib import positive_int
+
+  e = sub.add_parser("eval", help="loss and bits per byte of a run or a pretrained folder on a dataset")
+  e.add_argument("--checkpoint", required=True, help="a finished run directory or a Hugging Face folder")
+  e.add_argument("--data", default="stdlib", help="data source (as data.source in a config)")
+  e.add_argument("--text-key", default="text", help="text field of records or TFDS features")
+  e.add_argument("--tokenizer", default="byte",
+                 help="byte, or hf:PATH/tokenizer.json (a folder's own tokenizer.json is used if present)")
+  e.add_argument("--split", default="validation", help="TFDS split to evaluate")
+  e.add_argument("--tokens", type=positive_int, default=65536, help="target tokens to evaluate")
+  e.add_argument("--seq-len", type=positive_int, default=128, help="tokens per row")
+  e.add_argument("--batch-size", type=positive_int, default=8, help="rows per forward pass")
+  e.set_defaults(func=_eval)
+
   p = sub.add_parser("train", help="train one model from an experiment config")
   p.add_argument("config", help="experiment YAML, e.g. experiments/tiny.yaml")
   p.add_argument("--workdir", required=True, help="run directory (resumes if it has a checkpoint)")

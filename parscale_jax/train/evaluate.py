@@ -1,0 +1,55 @@
+"""Evaluating a trained model (a run directory or a Hugging Face folder) on a data source."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from parscale_jax.data.pipeline import DataConfig, bytes_per_token, validation_rows
+from parscale_jax.errors import UserError
+from parscale_jax.model.hf_checkpoint import load_pretrained
+from parscale_jax.train.step import split_model, token_losses
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+  """A Hugging Face folder: `path` itself, or a finished run's `final/`."""
+  path = Path(path).expanduser()
+  if (path / "final" / "config.json").exists():
+    return path / "final"
+  if not (path / "config.json").exists():
+    raise UserError(f"--checkpoint {path}: neither a finished run directory nor a Hugging Face "
+                    f"checkpoint folder (no config.json)")
+  return path
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: int = 8) -> dict:
+  """Mean next-token loss (nats per token) over data's validation rows, bits per byte, tokens/s."""
+  folder = checkpoint_folder(checkpoint)
+  if data.tokenizer == "byte" and (folder / "tokenizer.json").exists():
+    data = dataclasses.replace(data, tokenizer=f"hf:{folder / 'tokenizer.json'}")
+  model = load_pretrained(folder)
+  from parscale_jax.data.tokenizer import get_tokenizer
+  vocab = get_tokenizer(data.tokenizer).vocab_size
+  if vocab > model.config.vocab_size:
+    raise UserError(f"the tokenizer has {vocab} tokens but the model's vocabulary has "
+                    f"{model.config.vocab_size}")
+  rows = validation_rows(data)
+  graphdef, params, rest = split_model(model, freeze_backbone=False)
+  losses_fn = jax.jit(lambda p, r: token_losses(p, rest, graphdef, r).mean(axis=-1))
+  per_row = []
+  start = time.perf_counter()
+  for i in range(0, len(rows), batch_size):
+    per_row.append(np.asarray(losses_fn(params, rows[i:i + batch_size])))
+  seconds = time.perf_counter() - start
+  per_row = np.concatenate(per_row).astype(np.float64)
+  loss = float(per_row.mean())
+  bpt = bytes_per_token(data, rows)
+  return {"checkpoint": str(folder), "source": data.source, "tokenizer": data.tokenizer,
+          "tokens": int(rows[:, 1:].size), "loss": loss,
+          "loss_sem": float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1 else None,
+          "bits_per_byte": loss / math.log(2) / bpt if bpt else None,
+          "tokens_per_s": rows[:, 1:].size / seconds, "P": model.config.P}
