@@ -31,6 +31,16 @@ def test_byte_tokenizer_round_trip():
   assert tok.num_bytes(np.append(ids, tok.eos_id)) == len("def f(x): return 'ü'\n".encode())
 
 
+def _assert_resumes_exactly(config, iterator, n):
+  """A new iterator set to `iterator`'s state yields exactly its next n batches."""
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(n)]
+  again = iter(train_dataset(config, 4))
+  again.set_state(state)
+  for x in expected:
+    np.testing.assert_array_equal(x, next(again))
+
+
 def test_pipeline_is_deterministic_and_resumes_exactly(data_dir):
   config = DataConfig(data_dir=data_dir, seq_len=32, shuffle_window=64, val_tokens=256)
   a, b = iter(train_dataset(config, 4)), iter(train_dataset(config, 4))
@@ -38,12 +48,7 @@ def test_pipeline_is_deterministic_and_resumes_exactly(data_dir):
   for x in first:
     np.testing.assert_array_equal(x, next(b))
   assert first[0].shape == (4, 33) and first[0].dtype == np.int32
-  state = a.get_state()
-  expected = [next(a) for _ in range(30)]
-  c = iter(train_dataset(config, 4))
-  c.set_state(state)
-  for x in expected:
-    np.testing.assert_array_equal(x, next(c))
+  _assert_resumes_exactly(config, a, 30)
   other = next(iter(train_dataset(DataConfig(data_dir=data_dir, seq_len=32, shuffle_window=64,
                                              shuffle_seed=1), 4)))
   assert not np.array_equal(other, first[0])
@@ -121,12 +126,7 @@ def test_window_rows_are_corpus_slices_and_resume_exactly(tmp_path):
     assert hits, row
     starts.add(hits[0])
   assert len(starts) > 150  # Offsets are spread over the corpus, not a fixed tiling.
-  state = it.get_state()
-  expected = [next(it) for _ in range(5)]
-  again = iter(train_dataset(config, 4))
-  again.set_state(state)
-  for x in expected:
-    np.testing.assert_array_equal(x, next(again))
+  _assert_resumes_exactly(config, it, 5)
   with pytest.raises(ConfigError, match="row_order"):
     DataConfig(row_order="random")
 

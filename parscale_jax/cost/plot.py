@@ -29,8 +29,12 @@ def plot_cost(result: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=8)
   a = result["assumptions"]
   fig.suptitle(f"{a['size']}: increase over P=1 at equal predicted loss ({a['device']['name']})")
+  return _save(fig, out, "cost")
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
   fig.tight_layout()
-  paths = [out / "cost.png", out / "cost.pdf"]
+  paths = [out / f"{name}.png", out / f"{name}.pdf"]
   for p in paths:
     fig.savefig(p, dpi=130)
   plt.close(fig)
@@ -61,9 +65,4 @@ def plot_plan(result, out: Path) -> list[Path]:
     ax.set_ylabel("predicted loss")
   axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.suptitle("Pareto front of (N, P) candidates", fontsize=10)
-  fig.tight_layout()
-  paths = [out / "plan.png", out / "plan.pdf"]
-  for p in paths:
-    fig.savefig(p, dpi=130)
-  plt.close(fig)
-  return paths
+  return _save(fig, out, "plan")
