@@ -22,8 +22,19 @@ _SEED_STYLES = ("-", "--", ":", "-.")
 def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
   """(tokens, training loss) from a run's metrics.jsonl; evaluation lines and unreadable lines
   (a run killed mid-write) are skipped."""
-  tokens, losses = [], []
+  tokens, losses, _ = _read_metrics(run_dir)
+  return tokens, losses
+
+
+def read_eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens, validation loss) of the evaluations a run logged (at least its final one)."""
+  return _read_metrics(run_dir)[2]
+
+
+def _read_metrics(run_dir: Path):
+  tokens, losses, evals = [], [], []
   path = Path(run_dir) / "metrics.jsonl"
+  tokens_per_step = None
   if path.exists():
     for line in path.read_text().splitlines():
       try:
@@ -33,7 +44,11 @@ def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
       if "loss" in record and "tokens" in record:
         tokens.append(record["tokens"])
         losses.append(record["loss"])
-  return np.array(tokens, float), np.array(losses, float)
+        tokens_per_step = record["tokens"] / max(record["step"], 1)
+      elif "eval_loss" in record and tokens_per_step:
+        evals.append((record["step"] * tokens_per_step, record["eval_loss"]))
+  ev = np.array(evals, float).reshape(-1, 2)
+  return np.array(tokens, float), np.array(losses, float), (ev[:, 0], ev[:, 1])
 
 
 def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
@@ -65,11 +80,15 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
       style = _SEED_STYLES[seeds.index(r["seed"]) % len(_SEED_STYLES)]
       ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2, label=f"P={r['P']} seed {r['seed']}")
       tail.extend(losses[tokens >= 0.1 * tokens.max()])
+      eval_tokens, eval_losses = read_eval_curve(Path(results_dir) / "runs" / r["run_id"])
+      if len(eval_tokens):
+        ax.plot(eval_tokens / 1e6, eval_losses, "o" + style, color=colours[r["P"]], ms=4, lw=0.8)
+        tail.extend(eval_losses)
     if tail:
       ax.set_ylim(min(tail) - 0.02, max(tail) + 0.02)
     ax.set_title(f"{setting}: {size}", fontsize=9)
     ax.set_xlabel("tokens (millions)")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss (line: training; dots: validation)")
     ax.legend(fontsize=6, ncol=2)
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
