@@ -174,6 +174,9 @@ def test_analysis_notebooks_execute(tmp_path):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(o.get("output_type") in ("display_data", "execute_result") for o in outputs)
+    # The committed first CPU grid (analysis/results/cpu) does not identify the law: it says so.
+    text = json.dumps([o.get("data", {}) for o in outputs])
+    assert "law not identified" in text and "above 0: P streams" in text
 
 
 def test_committed_paper_fit_is_current(paper_fit):

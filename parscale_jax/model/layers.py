@@ -29,9 +29,8 @@ def rope_tables(positions_BxS: jax.Array, head_dim: int, theta: float):
 def static_rope_tables(seq_len: int, head_dim: int, theta: float):
   """cos, sin [1, S, 1, H/2] for positions 0..S-1, computed while tracing: constants of the program.
 
-  Computed inside the program instead, XLA:CPU evaluated cos and sin afresh for every element of
-  every rotary fusion (each head, row and layer): in a trace of the cpu-790k bfloat16 train step
-  those fusions took 17 ms per step at P = 1 and 69 ms at P = 4, against 3.5 and 16 ms with these."""
+  Computed inside the program instead, XLA:CPU evaluates cos and sin afresh for every element of
+  every rotary fusion (each head, row and layer); benchmarks/README.md has the measurement."""
   with jax.ensure_compile_time_eval():
     return rope_tables(jnp.arange(seq_len)[None], head_dim, theta)
 
@@ -46,9 +45,8 @@ def rotary(x_BxSxNxH: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   return out.astype(x_BxSxNxH.dtype)
 
 
-# Up to this many rows, a dense layer multiplies with the weight as the left operand (out = W·xᵀ).
-# At 8 rows (decoding P = 8 streams) XLA:CPU ran that 1.8x faster than x·Wᵀ, and 2.6x faster than
-# x·W with the weight stored [in, out] (measured on 896 x 4864 float32 weights).
+# Up to this many rows, a dense layer multiplies with the weight as the left operand (out = W·xᵀ):
+# for skinny inputs (decoding P streams) XLA:CPU picks a faster kernel that way round.
 SKINNY_ROWS = 64
 
 

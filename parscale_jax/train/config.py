@@ -46,8 +46,8 @@ class MeshConfig:
   data: int = -1  # Data-parallel size; -1 takes all devices not used by fsdp.
   fsdp: int = 1  # Parameter-sharding size.
   # CPU only: split the host into this many devices, one per core, for data parallelism over
-  # cores (the vmap step 7-18 % faster on 2 cores; README, "Benchmarks"). Needs a fresh process;
-  # 1 leaves the devices as JAX starts them (XLA_FLAGS may still set a count).
+  # cores (XLA:CPU leaves a core idle through many small ops; benchmarks/README.md). Needs a fresh
+  # process; 1 leaves the devices as JAX starts them (XLA_FLAGS may still set a count).
   cpu_devices: int = 1
 
   def __post_init__(self):
