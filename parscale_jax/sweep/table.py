@@ -26,7 +26,9 @@ def read_result(workdir: Path) -> dict | None:
 
 def table_row(run: RunSpec, result: dict | None) -> dict:
   result = result or {}
-  row = {"run_id": run.run_id, "stage": run.stage, "size": result.get("size"),
+  # The preset the sweep names (a stage may override some of its fields), else the trainer's match.
+  size = (run.config.get("model") or {}).get("size") or result.get("size")
+  row = {"run_id": run.run_id, "stage": run.stage, "size": size,
          "N": result.get("N"), "N_backbone": result.get("N_backbone"), "P": result.get("P", run.values.get("model.P")),
          "seed": result.get("seed", run.values.get("seed")), "tokens": result.get("tokens"),
          "loss": result.get("eval_loss"), "loss_sem": result.get("eval_loss_sem"),
