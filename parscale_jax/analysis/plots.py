@@ -117,10 +117,13 @@ def multiplier(fit, out):
     ax.plot(pgrid, law.multiplier(pgrid), color="C0", label=f"k={law.k:.3g}")
     samples = np.asarray(g.get("bootstrap", {}).get("samples", []))
     if samples.size:
-      band = samples[:, 3:4] * np.log(pgrid)[None] + 1.0
-      lo, hi = np.percentile(band, [2.5, 97.5], axis=0)
+      with np.errstate(all="ignore"):  # A runaway fit's draws overflow; they fall off the axis.
+        band = samples[:, 3:4] * np.log(pgrid)[None] + 1.0
+        lo, hi = np.nanpercentile(band, [2.5, 97.5], axis=0)
       ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
-      ax.set_ylim(min(0.9, float(np.min(lo))), min(float(np.max(hi)), 10.0) * 1.05)
+      # Up to the band and the curve, but never beyond 10x: a runaway k must not flatten the plot.
+      top = np.nanmax(np.concatenate([hi, law.multiplier(pgrid)]))
+      ax.set_ylim(0.9, 1.05 * (min(float(top), 10.0) if np.isfinite(top) else 10.0))
     ax.set_xticks(sorted({p["P"] for p in g["points"]}))
     _label(ax, "P", "parameter multiplier", f"{name}{_status(g)}", log_base=2)
   return _save(fig, out, "multiplier")
