@@ -88,5 +88,12 @@ def test_plan_cli_json_and_bad_budgets(tmp_path, capsys):
     main(["plan", "--max-memory-gb", "-1"])
   with pytest.raises(UserError, match="needs the training tokens"):
     Constraint(train_flops=1e20)
+  from parscale_jax.analysis import load_fit
+  from conftest import REPO
+  law = load_fit(REPO / "analysis" / "results" / "paper" / "fit.json").law("stack-v2-python")
+  by_law = plan(law, BASE, A100, Constraint(max_memory_gb=8), Ps=(1, 8), n_values=SIZES)
+  by_theta = plan((law.E, law.A, law.alpha, law.k), BASE, A100, Constraint(max_memory_gb=8), Ps=(1, 8),
+                  n_values=SIZES)
+  assert by_law.recommended == by_theta.recommended
   with pytest.raises(UserError, match="no candidate meets the budget"):
     plan((1.0, 0.02, 0.2, 0.4), BASE, A100, Constraint(max_memory_gb=0.01), n_values=SIZES)

@@ -137,10 +137,13 @@ def _choose(cands: list[Candidate], k: Constraint) -> Candidate | None:
 def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, samples=None,
          Ps=(1, 2, 4, 8, 16), n_values=None, workload: Workload = Workload(), seq_len: int = 4096,
          fit_source: str = "", max_fitted_P: float | None = None) -> Plan:
-  """The recommended (N, P) under `constraint`. theta: the law's (E, A, alpha, k); samples: its
+  """The recommended (N, P) under `constraint`. theta: a FittedLaw (`load_fit(...).law(group)`) or
+  its (E, A, alpha, k); samples: its
   bootstrap draws [S, 4], for intervals and the flip share; n_values: backbone sizes to consider
   (default: 40 sizes from 1/8 to 8 times base's); max_fitted_P: the largest P the law was fitted
   on, beyond which a recommendation is flagged as an extrapolation."""
+  if hasattr(theta, "alpha"):  # A FittedLaw.
+    theta = (theta.E, theta.A, theta.alpha, theta.k)
   theta = np.asarray(theta, float)
   if n_values is None:
     n0 = param_counts(dataclasses.replace(base, P=1)).backbone
