@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from parscale_jax.data.pipeline import DataConfig, bytes_per_token, validation_rows
 from parscale_jax.errors import UserError
 from parscale_jax.model.hf_checkpoint import load_pretrained
-from parscale_jax.train.step import split_model, token_losses
+from parscale_jax.train.step import eval_step, split_model
+from parscale_jax.train.trainer import evaluate
 
 
 def checkpoint_folder(path: str | Path) -> Path:
@@ -39,17 +40,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: in
                     f"{model.config.vocab_size}")
   rows = validation_rows(data)
   graphdef, params, rest = split_model(model, freeze_backbone=False)
-  losses_fn = jax.jit(lambda p, r: token_losses(p, rest, graphdef, r).mean(axis=-1))
-  per_row = []
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef))
   start = time.perf_counter()
-  for i in range(0, len(rows), batch_size):
-    per_row.append(np.asarray(losses_fn(params, rows[i:i + batch_size])))
+  loss, sem = evaluate(eval_fn, {"params": params, "frozen": rest}, rows, batch_size, None)
   seconds = time.perf_counter() - start
-  per_row = np.concatenate(per_row).astype(np.float64)
-  loss = float(per_row.mean())
   bpt = bytes_per_token(data, rows)
   return {"checkpoint": str(folder), "source": data.source, "tokenizer": data.tokenizer,
           "tokens": int(rows[:, 1:].size), "loss": loss,
-          "loss_sem": float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1 else None,
+          "loss_sem": sem if math.isfinite(sem) else None,
           "bits_per_byte": loss / math.log(2) / bpt if bpt else None,
           "tokens_per_s": rows[:, 1:].size / seconds, "P": model.config.P}
