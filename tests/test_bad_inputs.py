@@ -1,8 +1,11 @@
 """Bad values, faults and misuse: each gets a one-line error and a non-zero exit, or a `failed` run
 with its reason; never a traceback or a silently wrong number."""
 import json
+import shutil
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -14,7 +17,7 @@ from parscale_jax.data.corpus import build_code_corpus
 from parscale_jax.data.pipeline import DataConfig, train_dataset
 from parscale_jax.errors import UserError
 from parscale_jax.locks import DirLock
-from parscale_jax.train import trainer
+from parscale_jax.train import checkpointing, trainer
 from parscale_jax.train.config import config_from_dict, load_config
 from parscale_jax.train.trainer import train
 
@@ -79,6 +82,47 @@ def test_a_nonfinite_intermediate_evaluation_fails_the_run(tmp_path, data_dir, m
   assert result["status"] == "failed" and result["reason"] == "validation loss is inf at step 2"
 
 
+def test_a_checkpoint_with_random_bytes_in_its_files_is_refused_and_the_run_failed(
+    tmp_path, data_dir, capsys):
+  cfg = tmp_path / "c.yaml"
+  cfg.write_text(yaml.safe_dump(tiny_train_dict(data_dir, tokens=8 * 32 * 10, checkpoint_every=5)))
+  workdir = tmp_path / "run"
+  assert main(["train", str(cfg), "--workdir", str(workdir), "--no-progress"]) == 0
+  capsys.readouterr()
+  shutil.rmtree(workdir / "checkpoints" / "10")  # Resume will start from step 5.
+  shutil.rmtree(workdir / "final")
+  files = sorted((p for p in (workdir / "checkpoints" / "5" / "state").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+  data = bytearray(files[-1].read_bytes())  # The largest file holds the arrays.
+  rng = np.random.default_rng(0)
+  at = len(data) // 2
+  data[at:at + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+  files[-1].write_bytes(bytes(data))
+  code = main(["train", str(cfg), "--workdir", str(workdir), "--no-progress"])
+  _one_line_error(capsys, code, "checkpoints/5 is damaged")  # orbax restores these bytes without complaint.
+  saved = json.loads((workdir / "result.json").read_text())
+  assert saved["status"] == "failed" and "checkpoints/5" in saved["reason"]
+  assert not (workdir / "final").exists()
+
+
+def test_state_checksum_sees_one_flipped_bit_in_any_array():
+  state = {"w": jnp.linspace(-1, 1, 300, dtype=jnp.float32).reshape(10, 30),
+           "h": jnp.ones((7,), jnp.bfloat16), "step": jnp.array(12, jnp.int32),
+           "key": jax.random.key(3)}
+  base = checkpointing.state_checksum(state)
+  assert checkpointing.state_checksum(jax.tree.map(lambda a: a, state)) == base
+  flips = {"w": lambda a: a.at[4, 17].set(np.nextafter(np.float32(a[4, 17]), np.float32(9))),
+           "h": lambda a: a.at[6].set(jnp.bfloat16(1.0078125)),
+           "step": lambda a: a + 1,
+           "key": lambda a: jax.random.key(4)}
+  for name, flip in flips.items():
+    assert checkpointing.state_checksum({**state, name: flip(state[name])}) != base, name
+  # Two values swapped keep the plain sum: the position-weighted sum tells them apart.
+  w = state["w"].reshape(-1)
+  swapped = w.at[0].set(w[1]).at[1].set(w[0]).reshape(10, 30)
+  assert checkpointing.state_checksum({**state, "w": swapped}) != base
+
+
 def test_a_second_trainer_on_a_workdir_is_refused(tmp_path, data_dir):
   workdir = tmp_path / "run"
   held = DirLock(workdir, ".train.lock")
@@ -97,6 +141,19 @@ def test_workdir_that_is_a_file_is_refused(tmp_path, data_dir, capsys):
   code = main(["train", str(tmp_path / "c.yaml"), "--workdir", str(tmp_path / "afile")])
   _one_line_error(capsys, code, "cannot be used as a run directory")
   assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_unwritable_workdir_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+  """Root ignores permission bits, so the refusal a read-only directory gives is injected."""
+  (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_train_dict(data_dir)))
+  (tmp_path / "ro").mkdir()
+
+  def refuse(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
+  monkeypatch.setattr("parscale_jax.locks.open", refuse, raising=False)
+  code = main(["train", str(tmp_path / "c.yaml"), "--workdir", str(tmp_path / "ro")])
+  _one_line_error(capsys, code, "cannot be used as a run directory (Permission denied)")
+  assert list((tmp_path / "ro").iterdir()) == []
 
 
 def test_fit_out_that_is_a_file_is_one_line(tmp_path, capsys):

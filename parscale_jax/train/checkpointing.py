@@ -1,10 +1,12 @@
 """orbax checkpoints of a run: train state, data-iterator state and run metadata, saved together."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from parscale_jax.errors import UserError
@@ -22,7 +24,33 @@ def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
                      "meta": ocp.JsonCheckpointHandler()})
 
 
+@jax.jit
+def _leaf_sums(state) -> list[jax.Array]:
+  """Two wrapping uint32 sums of each array's bits, the second weighted by position: any changed
+  byte changes them. Computed on device, so sharded state is never gathered to one host."""
+  sums = []
+  for leaf in jax.tree.leaves(state):
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    flat = leaf.reshape(-1)
+    if flat.dtype == jnp.bool_:
+      flat = flat.astype(jnp.uint8)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[flat.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(flat, unsigned).reshape(-1).astype(jnp.uint32)
+    weights = jnp.arange(1, bits.size + 1, dtype=jnp.uint32)
+    sums.append(jnp.stack([jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * weights, dtype=jnp.uint32)]))
+  return sums
+
+
+def state_checksum(state) -> str:
+  """A checksum of every array in `state` (values, not layout): saved with a checkpoint and
+  compared on restore, so that damaged array files are refused instead of trained on."""
+  sums = jax.device_get(_leaf_sums(state))
+  return hashlib.sha256(b"".join(s.astype(">u4").tobytes() for s in sums)).hexdigest()[:32]
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict) -> None:
+  meta = {**meta, "state_checksum": state_checksum(state)}
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           data=grain.checkpoint.CheckpointSave(data_iterator),
                                           meta=ocp.args.JsonSave(meta)))
@@ -42,4 +70,8 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, d
   except Exception as e:  # orbax raises many types for damaged files.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise UserError(f"checkpoint {mngr.directory}/{step} cannot be restored: {first}") from None
+  expected = out["meta"].get("state_checksum")
+  if expected is not None and state_checksum(out["state"]) != expected:
+    raise UserError(f"checkpoint {mngr.directory}/{step} is damaged: its arrays do not match the "
+                    "checksum saved with them")
   return out["state"], out["meta"]

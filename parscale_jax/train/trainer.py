@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -187,7 +188,13 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
   start_step = mngr.latest_step() or 0
   meta = {"wall_seconds": 0.0, "train_losses": []}
   if start_step:
-    state, meta = checkpointing.restore(mngr, start_step, abs_state, state_shardings, data_iter)
+    try:
+      state, meta = checkpointing.restore(mngr, start_step, abs_state, state_shardings, data_iter)
+    except UserError as e:  # The run stays failed with the reason, not `running`, for retries.
+      previous = workdir / "result.json"
+      result = json.loads(previous.read_text()) if previous.exists() else {"run_id": run_id}
+      write_json_atomic(previous, {**result, "status": "failed", "reason": str(e)})
+      raise
   else:
     state = _fresh_state(config, create, state_shardings, optimizer, graphdef)
   wall_before = float(meta["wall_seconds"])
