@@ -240,7 +240,7 @@ def test_bad_configs_are_refused_with_one_line(tmp_path, data_dir, capsys):
                                                       "checkpoint_every, data, eval_every, export_final, "
                                                       "freeze_backbone, grad_accum, init_from, "
                                                       "keep_checkpoints, log_every, mesh, model, optim, "
-                                                      "seed, tensorboard, tokens)")
+                                                      "seed, tensorboard, tokens, wandb)")
 
 
 def test_every_experiment_config_parses():
@@ -248,3 +248,16 @@ def test_every_experiment_config_parses():
   assert paths
   for path in paths:
     load_config(path)
+
+
+def test_resume_accepts_a_config_saved_before_a_key_existed_and_new_wandb_settings(tmp_path, data_dir):
+  config = config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 4, checkpoint_every=2))
+  first = train(config, tmp_path / "run", progress=False)
+  saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+  del saved["wandb"]  # As a config.yaml written before the key existed.
+  (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+  again = train(config, tmp_path / "run", progress=False)
+  assert again["status"] == "done" and again["eval_loss"] == first["eval_loss"]
+  with pytest.raises(ConfigError, match=r"differs in: tokens\)"):
+    train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 6, checkpoint_every=2,
+                                           wandb={"project": "p"})), tmp_path / "run", progress=False)

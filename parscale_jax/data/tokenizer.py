@@ -86,3 +86,14 @@ def get_tokenizer(name: str) -> Tokenizer:
     raise ConfigError(f"data.tokenizer: unknown tokenizer '{name}' (known: {', '.join(TOKENIZERS)}, "
                       f"hf:PATH)")
   return TOKENIZERS[name]()
+
+
+def check_vocabulary(tokenizer: str, model_vocab: int, model: str = "model.vocab_size") -> None:
+  """Refuses a model whose vocabulary does not cover the tokenizer's ids (they would index past
+  the embedding); a larger model vocabulary is fine (Qwen2 pads its own)."""
+  from parscale_jax.configlib import ConfigError
+
+  vocab = get_tokenizer(tokenizer).vocab_size
+  if vocab > model_vocab:
+    hint = f"; set model.vocab_size: {vocab}" if model == "model.vocab_size" else ""
+    raise ConfigError(f"data.tokenizer {tokenizer} has {vocab} tokens but {model} is {model_vocab}{hint}")

@@ -25,7 +25,8 @@ def _eval(args) -> None:
   from parscale_jax.train.evaluate import evaluate_checkpoint
 
   data = DataConfig(source=args.data, text_key=args.text_key, tokenizer=args.tokenizer,
-                    seq_len=args.seq_len, val_tokens=args.tokens, val_split=args.split)
+                    seq_len=args.seq_len, val_tokens=args.tokens, val_split=args.split,
+                    data_dir=args.data_dir)
   print(json.dumps(evaluate_checkpoint(args.checkpoint, data, args.batch_size)))
 
 
@@ -39,6 +40,8 @@ def register(sub) -> None:
   e.add_argument("--tokenizer", default="byte",
                  help="byte, or hf:PATH/tokenizer.json (a folder's own tokenizer.json is used if present)")
   e.add_argument("--split", default="validation", help="TFDS split to evaluate")
+  e.add_argument("--data-dir", default="~/.cache/parscale_jax/tfds",
+                 help="where data sources are built (as data.data_dir)")
   e.add_argument("--tokens", type=positive_int, default=65536, help="target tokens to evaluate")
   e.add_argument("--seq-len", type=positive_int, default=128, help="tokens per row")
   e.add_argument("--batch-size", type=positive_int, default=8, help="rows per forward pass")

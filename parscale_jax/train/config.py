@@ -60,6 +60,20 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WandbConfig:
+  """Weights & Biases logging beside metrics.jsonl and TensorBoard (the `wandb` extra)."""
+
+  project: str | None = None  # W&B project; None: no W&B logging.
+  mode: Literal["offline", "online"] = "offline"  # offline writes workdir/wandb; `wandb sync` uploads it.
+  entity: str | None = None  # W&B team or user; None: the logged-in default.
+
+  def __post_init__(self):
+    check_choices(self, "wandb.")
+    if self.project is not None and not self.project.strip():
+      raise ConfigError("wandb.project must be a name, or absent for no W&B logging")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """One training run."""
 
@@ -81,6 +95,7 @@ class TrainConfig:
   freeze_backbone: bool = False  # Train only the prefix and aggregator (ParScale parameters).
   export_final: bool = True  # Write the final model as a Hugging Face checkpoint (workdir/final).
   tensorboard: bool = True  # Also write TensorBoard event files.
+  wandb: WandbConfig = WandbConfig()  # Also log to Weights & Biases when wandb.project is set.
 
   def __post_init__(self):
     for name in ("tokens", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",

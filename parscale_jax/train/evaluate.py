@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 
 from parscale_jax.data.pipeline import DataConfig, bytes_per_token, validation_rows
+from parscale_jax.data.tokenizer import check_vocabulary
 from parscale_jax.errors import UserError
 from parscale_jax.model.hf_checkpoint import load_pretrained
 from parscale_jax.train.step import eval_step, split_model
@@ -33,11 +34,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: in
   if data.tokenizer == "byte" and (folder / "tokenizer.json").exists():
     data = dataclasses.replace(data, tokenizer=f"hf:{folder / 'tokenizer.json'}")
   model = load_pretrained(folder)
-  from parscale_jax.data.tokenizer import get_tokenizer
-  vocab = get_tokenizer(data.tokenizer).vocab_size
-  if vocab > model.config.vocab_size:
-    raise UserError(f"the tokenizer has {vocab} tokens but the model's vocabulary has "
-                    f"{model.config.vocab_size}")
+  check_vocabulary(data.tokenizer, model.config.vocab_size, "the checkpoint's vocabulary")
   rows = validation_rows(data)
   graphdef, params, rest = split_model(model, freeze_backbone=False)
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef))

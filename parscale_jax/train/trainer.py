@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from parscale_jax.errors import UserError
 from parscale_jax.locks import DirLock
 from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, describe_source,
                                         train_dataset, validation_rows)
+from parscale_jax.data.tokenizer import check_vocabulary
 from parscale_jax.model.accounting import flops_per_token, param_counts
 from parscale_jax.model.config import PRESETS
 from parscale_jax.model.hf_checkpoint import load_pretrained, save_pretrained
@@ -114,8 +116,12 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> None:
       p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
   if saved.exists() and has_checkpoint:
     previous = yaml.safe_load(saved.read_text())
-    if previous != current:
-      changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+    # W&B logging may be turned on for a resumed run; a key the saved config lacks (written by
+    # an earlier version) counts as its default.
+    defaults = config_to_dict(TrainConfig())
+    changed = sorted(k for k in (set(previous) | set(current)) - {"wandb"}
+                     if previous.get(k, defaults.get(k)) != current.get(k))
+    if changed:
       raise ConfigError(f"{workdir} holds a run with a different config (differs in: "
                         f"{', '.join(changed)}); use another --workdir")
   else:
@@ -154,6 +160,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh(config.mesh)
   n_shards = _check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
+  check_vocabulary(config.data.tokenizer, config.model.vocab_size)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     lock = DirLock(workdir, ".train.lock")
@@ -203,7 +210,8 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
   counts = param_counts(config.model)
   val_rows = validation_rows(config.data)
   eval_batch = max(n_shards, min(config.batch_size, len(val_rows)) // n_shards * n_shards)
-  writer = MetricsWriter(workdir, start_step, config.tensorboard and process_index == 0)
+  writer = MetricsWriter(workdir, start_step, config.tensorboard and process_index == 0,
+                         config.wandb if process_index == 0 else None, run_id, config_to_dict(config))
   result = {"run_id": run_id, "size": size_name(config.model), "N": counts.non_embedding,
             "N_backbone": counts.backbone,
             "P": config.model.P, "params_total": counts.total, "devices": int(mesh.devices.size),
@@ -300,6 +308,8 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
     return result
   if config.export_final and process_index == 0:
     save_pretrained(nnx.merge(graphdef, state["params"], state["frozen"]), workdir / "final")
+    if config.data.tokenizer.startswith("hf:"):  # A Hugging Face folder carries its tokenizer.
+      shutil.copyfile(os.path.expanduser(config.data.tokenizer[3:]), workdir / "final" / "tokenizer.json")
   result.update(
       status="done", train_loss=float(np.mean(recent_losses)) if recent_losses else None,
       eval_loss=eval_loss, eval_loss_sem=eval_sem, eval_tokens=int(val_rows[:, 1:].size),
