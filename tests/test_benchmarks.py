@@ -57,3 +57,15 @@ def test_train_step_refuses_an_unknown_choice_before_writing(tmp_path, flag, val
                          "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(message)
   assert out.read_text() == "kept"
+
+
+def test_vs_reference_needs_a_checkout_of_the_reference(tmp_path):
+  """The reference is never vendored: without its two files the script stops with one line."""
+  proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vs_reference.py"), "--reference-dir",
+                         str(tmp_path), "--out", str(tmp_path / "r.json")], capture_output=True,
+                        text=True, cwd=REPO, timeout=120)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"--reference-dir {tmp_path}: no modeling_qwen2_parscale.py, configuration_qwen2_parscale.py "
+      "(a checkout of QwenLM/ParScale)")
+  assert not (tmp_path / "r.json").exists()

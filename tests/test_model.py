@@ -252,6 +252,31 @@ def test_sampling():
     pj.generate(model, ids, 2, temperature=1.0)
 
 
+def test_compiled_generate_equals_a_loop_of_decode_steps():
+  """`generate` runs as one program; driving `decode_step` token by token from the host, with the
+  same keys and the same end-of-sequence rule, gives the same tokens (sampled, with an eos)."""
+  from parscale_jax.model import init_cache
+  model = pj.create_model(TINY, seed=8)
+  ids = jax.random.randint(jax.random.key(9), (3, 4), 0, TINY.vocab_size)
+  graphdef, state = nnx.split(model)
+  for kwargs in (dict(), dict(temperature=1.5, top_p=0.9)):
+    rng, cache = jax.random.key(4), init_cache(TINY, 3, 4 + 12)
+    tokens, done, out = ids, jnp.zeros((3,), bool), [ids]
+    sampled = pj.generate(model, ids, 12, rng=rng, **kwargs)
+    eos = int(sampled[0, 6])  # A token the first row emits mid-way: every later one must repeat it.
+    for _ in range(12):
+      rng, step_rng = jax.random.split(rng)
+      nxt, _, cache = decode_step(graphdef, state, tokens, cache, step_rng, kwargs.get("temperature", 0.0),
+                                  None, kwargs.get("top_p"))
+      nxt = jnp.where(done, eos, nxt)
+      done = done | (nxt == eos)
+      out.append(nxt[:, None])
+      tokens = nxt[:, None]
+    with_eos = pj.generate(model, ids, 12, rng=jax.random.key(4), eos_id=eos, **kwargs)
+    np.testing.assert_array_equal(with_eos, jnp.concatenate(out, axis=1))
+    assert (with_eos[0, 6:] == eos).all()
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(hidden_size=30, num_heads=4), "does not divide hidden_size"),
     (dict(num_heads=4, num_kv_heads=3), "does not divide num_heads"),

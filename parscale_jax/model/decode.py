@@ -1,4 +1,5 @@
-"""Cached autoregressive decoding: a jitted prefill and a jitted one-token decode step."""
+"""Cached autoregressive decoding: `generate` as one compiled program, and `decode_step` (one jitted
+forward at the cache's index) for callers that drive the loop themselves."""
 from __future__ import annotations
 
 import functools
@@ -65,16 +66,36 @@ def generate(model: ParScaleLM, input_ids, max_new_tokens: int, *, temperature: 
     raise UserError("generate: sampling (temperature > 0) needs an rng key")
   rng = jax.random.key(0) if rng is None else rng
   graphdef, state = nnx.split(model)
-  cache = init_cache(model.config, b, s + max_new_tokens, cache_dtype)
-  tokens = input_ids
-  done = jnp.zeros((b,), bool)
-  out = [input_ids]
-  for _ in range(max_new_tokens):
+  return _generate(graphdef, state, input_ids, rng, max_new_tokens, float(temperature), top_k, top_p,
+                   eos_id, jnp.dtype(cache_dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8, 9))
+def _generate(graphdef, state, input_ids_BxS, rng, max_new_tokens, temperature, top_k, top_p, eos_id,
+              cache_dtype):
+  """The whole generation as one program: the prompt's forward, then a loop of one-token steps on
+  device (no dispatch or host sync per token), the cache updated in place."""
+  b, s = input_ids_BxS.shape
+  cache = init_cache(nnx.merge(graphdef, state).config, b, s + max_new_tokens, cache_dtype)
+
+  def step(state, tokens_BxS, cache, rng, done_B):
     rng, step_rng = jax.random.split(rng)
-    next_B, _, cache = decode_step(graphdef, state, tokens, cache, step_rng, temperature, top_k, top_p)
-    if eos_id is not None:
-      next_B = jnp.where(done, eos_id, next_B)
-      done = done | (next_B == eos_id)
-    out.append(next_B[:, None])
-    tokens = next_B[:, None]
-  return jnp.concatenate(out, axis=1)
+    logits_BxSxV, cache = nnx.merge(graphdef, state).forward_with_cache(tokens_BxS, cache)
+    next_B = sample_token(logits_BxSxV[:, -1], step_rng, temperature, top_k, top_p)
+    if eos_id is not None:  # After its end-of-sequence token, a row repeats it.
+      next_B = jnp.where(done_B, eos_id, next_B)
+      done_B = done_B | (next_B == eos_id)
+    return next_B, cache, rng, done_B
+
+  first_B, cache, rng, done_B = step(state, input_ids_BxS, cache, rng, jnp.zeros((b,), bool))
+  new_BxN = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(first_B)
+
+  # The weights travel in the loop's carry: nnx refuses variables traced outside the loop body.
+  def body(i, carry):
+    state, new_BxN, last_B, cache, rng, done_B = carry
+    next_B, cache, rng, done_B = step(state, last_B[:, None], cache, rng, done_B)
+    return state, new_BxN.at[:, i].set(next_B), next_B, cache, rng, done_B
+
+  carry = (state, new_BxN, first_B, cache, rng, done_B)
+  new_BxN = jax.lax.fori_loop(1, max_new_tokens, body, carry)[1]
+  return jnp.concatenate([input_ids_BxS, new_BxN], axis=1)
