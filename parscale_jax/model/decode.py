@@ -80,8 +80,7 @@ def _generate(graphdef, state, input_ids_BxS, rng, max_new_tokens, temperature, 
 
   def step(state, tokens_BxS, cache, rng, done_B):
     rng, step_rng = jax.random.split(rng)
-    logits_BxSxV, cache = nnx.merge(graphdef, state).forward_with_cache(tokens_BxS, cache)
-    next_B = sample_token(logits_BxSxV[:, -1], step_rng, temperature, top_k, top_p)
+    next_B, _, cache = decode_step(graphdef, state, tokens_BxS, cache, step_rng, temperature, top_k, top_p)
     if eos_id is not None:  # After its end-of-sequence token, a row repeats it.
       next_B = jnp.where(done_B, eos_id, next_B)
       done_B = done_B | (next_B == eos_id)
