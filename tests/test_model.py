@@ -28,11 +28,12 @@ def forward(model, ids):
   return model(ids)
 
 
-@pytest.mark.parametrize("name", ["qwen2_parscale_tiny_p4", "qwen2_parscale_tiny_p1"])
-def test_golden_logits_and_greedy_generation(name):
+@pytest.mark.parametrize("name,scan", [("qwen2_parscale_tiny_p4", True), ("qwen2_parscale_tiny_p1", True),
+                                       ("qwen2_parscale_tiny_p4", False)])
+def test_golden_logits_and_greedy_generation(name, scan):
   path = fixture_dir(name)
   expected = np.load(path / "expected.npz")
-  model = pj.load_pretrained(path)
+  model = pj.load_pretrained(path, scan_layers=scan)
   logits = forward(model, jnp.asarray(expected["input_ids"]))
   assert logits.dtype == jnp.float32
   np.testing.assert_allclose(logits, expected["logits"], atol=1e-4, rtol=0)
@@ -42,14 +43,15 @@ def test_golden_logits_and_greedy_generation(name):
                              rtol=0)
 
 
-@pytest.mark.parametrize("name", ["qwen2_parscale_tiny_p4", "qwen2_parscale_tiny_p1"])
-def test_golden_gradients(name, tmp_path):
+@pytest.mark.parametrize("name,scan", [("qwen2_parscale_tiny_p4", True), ("qwen2_parscale_tiny_p1", True),
+                                       ("qwen2_parscale_tiny_p4", False)])
+def test_golden_gradients(name, scan, tmp_path):
   """The training gradient at the golden weights equals the reference implementation's."""
   from safetensors.numpy import load_file
 
   path = fixture_dir(name)
   ids = jnp.asarray(np.load(path / "expected.npz")["input_ids"])
-  model = pj.load_pretrained(path)
+  model = pj.load_pretrained(path, scan_layers=scan)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   def loss_fn(params):
@@ -69,9 +71,10 @@ def test_golden_gradients(name, tmp_path):
     np.testing.assert_allclose(ours[key] / scale, want / scale, atol=1e-5, rtol=0, err_msg=key)
 
 
-@pytest.mark.parametrize("P,impl", [(1, "vmap"), (3, "vmap"), (3, "fold"), (3, "loop")])
-def test_cached_logits_equal_uncached(P, impl):
-  config = dataclasses.replace(TINY, P=P, stream_impl=impl)
+@pytest.mark.parametrize("P,impl,scan", [(1, "vmap", True), (3, "vmap", True), (3, "fold", True),
+                                         (3, "loop", True), (3, "vmap", False)])
+def test_cached_logits_equal_uncached(P, impl, scan):
+  config = dataclasses.replace(TINY, P=P, stream_impl=impl, scan_layers=scan, num_layers=2)
   model = pj.create_model(config, seed=1)
   ids = jax.random.randint(jax.random.key(0), (2, 9), 0, config.vocab_size)
   full = forward(model, ids)
@@ -309,3 +312,29 @@ def test_compiled_initialiser_equals_the_eager_one():
   compiled, eager = pj.create_model(TINY, seed=7), pj.ParScaleLM(TINY, nnx.Rngs(params=7))
   for a, b in zip(jax.tree.leaves(nnx.state(compiled)), jax.tree.leaves(nnx.state(eager)), strict=True):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_causal_blocks_equal_one_score_tensor():
+  """model(ids) scores queries in blocks (positions 0..S-1 known); explicit positions take the
+  one-tensor path. Logits and gradients agree, with and without the prefix."""
+  from parscale_jax.model.layers import causal_blocks
+  assert causal_blocks(256) == 4 and causal_blocks(100) == 1 and causal_blocks(4096) == 8
+  for P in (1, 3):
+    model = pj.create_model(dataclasses.replace(TINY, P=P), seed=6)
+    ids = jax.random.randint(jax.random.key(5), (2, 128), 0, TINY.vocab_size)
+    positions = jnp.broadcast_to(jnp.arange(128), ids.shape)
+    loss_blocks = lambda m: jnp.mean(jax.nn.log_softmax(m(ids))[..., 0])
+    loss_one = lambda m: jnp.mean(jax.nn.log_softmax(m(ids, positions))[..., 0])
+    np.testing.assert_allclose(forward(model, ids), nnx.jit(lambda m, i, p: m(i, p))(model, ids, positions),
+                               atol=1e-5, rtol=0)
+    g1 = nnx.state(nnx.jit(nnx.grad(loss_blocks))(model), nnx.Param)
+    g2 = nnx.state(nnx.jit(nnx.grad(loss_one))(model), nnx.Param)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g1, g2)
+
+
+def test_scan_layers_default_by_depth_and_parsed():
+  from parscale_jax.model.config import model_config_from_dict
+  assert not dataclasses.replace(TINY, num_layers=4).scanned
+  assert dataclasses.replace(TINY, num_layers=36).scanned
+  assert model_config_from_dict({"size": "l4-50k", "scan_layers": True}).scanned
+  assert model_config_from_dict({"size": "l4-50k", "scan_layers": None}).scan_layers is None

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -261,3 +262,66 @@ def test_resume_accepts_a_config_saved_before_a_key_existed_and_new_wandb_settin
   with pytest.raises(ConfigError, match=r"differs in: tokens\)"):
     train(config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 6, checkpoint_every=2,
                                            wandb={"project": "p"})), tmp_path / "run", progress=False)
+
+
+def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
+  updates = {}
+  for scale in (1.0, 10.0):
+    config = config_from_dict(tiny_train_dict(data_dir, optim={"prefix_lr_scale": scale,
+                                                                  "warmup_fraction": 0.0}))
+    mesh = trainer.sharding.make_mesh(config.mesh)
+    optimizer = trainer.make_optimizer(config.optim, config.steps)
+    graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
+    before = jax.tree.map(np.asarray, state["params"])
+    step = trainer.jit_train_step(graphdef, optimizer, shardings,
+                                  trainer.sharding.batch_sharding(mesh), trainer.sharding.replicated(mesh))
+    rows = np.random.default_rng(0).integers(0, 256, (1, 8, 33), dtype=np.int32)
+    state, _ = step(state, rows)  # One step: the same gradients, so only the scale differs.
+    updates[scale] = jax.tree.map(lambda a, b: np.asarray(a) - b, state["params"], before)
+  flat1 = jax.tree_util.tree_flatten_with_path(updates[1.0])[0]
+  flat10 = dict(jax.tree_util.tree_flatten_with_path(updates[10.0])[0])
+  checked = set()
+  for path, u1 in flat1:
+    u10, name = flat10[path], jax.tree_util.keystr(path)
+    ratio = 10.0 if "prefix_" in name else 1.0
+    assert np.abs(u1).max() > 0, name
+    np.testing.assert_allclose(u10, ratio * u1, rtol=2e-3, atol=1e-7, err_msg=name)
+    checked.add("prefix" if ratio == 10.0 else "other")
+  assert checked == {"prefix", "other"}
+
+
+def test_single_stream_prefix_is_p1_with_a_prefix(data_dir):
+  from parscale_jax.model import create_model
+  from parscale_jax.model.config import ModelConfig
+  base = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+              num_kv_heads=2, prefix_tokens=4)
+  one = create_model(ModelConfig(**base, P=1, single_stream_prefix=True), seed=3)
+  # Two streams with the same prefix, mixed by a mean, are one stream with that prefix.
+  two = create_model(ModelConfig(**base, P=2, aggregation="mean"), seed=3)
+  for name in ("prefix_k", "prefix_v"):
+    getattr(two, name)[...] = jnp.concatenate([getattr(one, name)[...]] * 2)
+  ids = np.random.default_rng(0).integers(0, 256, (2, 16), dtype=np.int32)
+  np.testing.assert_allclose(one(ids), two(ids), atol=1e-5)
+  plain = create_model(ModelConfig(**base, P=1), seed=3)
+  assert np.abs(np.asarray(one(ids)) - np.asarray(plain(ids))).max() > 1e-3
+  with pytest.raises(ConfigError, match="single_stream_prefix .*export_final: false"):
+    config_from_dict(tiny_train_dict(data_dir, model={"P": 1, "single_stream_prefix": True}))
+
+
+def test_weight_decay_mask_is_the_same_for_scanned_and_listed_layers():
+  from parscale_jax.model import create_model
+  from parscale_jax.model.config import ModelConfig
+  from parscale_jax.train.optimizer import decay_mask
+  masks = {}
+  for scan in (True, False):
+    config = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2,
+                         num_heads=4, num_kv_heads=2, P=2, prefix_tokens=4, scan_layers=scan)
+    flat = jax.tree_util.tree_flatten_with_path(decay_mask(nnx.state(create_model(config), nnx.Param)))[0]
+    # Listed layers' paths carry the layer index; drop it to compare with the scanned paths.
+    names = lambda path: [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    masks[scan] = {tuple(n for n in names(path) if not n.isdigit() and n != "value"): v
+                   for path, v in flat}
+  assert masks[True] == masks[False]
+  decayed = {"/".join(p) for p, v in masks[True].items() if v}
+  assert "backbone/layers/mlp/up_proj/weight" in decayed and "lm_head/weight" in decayed
+  assert not any(n.endswith(("bias", "scale", "prefix_k", "embedding")) for n in decayed)

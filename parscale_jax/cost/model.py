@@ -59,7 +59,7 @@ def inference_cost(c: ModelConfig, device: Device, w: Workload) -> dict:
   counts = param_counts(c)
   b, s_in, s_out, bpv = w.batch, w.input_tokens, w.output_tokens, w.bytes_per_value
   kv_width = 2 * c.num_kv_heads * c.head_dim  # Keys and values per token per layer.
-  prefix = c.prefix_tokens if c.P > 1 else 0
+  prefix = c.prefix_tokens if c.has_prefix else 0
   streams = c.P * b  # Every sequence runs P streams.
   if w.prefix_mode == "prompt":  # Prefix tokens computed like prompt tokens, per sequence.
     s_in, prefix = s_in + prefix, 0

@@ -23,7 +23,8 @@ class CheckpointError(UserError):
 class _Slot:
   variable: nnx.Variable
   transpose: bool = False  # torch Linear stores [out, in]; the aggregator's weights are [in, out].
-  layer: int | None = None  # Prefix tensors are per layer in the file, stacked on axis 1 here.
+  layer: int | None = None  # Per layer in the file, stacked here (scanned layers and the prefix)
+  layer_axis: int = 0  # ... on this axis: 0 for scanned layers, 1 for the prefix [P, L, ...].
 
 
 def _slots(model: ParScaleLM) -> dict[str, _Slot]:
@@ -32,20 +33,23 @@ def _slots(model: ParScaleLM) -> dict[str, _Slot]:
            "model.norm.weight": _Slot(model.backbone.norm.scale)}
   if not c.tie_embeddings:
     slots["lm_head.weight"] = _Slot(model.lm_head.weight)
-  for i, layer in enumerate(model.backbone.layers):
+  backbone = model.backbone
+  for i in range(c.num_layers):
+    layer = backbone.layers if backbone.scanned else backbone.layers[i]
+    slot = (lambda v: _Slot(v, layer=i)) if backbone.scanned else _Slot
     pre = f"model.layers.{i}."
     attn = layer.self_attn
     for name in ("q_proj", "k_proj", "v_proj"):
-      slots[f"{pre}self_attn.{name}.weight"] = _Slot(getattr(attn, name).weight)
-      slots[f"{pre}self_attn.{name}.bias"] = _Slot(getattr(attn, name).bias)
-    slots[f"{pre}self_attn.o_proj.weight"] = _Slot(attn.o_proj.weight)
+      slots[f"{pre}self_attn.{name}.weight"] = slot(getattr(attn, name).weight)
+      slots[f"{pre}self_attn.{name}.bias"] = slot(getattr(attn, name).bias)
+    slots[f"{pre}self_attn.o_proj.weight"] = slot(attn.o_proj.weight)
     for name in ("gate_proj", "up_proj", "down_proj"):
-      slots[f"{pre}mlp.{name}.weight"] = _Slot(getattr(layer.mlp, name).weight)
-    slots[f"{pre}input_layernorm.weight"] = _Slot(layer.input_layernorm.scale)
-    slots[f"{pre}post_attention_layernorm.weight"] = _Slot(layer.post_attention_layernorm.scale)
+      slots[f"{pre}mlp.{name}.weight"] = slot(getattr(layer.mlp, name).weight)
+    slots[f"{pre}input_layernorm.weight"] = slot(layer.input_layernorm.scale)
+    slots[f"{pre}post_attention_layernorm.weight"] = slot(layer.post_attention_layernorm.scale)
     if c.has_prefix:
-      slots[f"{pre}self_attn.prefix_k"] = _Slot(model.prefix_k, layer=i)
-      slots[f"{pre}self_attn.prefix_v"] = _Slot(model.prefix_v, layer=i)
+      slots[f"{pre}self_attn.prefix_k"] = _Slot(model.prefix_k, layer=i, layer_axis=1)
+      slots[f"{pre}self_attn.prefix_v"] = _Slot(model.prefix_v, layer=i, layer_axis=1)
   if c.has_aggregator:
     agg = model.aggregator
     slots["model.aggregate_layer.0.weight"] = _Slot(agg.w1, transpose=True)
@@ -58,7 +62,7 @@ def _slots(model: ParScaleLM) -> dict[str, _Slot]:
 def _file_shape(slot: _Slot) -> tuple[int, ...]:
   shape = tuple(slot.variable.get_value().shape)
   if slot.layer is not None:
-    return shape[:1] + shape[2:]
+    return shape[:slot.layer_axis] + shape[slot.layer_axis + 1:]
   return shape[::-1] if slot.transpose else shape
 
 
@@ -163,7 +167,7 @@ def load_pretrained(path: str | Path, **overrides) -> ParScaleLM:
       stacked.setdefault(id(slot.variable), {})[slot.layer] = array
       if len(stacked[id(slot.variable)]) == config.num_layers:
         slot.variable.set_value(jnp.asarray(np.stack(
-            [stacked[id(slot.variable)][i] for i in range(config.num_layers)], axis=1)))
+            [stacked[id(slot.variable)][i] for i in range(config.num_layers)], axis=slot.layer_axis)))
     else:
       slot.variable.set_value(jnp.asarray(array.T if slot.transpose else array))
   return model
@@ -179,7 +183,7 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
   for name, slot in _slots(model).items():
     array = np.asarray(slot.variable[...], np.float32)
     if slot.layer is not None:
-      array = array[:, slot.layer]
+      array = np.take(array, slot.layer, axis=slot.layer_axis)
     elif slot.transpose:
       array = array.T
     tensors[name] = np.ascontiguousarray(array)

@@ -93,7 +93,8 @@ class Attention(nnx.Module):
     prefix_k/prefix_v: [K, T, H] shared by the batch, or [B, K, T, H]; None for no prefix.
     cache: None, or (k_BxCxKxH, v_BxCxKxH, index) — keys of earlier tokens in slots [0, index);
       this call's keys are written at slots [index, index + S).
-    rope: (cos, sin) tables for positions_BxS (`static_rope_tables`), or None to compute them.
+    rope: (cos, sin) tables from `static_rope_tables`, given only when positions_BxS are 0..S-1;
+      None to compute them from positions_BxS.
     """
     c = self.config
     b, s, _ = x_BxSxD.shape
@@ -123,13 +124,40 @@ class Attention(nnx.Module):
       key_pos_BxT = jnp.concatenate([jnp.full((b, t), -1, key_pos_BxT.dtype), key_pos_BxT], axis=1)
 
     q_BxSxKxGxH = q_BxSxNxH.reshape(b, s, kv, g, h) * (h ** -0.5)
-    scores = jnp.einsum("bskgh,btkh->bkgst", q_BxSxKxGxH, keys.astype(q_BxSxNxH.dtype),
-                        preferred_element_type=jnp.float32)
-    causal_BxSxT = key_pos_BxT[:, None, :] <= positions_BxS[:, :, None]
-    scores = jnp.where(causal_BxSxT[:, None, None], scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q_BxSxNxH.dtype)
-    out = jnp.einsum("bkgst,btkh->bskgh", probs, values.astype(probs.dtype))
+    # With positions 0..S-1 (rope given, no cache), query block i only needs the keys up to its
+    # last position: scoring in blocks skips the masked upper triangle.
+    blocks = causal_blocks(s) if cache is None and rope is not None else 1
+    size, extra = s // blocks, keys.shape[1] - s  # extra: the prefix, placed before the tokens.
+    outs = [attend(q_BxSxKxGxH[:, i * size:(i + 1) * size], keys[:, :extra + (i + 1) * size],
+                   values[:, :extra + (i + 1) * size], positions_BxS[:, i * size:(i + 1) * size],
+                   key_pos_BxT[:, :extra + (i + 1) * size])
+            for i in range(blocks)]
+    out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
     return self.o_proj(out.reshape(b, s, kv * g * h)), new_cache
+
+
+# Query block of causal attention in training: measured on a 2-core CPU at sequence 256, four
+# blocks made the train step 9 % (P = 1) and 13 % (P = 8) faster than one.
+CAUSAL_BLOCK = 64
+MAX_CAUSAL_BLOCKS = 8
+
+
+def causal_blocks(seq_len: int) -> int:
+  """How many query blocks causal attention over seq_len tokens is split into (1: unsplit)."""
+  blocks = min(seq_len // CAUSAL_BLOCK, MAX_CAUSAL_BLOCKS)
+  return blocks if blocks > 1 and seq_len % blocks == 0 else 1
+
+
+def attend(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT):
+  """Softmax attention of scaled queries over keys, each query seeing the keys at or before its
+  position; scores and softmax in float32. Returns [B, S, K, G, H] in the queries' dtype."""
+  dt = q_BxSxKxGxH.dtype
+  scores = jnp.einsum("bskgh,btkh->bkgst", q_BxSxKxGxH, keys_BxTxKxH.astype(dt),
+                      preferred_element_type=jnp.float32)
+  causal_BxSxT = key_pos_BxT[:, None, :] <= positions_BxS[:, :, None]
+  scores = jnp.where(causal_BxSxT[:, None, None], scores, -jnp.inf)
+  probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+  return jnp.einsum("bkgst,btkh->bskgh", probs, values_BxTxKxH.astype(dt))
 
 
 class MLP(nnx.Module):

@@ -21,16 +21,25 @@ class ParScaleParam(nnx.Param):
 
 
 class Backbone(nnx.Module):
-  """The decoder stack and final norm, shared by all streams."""
+  """The decoder stack and final norm, shared by all streams.
+
+  With config.scan_layers, `layers` is one DecoderLayer whose weights carry a leading layer axis,
+  run by `jax.lax.scan`: XLA compiles one layer whatever the depth. Either way the layers are
+  drawn one after another, so a seed gives the same weights scanned or not."""
 
   def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-    self.layers = nnx.List([DecoderLayer(config, rngs) for _ in range(config.num_layers)])
+    layers = [DecoderLayer(config, rngs) for _ in range(config.num_layers)]
+    self.scanned = config.scanned
+    self.layers = stack_modules(layers) if self.scanned else nnx.List(layers)
     self.norm = rms_norm(config, rngs)
 
   def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None, rope=None):
     """One stream. prefix_k/v: [L, K, T, H] or per-row [B, L, K, T, H]; cache: (k_LxBxCxKxH,
     v_LxBxCxKxH, index) or None; rope: rotary tables for positions_BxS, or None.
     Returns (h_BxSxD, (k, v) or None)."""
+    if self.scanned:
+      x_BxSxD, new_cache = self._scan(x_BxSxD, positions_BxS, prefix_k, prefix_v, cache, rope)
+      return self.norm(x_BxSxD), new_cache
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       pk = None if prefix_k is None else prefix_k[..., i, :, :, :]
@@ -42,6 +51,27 @@ class Backbone(nnx.Module):
         new_v.append(kv[1])
     new_cache = (jnp.stack(new_k), jnp.stack(new_v)) if cache is not None else None
     return self.norm(x_BxSxD), new_cache
+
+  def _scan(self, x_BxSxD, positions_BxS, prefix_k, prefix_v, cache, rope):
+    graphdef, weights_L = nnx.split(self.layers)
+    layer_first = lambda a: None if a is None else jnp.moveaxis(a, -4, 0)
+    index = None if cache is None else cache[2]
+
+    def one_layer(x_BxSxD, per_layer):
+      weights, pk, pv, ck, cv = per_layer
+      layer_cache = None if ck is None else (ck, cv, index)
+      return nnx.merge(graphdef, weights)(x_BxSxD, positions_BxS, pk, pv, layer_cache, rope)
+
+    per_layer = (weights_L, layer_first(prefix_k), layer_first(prefix_v),
+                 None if cache is None else cache[0], None if cache is None else cache[1])
+    return jax.lax.scan(one_layer, x_BxSxD, per_layer)
+
+
+def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
+  """One module of the same type whose every variable stacks the modules' values on axis 0."""
+  graphdef, _ = nnx.split(modules[0])
+  stacked = jax.tree.map(lambda *values: jnp.stack(values), *[nnx.state(m) for m in modules])
+  return nnx.merge(graphdef, stacked)
 
 
 class Aggregator(nnx.Module):

@@ -24,11 +24,14 @@ class OptimConfig:
   b2: float = 0.95
   eps: float = 1e-8
   clip_norm: float = 1.0  # Global gradient-norm clipping; 0 disables.
+  prefix_lr_scale: float = 1.0  # The prefix's learning rate as a multiple of lr.
 
   def __post_init__(self):
     check_choices(self, "optim.")
     if self.lr <= 0:
       raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+    if self.prefix_lr_scale <= 0:
+      raise ConfigError(f"optim.prefix_lr_scale must be > 0, got {self.prefix_lr_scale}")
     if self.weight_decay < 0 or self.clip_norm < 0 or self.eps <= 0:
       raise ConfigError("optim.weight_decay and optim.clip_norm must be >= 0 and optim.eps > 0")
     for name in ("b1", "b2"):
@@ -111,8 +114,11 @@ class TrainConfig:
     if self.steps < 1:
       raise ConfigError(f"tokens={self.tokens} is less than one step "
                         f"({self.batch_size} x {self.data.seq_len} tokens)")
-    if self.freeze_backbone and self.model.P == 1:
+    if self.freeze_backbone and not self.model.has_prefix:
       raise ConfigError("freeze_backbone needs model.P > 1 (P = 1 has no ParScale parameters)")
+    if self.model.single_stream_prefix and self.export_final:
+      raise ConfigError("model.single_stream_prefix has no Hugging Face format: "
+                        "set export_final: false")
 
   @property
   def tokens_per_step(self) -> int:

@@ -23,20 +23,34 @@ def lr_schedule(config: OptimConfig, steps: int) -> optax.Schedule:
       boundaries=[max(warmup, 1), max(warmup, 1) + stable])
 
 
+def _names(path) -> list[str]:
+  return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+
+
+def prefix_mask(params):
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: any(n in ("prefix_k", "prefix_v") for n in _names(path)), params)
+
+
 def decay_mask(params):
   """Decay matrices only: not biases, norm scales, the prefix (a learned input, like an
   embedding) or the embedding table."""
   def keep(path, leaf):
-    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    names = _names(path)
     if any(n in ("prefix_k", "prefix_v", "embedding") for n in names):
       return False
-    return leaf.ndim >= 2
+    # Scanned layers (no layer index after "layers") carry a leading layer axis.
+    scanned = "layers" in names and not names[names.index("layers") + 1].isdigit()
+    return leaf.ndim - scanned >= 2
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def make_optimizer(config: OptimConfig, steps: int) -> optax.GradientTransformation:
   adamw = optax.adamw(lr_schedule(config, steps), b1=config.b1, b2=config.b2, eps=config.eps,
                       weight_decay=config.weight_decay, mask=decay_mask)
+  chain = [adamw]
   if config.clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
-  return adamw
+    chain.insert(0, optax.clip_by_global_norm(config.clip_norm))
+  if config.prefix_lr_scale != 1.0:  # Only then: it adds a state slot to the checkpoint.
+    chain.append(optax.masked(optax.scale(config.prefix_lr_scale), prefix_mask))
+  return chain[0] if len(chain) == 1 else optax.chain(*chain)

@@ -52,7 +52,7 @@ def _load_backbone_source(init_from: str, config) -> ParScaleLM:
   if not (path / "config.json").exists():
     raise ConfigError(f"init_from: {init_from} is neither a finished run directory nor a "
                       f"Hugging Face checkpoint folder")
-  base = load_pretrained(path)
+  base = load_pretrained(path, scan_layers=config.scan_layers)
   if base.config.P != 1:
     raise ConfigError(f"init_from: {init_from} has P={base.config.P}; two-stage training starts "
                       f"from a P = 1 backbone")
