@@ -23,13 +23,16 @@ def lr_schedule(config: OptimConfig, steps: int) -> optax.Schedule:
       boundaries=[max(warmup, 1), max(warmup, 1) + stable])
 
 
+PREFIX_NAMES = ("prefix_k", "prefix_v")
+
+
 def _names(path) -> list[str]:
   return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
 def prefix_mask(params):
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: any(n in ("prefix_k", "prefix_v") for n in _names(path)), params)
+      lambda path, _: any(n in PREFIX_NAMES for n in _names(path)), params)
 
 
 def decay_mask(params):
@@ -37,7 +40,7 @@ def decay_mask(params):
   embedding) or the embedding table."""
   def keep(path, leaf):
     names = _names(path)
-    if any(n in ("prefix_k", "prefix_v", "embedding") for n in names):
+    if any(n in (*PREFIX_NAMES, "embedding") for n in names):
       return False
     # Scanned layers (no layer index after "layers") carry a leading layer axis.
     scanned = "layers" in names and not names[names.index("layers") + 1].isdigit()
