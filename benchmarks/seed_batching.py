@@ -63,11 +63,13 @@ def prepared_runs(config, seeds: int, batch: int, seq: int):
     vec_box[0], metrics = many(vec_box[0], vec_box[1])
     jax.block_until_ready(metrics)
     return time.perf_counter() - t
+
   def param_gap() -> float:
     stacked = jax.tree.map(lambda *a: np.stack(a), *[s["params"] for s in seq_box])
     gaps = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
                         stacked, vec_box[0]["params"])
     return max(jax.tree.leaves(gaps))
+
   sequential(), batched()  # Compile.
   return sequential, batched, param_gap
 
