@@ -56,7 +56,8 @@ class ModelConfig:
     if self.head_dim % 2:
       raise ConfigError(f"model head_dim={self.head_dim} must be even for rotary embeddings")
     if self.has_prefix and self.prefix_tokens < 1:
-      raise ConfigError(f"model.prefix_tokens must be >= 1 when P > 1, got {self.prefix_tokens}")
+      raise ConfigError(f"model.prefix_tokens must be >= 1 when the model has a prefix (P > 1 or "
+                        f"model.single_stream_prefix), got {self.prefix_tokens}")
     if not 0.0 <= self.smoothing < 1.0:
       raise ConfigError(f"model.smoothing must be in [0, 1), got {self.smoothing}")
 

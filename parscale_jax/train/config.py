@@ -115,7 +115,8 @@ class TrainConfig:
       raise ConfigError(f"tokens={self.tokens} is less than one step "
                         f"({self.batch_size} x {self.data.seq_len} tokens)")
     if self.freeze_backbone and not self.model.has_prefix:
-      raise ConfigError("freeze_backbone needs model.P > 1 (P = 1 has no ParScale parameters)")
+      raise ConfigError("freeze_backbone needs ParScale parameters to train: model.P > 1 or "
+                        "model.single_stream_prefix")
     if self.model.single_stream_prefix and self.export_final:
       raise ConfigError("model.single_stream_prefix has no Hugging Face format: "
                         "set export_final: false")
