@@ -20,6 +20,7 @@ from flax import nnx
 
 from common import report
 from parscale_jax.configlib import positive_ints
+from parscale_jax.hostmem import restart_with_huge_pages
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.model.decode import _generate
 from parscale_jax.model.parscale import abstract_model
@@ -85,4 +86,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  restart_with_huge_pages()  # As the `parscale` command runs (parscale_jax/hostmem.py).
   main()

@@ -27,6 +27,7 @@ import sys
 
 from common import report, write_record
 from parscale_jax.configlib import positive_ints
+from parscale_jax.hostmem import restart_with_huge_pages
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -141,4 +142,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  restart_with_huge_pages()  # As the `parscale` command runs (parscale_jax/hostmem.py).
   main()

@@ -37,6 +37,7 @@ import numpy as np
 
 from common import report, write_record
 from parscale_jax.configlib import comma_choices, positive_int, positive_ints
+from parscale_jax.hostmem import restart_with_huge_pages
 from parscale_jax.model.config import ModelConfig
 from train_step import interleaved_medians, prepared_step
 
@@ -204,4 +205,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  restart_with_huge_pages()  # As the `parscale` command runs (parscale_jax/hostmem.py).
   main()

@@ -1,5 +1,18 @@
 """parscale-jax: parallel scaling (ParScale) experiments in JAX and Flax NNX."""
-from parscale_jax.model import (ModelConfig, ParScaleLM, create_model, generate, load_pretrained,
-                                preset, save_pretrained)
-
 __version__ = "0.1.0"
+
+# Imported on first use, so that `parscale` can restart itself (parscale_jax/hostmem.py) before
+# JAX is loaded.
+_MODEL_EXPORTS = ("ModelConfig", "ParScaleLM", "create_model", "generate", "load_pretrained",
+                  "preset", "save_pretrained")
+
+
+def __getattr__(name: str):
+  if name in _MODEL_EXPORTS:
+    import parscale_jax.model
+    return getattr(parscale_jax.model, name)
+  raise AttributeError(f"module 'parscale_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted([*globals(), *_MODEL_EXPORTS])

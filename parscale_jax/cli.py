@@ -1,6 +1,10 @@
 """The `parscale` command line: info, train, sweep, fit, plot, cost."""
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m parscale_jax.cli`: restart before JAX is imported.
+  from parscale_jax.hostmem import restart_with_huge_pages
+  restart_with_huge_pages()
+
 import argparse
 import json
 import os
