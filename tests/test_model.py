@@ -223,6 +223,29 @@ def test_dense_skinny_and_wide_products_agree_and_init_matches_nnx_linear():
   np.testing.assert_allclose(wide, x @ dense.weight[...].T + dense.bias[...], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("din,dout", [(8, 24), (24, 8)])  # Both branches of the weight gradient.
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_product_gradients_equal_autodiff(din, dout, dtype):
+  from parscale_jax.model.layers import dense_product
+  kx, kw, kc = jax.random.split(jax.random.key(8), 3)
+  # A stream axis mapped over a shared weight, as nnx.vmap runs the streams.
+  x = jax.random.normal(kx, (3, 2, 5, din)).astype(dtype)
+  w = jax.random.normal(kw, (dout, din)).astype(dtype)
+  cotangent = jax.random.normal(kc, (3, 2, 5, dout)).astype(dtype)
+
+  def grads(product):
+    streams = jax.vmap(product, in_axes=(0, None))
+    return jax.grad(lambda x, w: jnp.sum(streams(x, w).astype(jnp.float32) * cotangent),
+                    argnums=(0, 1))(x, w)
+  dx, dw = grads(dense_product)
+  dx_auto, dw_auto = grads(lambda x, w: jnp.einsum("...i,oi->...o", x, w))
+  assert dx.dtype == dw.dtype == dtype and dx.shape == x.shape and dw.shape == w.shape
+  tol = 1e-5 if dtype == jnp.float32 else 0.1
+  np.testing.assert_allclose(np.asarray(dx, np.float32), np.asarray(dx_auto, np.float32), atol=tol)
+  np.testing.assert_allclose(np.asarray(dw, np.float32), np.asarray(dw_auto, np.float32), atol=tol)
+  assert np.abs(np.asarray(dw_auto, np.float32)).max() > 1.0  # Not a trivially small comparison.
+
+
 def test_bfloat16_compute_is_close_to_float32():
   model = pj.create_model(TINY, seed=6)
   bf16 = pj.create_model(dataclasses.replace(TINY, dtype="bfloat16"), seed=6)
