@@ -4,6 +4,7 @@ greedy decoding (ms per new token).
 
     python benchmarks/vs_reference.py --reference-dir ~/src/ParScale   # a checkout of QwenLM/ParScale
     python benchmarks/vs_reference.py --reference-dir DIR --P 1,8 --steps 3 --no-decode
+    python benchmarks/vs_reference.py --reference-dir DIR --no-decode --stream-impl loop --devices 2
 
 The reference is not part of this project: its two files (`modeling_qwen2_parscale.py`,
 `configuration_qwen2_parscale.py`) are imported from --reference-dir; it needs torch,
@@ -19,7 +20,8 @@ autocast its bfloat16 step took 7.6 s against 0.74 s in float32 at P = 1; --refe
 measures it). Each time is the median over --steps turns, each an untimed and a timed step of both.
 Decode: hidden 1024, 8 layers, FFN 4096, 16 heads, 4 kv heads, vocabulary 256, 64-token prompt;
 ms per token = (time for --new-tokens tokens − time for 1) / (--new-tokens − 1), prefill excluded.
-Target: ours / reference <= 1.0 in every row.
+Target: ours / reference <= 1.0 in every row. --stream-impl and --devices run our train step as a
+CPU user can choose it (model.stream_impl, mesh.cpu_devices); the defaults are the trainer's.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from common import report, write_record
 from parscale_jax.configlib import comma_choices, positive_int, positive_ints
 from parscale_jax.hostmem import restart_with_huge_pages
 from parscale_jax.model.config import ModelConfig
+from parscale_jax.train.sharding import use_cpu_devices
 from train_step import interleaved_medians, prepared_step
 
 REFERENCE_FILES = ("modeling_qwen2_parscale.py", "configuration_qwen2_parscale.py")
@@ -109,11 +112,11 @@ def reference_train_step(classes, shape, P, prefix, dtype, batch, seq):
   return run
 
 
-def our_config(shape, P, prefix, dtype) -> ModelConfig:
+def our_config(shape, P, prefix, dtype, stream_impl="vmap") -> ModelConfig:
   return ModelConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
                      intermediate_size=shape["ffn"], num_layers=shape["layers"],
                      num_heads=shape["heads"], num_kv_heads=shape["kv_heads"], P=P,
-                     prefix_tokens=prefix, dtype=dtype)
+                     prefix_tokens=prefix, dtype=dtype, stream_impl=stream_impl)
 
 
 def decode_timers(classes, shape, P, prefix, prompt_len, new_tokens):
@@ -156,6 +159,10 @@ def main() -> None:
   parser.add_argument("--prefix", type=positive_int, default=48)
   parser.add_argument("--steps", type=positive_int, default=5, help="timed turns per train step")
   parser.add_argument("--no-decode", action="store_true", help="train steps only")
+  parser.add_argument("--stream-impl", choices=("vmap", "fold", "loop"), default="vmap",
+                      help="our train step's model.stream_impl (decoding always runs the default)")
+  parser.add_argument("--devices", type=positive_int, default=1,
+                      help="our train step data-parallel over this many CPU devices (mesh.cpu_devices)")
   parser.add_argument("--reference-autocast", action="store_true",
                       help="run the reference's bfloat16 rows under CPU autocast instead of float32")
   parser.add_argument("--decode-hidden", type=positive_int, default=1024)
@@ -166,6 +173,9 @@ def main() -> None:
   args = parser.parse_args()
   if args.new_tokens < 2:
     parser.error("--new-tokens must be >= 2 (the time per token is a difference of two lengths)")
+  if args.batch % args.devices:
+    parser.error(f"--batch {args.batch} does not split evenly over {args.devices} devices")
+  use_cpu_devices(args.devices)
   classes = import_reference(args.reference_dir)
   import torch
   train_shape = {"vocab": 256, "hidden": args.hidden, "ffn": 4 * args.hidden, "layers": args.layers,
@@ -174,14 +184,16 @@ def main() -> None:
                   "layers": args.decode_layers, "heads": 16, "kv_heads": 4}
   extra = {"train_shape": train_shape, "batch": args.batch, "seq": args.seq, "prefix": args.prefix,
            "decode_shape": decode_shape, "new_tokens": args.new_tokens, "torch": torch.__version__,
-           "jax": jax.__version__, "torch_threads": torch.get_num_threads()}
+           "jax": jax.__version__, "torch_threads": torch.get_num_threads(),
+           "stream_impl": args.stream_impl, "devices": args.devices}
   rows = []
   for P in args.P:
     for dtype in args.dtypes:
       ref_dtype = dtype if args.reference_autocast else "float32"
       runs = {"reference": reference_train_step(classes, train_shape, P, args.prefix, ref_dtype,
                                                 args.batch, args.seq),
-              "ours": prepared_step(our_config(train_shape, P, args.prefix, dtype), args.batch, args.seq)}
+              "ours": prepared_step(our_config(train_shape, P, args.prefix, dtype, args.stream_impl),
+                                    args.batch, args.seq, args.devices)}
       t = interleaved_medians(runs, args.steps)
       rows.append({"task": "train step", "P": P, "dtype": dtype, "reference_dtype": ref_dtype,
                    "reference_ms": 1e3 * t["reference"],
