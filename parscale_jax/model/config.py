@@ -37,7 +37,9 @@ class ModelConfig:
   # depth; None: from SCAN_FROM_LAYERS layers up (scanned, a 4-layer train step ran 25-30 % slower
   # on a 2-core CPU).
   scan_layers: bool | None = None
-  stream_impl: Literal["vmap", "fold", "loop"] = "vmap"  # How streams run; all give the same numbers.
+  # How streams run; all give the same numbers. loop: 8-21 % faster CPU training at P >= 4, but
+  # compile time grows with P and cached decoding is slower (benchmarks/README.md).
+  stream_impl: Literal["vmap", "fold", "loop"] = "vmap"
   dtype: Literal["float32", "bfloat16"] = "float32"  # Compute dtype; parameters stay float32.
 
   def __post_init__(self):
