@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +113,7 @@ def reference_train_step(classes, shape, P, prefix, dtype, batch, seq):
   return run
 
 
-def our_config(shape, P, prefix, dtype, stream_impl="vmap") -> ModelConfig:
+def our_config(shape, P, prefix, dtype, stream_impl=ModelConfig.stream_impl) -> ModelConfig:
   return ModelConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
                      intermediate_size=shape["ffn"], num_layers=shape["layers"],
                      num_heads=shape["heads"], num_kv_heads=shape["kv_heads"], P=P,
@@ -159,7 +160,8 @@ def main() -> None:
   parser.add_argument("--prefix", type=positive_int, default=48)
   parser.add_argument("--steps", type=positive_int, default=5, help="timed turns per train step")
   parser.add_argument("--no-decode", action="store_true", help="train steps only")
-  parser.add_argument("--stream-impl", choices=("vmap", "fold", "loop"), default="vmap",
+  parser.add_argument("--stream-impl", choices=get_args(get_type_hints(ModelConfig)["stream_impl"]),
+                      default=ModelConfig.stream_impl,
                       help="our train step's model.stream_impl (decoding always runs the default)")
   parser.add_argument("--devices", type=positive_int, default=1,
                       help="our train step data-parallel over this many CPU devices (mesh.cpu_devices)")
