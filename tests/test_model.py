@@ -227,23 +227,45 @@ def test_dense_skinny_and_wide_products_agree_and_init_matches_nnx_linear():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_dense_product_gradients_equal_autodiff(din, dout, dtype):
   from parscale_jax.model.layers import dense_product
-  kx, kw, kc = jax.random.split(jax.random.key(8), 3)
-  # A stream axis mapped over a shared weight, as nnx.vmap runs the streams.
+  kx, kw, kb, kc = jax.random.split(jax.random.key(8), 4)
+  # A stream axis mapped over a shared weight and bias, as nnx.vmap runs the streams.
   x = jax.random.normal(kx, (3, 2, 5, din)).astype(dtype)
   w = jax.random.normal(kw, (dout, din)).astype(dtype)
+  b = jax.random.normal(kb, (dout,)).astype(dtype)
   cotangent = jax.random.normal(kc, (3, 2, 5, dout)).astype(dtype)
 
   def grads(product):
-    streams = jax.vmap(product, in_axes=(0, None))
-    return jax.grad(lambda x, w: jnp.sum(streams(x, w).astype(jnp.float32) * cotangent),
-                    argnums=(0, 1))(x, w)
-  dx, dw = grads(dense_product)
-  dx_auto, dw_auto = grads(lambda x, w: jnp.einsum("...i,oi->...o", x, w))
-  assert dx.dtype == dw.dtype == dtype and dx.shape == x.shape and dw.shape == w.shape
+    streams = jax.vmap(product, in_axes=(0, None, None))
+    return jax.grad(lambda x, w, b: jnp.sum(streams(x, w, b).astype(jnp.float32) * cotangent),
+                    argnums=(0, 1, 2))(x, w, b)
+  dx, dw, db = grads(dense_product)
+  dx_auto, dw_auto, db_auto = grads(lambda x, w, b: jnp.einsum("...i,oi->...o", x, w) + b)
+  assert dx.dtype == dw.dtype == db.dtype == dtype
+  assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
   tol = 1e-5 if dtype == jnp.float32 else 0.1
-  np.testing.assert_allclose(np.asarray(dx, np.float32), np.asarray(dx_auto, np.float32), atol=tol)
-  np.testing.assert_allclose(np.asarray(dw, np.float32), np.asarray(dw_auto, np.float32), atol=tol)
+  for ours, auto in [(dx, dx_auto), (dw, dw_auto), (db, db_auto)]:
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(auto, np.float32), atol=tol)
   assert np.abs(np.asarray(dw_auto, np.float32)).max() > 1.0  # Not a trivially small comparison.
+  # Without a bias: the same product, no bias gradient.
+  y = dense_product(x, w, None)
+  np.testing.assert_array_equal(y, jnp.einsum("...i,oi->...o", x, w))
+  dx_plain = jax.grad(lambda x: jnp.sum(dense_product(x, w, None).astype(jnp.float32) * cotangent))(x)
+  np.testing.assert_allclose(np.asarray(dx_plain, np.float32), np.asarray(dx, np.float32), atol=tol)
+
+
+def test_attention_softmax_gradient_equals_autodiff():
+  from parscale_jax.model.layers import attention_softmax
+  ks, kc = jax.random.split(jax.random.key(9))
+  scores = jax.random.normal(ks, (2, 3, 7, 11))
+  scores = jnp.where(jnp.arange(11) <= jnp.arange(7)[:, None] + 2, scores, -jnp.inf)  # Masked keys.
+  cotangent = jax.random.normal(kc, scores.shape)
+  loss = lambda softmax: lambda s: jnp.sum(softmax(s) * cotangent)
+  np.testing.assert_array_equal(attention_softmax(scores), jax.nn.softmax(scores, axis=-1))
+  ours = jax.grad(loss(attention_softmax))(scores)
+  auto = jax.grad(loss(lambda s: jax.nn.softmax(s, axis=-1)))(scores)
+  assert np.isfinite(ours).all() and np.abs(auto).max() > 0.1
+  np.testing.assert_allclose(ours, auto, atol=1e-6)
+  assert (ours[..., 9:] == 0).all()  # Keys 9 and 10 are masked for every query.
 
 
 def test_bfloat16_compute_is_close_to_float32():
