@@ -99,7 +99,11 @@ def test_a_checkpoint_with_random_bytes_in_its_files_is_refused_and_the_run_fail
   data[at:at + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
   files[-1].write_bytes(bytes(data))
   code = main(["train", str(cfg), "--workdir", str(workdir), "--no-progress"])
-  _one_line_error(capsys, code, "checkpoints/5 is damaged")  # orbax restores these bytes without complaint.
+  line = _one_line_error(capsys, code, "checkpoints/5")
+  # Where the bytes land decides who notices: the compressed store itself, or (when orbax restores
+  # them without complaint) the checksum saved with the arrays.
+  assert "checkpoints/5 is damaged" in line or "checkpoints/5 cannot be restored" in line, line
+  assert "TensorStore" not in line
   saved = json.loads((workdir / "result.json").read_text())
   assert saved["status"] == "failed" and "checkpoints/5" in saved["reason"]
   assert not (workdir / "final").exists()

@@ -69,6 +69,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, d
         meta=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types for damaged files.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first.split(" See full TensorStore details")[0]  # A dump of the store's spec follows.
     raise UserError(f"checkpoint {mngr.directory}/{step} cannot be restored: {first}") from None
   expected = out["meta"].get("state_checksum")
   if expected is not None and state_checksum(out["state"]) != expected:
