@@ -107,3 +107,15 @@ def load_fit(path: str | Path) -> FitResult:
       if not isinstance(g.get(key), (int, float)) or not math.isfinite(g[key]):
         raise UserError(f"{path}: group {name!r} has no valid {key!r}")
   return FitResult(doc)
+
+
+def paper_law(group: str = "stack-v2-python") -> FittedLaw:
+  """The law fitted to the paper's published losses of one dataset (no bootstrap)."""
+  from parscale_jax.analysis.fitting import fit_group
+  from parscale_jax.analysis.tables import load_points
+
+  points = load_points("paper")
+  if group not in points:
+    raise UserError(f"the paper's table has no group {group!r} (groups: {', '.join(points)})")
+  g = fit_group(group, points[group], n_bootstrap=0, compare=False)
+  return FittedLaw(g["E"], g["A"], g["alpha"], g["k"], group)

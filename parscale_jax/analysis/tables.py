@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from parscale_jax.analysis.data import paper_table
+from parscale_jax.analysis.stats import standard_error
 from parscale_jax.errors import UserError
 
 @dataclasses.dataclass
@@ -69,12 +70,6 @@ def _number(value, column: str, where: str) -> float:
   if not math.isfinite(x):
     raise UserError(f"{where}: column {column!r} is {value!r}")
   return x
-
-
-def standard_error(values) -> float:
-  """Standard error of the mean (sample std, ddof 1); NaN for fewer than two values."""
-  values = np.asarray(values, float)
-  return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
 def load_points(source: str | Path | list[dict], group_by: str | None = None,

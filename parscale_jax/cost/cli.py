@@ -14,19 +14,11 @@ _streams = bounded(int, lambda v: v >= 2, "an integer >= 2")
 
 
 def _law(fit: str, group: str | None):
-  from parscale_jax.analysis.results import load_fit
+  from parscale_jax.analysis.results import load_fit, paper_law
 
   if fit == "paper":
-    from parscale_jax.analysis.fitting import fit_group
-    from parscale_jax.analysis.tables import load_points
-
-    group = group or "stack-v2-python"
-    points = load_points("paper")
-    if group not in points:
-      from parscale_jax.errors import UserError
-      raise UserError(f"the paper's table has no group {group!r} (groups: {', '.join(points)})")
-    g = fit_group(group, points[group], n_bootstrap=0, compare=False)
-    return g["k"], f"paper table, {group}"
+    law = paper_law(group or "stack-v2-python")
+    return law.k, f"paper table, {law.group}"
   law = load_fit(fit).law(group)
   return law.k, f"{fit}, {law.group}"
 

@@ -33,6 +33,12 @@ class ModelConfig:
   # Prefix init std (the reference leaves its prefix uninitialised, hence its NaNs). 0.5 made
   # P = 4 worse by 0.025 +- 0.002 nats than 0.02 at l4-200k (analysis/results/cpu_streams).
   prefix_init_std: float = 0.02
+  # How training parameterises the prefix. raw: the prefix tensors themselves. mlp: the paper's
+  # reparameterisation (prefix tuning, Li & Liang 2021): per layer, a table of P vectors through an
+  # MLP (tanh) that outputs each stream's key and value prefix; export folds it into a raw prefix.
+  prefix_param: Literal["raw", "mlp"] = "raw"
+  prefix_mlp_dim: int = 128  # mlp: each stream's table vector per layer.
+  prefix_mlp_hidden: int = 512  # mlp: the MLP's hidden width.
   # The layer stack as one scanned layer over stacked weights, so that compile time stays flat in
   # depth; None: from SCAN_FROM_LAYERS layers up (scanned, a 4-layer train step ran 25-30 % slower
   # on a 2-core CPU).
@@ -45,7 +51,7 @@ class ModelConfig:
   def __post_init__(self):
     check_choices(self, "model.")
     positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                "num_kv_heads", "P")
+                "num_kv_heads", "P", "prefix_mlp_dim", "prefix_mlp_hidden")
     for name in positive:
       if getattr(self, name) < 1:
         raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")

@@ -12,7 +12,7 @@ from flax import nnx
 from parscale_jax.configlib import ConfigError
 from parscale_jax.errors import UserError
 from parscale_jax.model.config import ModelConfig
-from parscale_jax.model.parscale import ParScaleLM, abstract_model
+from parscale_jax.model.parscale import ParScaleLM, abstract_model, combine_prefix
 
 
 class CheckpointError(UserError):
@@ -145,6 +145,9 @@ def load_pretrained(path: str | Path, **overrides) -> ParScaleLM:
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{config_file}: malformed JSON ({e})") from None
   config = config_from_hf(hf, **overrides)
+  if config.prefix_param != "raw":
+    raise ConfigError(f"{path}: a checkpoint holds combined prefixes; load it with "
+                      f"prefix_param='raw' (the default)")
   tensors = _read_tensors(path)
   model = abstract_model(config)
   slots = _slots(model)
@@ -179,6 +182,7 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
 
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
+  model = combine_prefix(model)  # The reference's format: the prefix tensors themselves.
   tensors = {}
   for name, slot in _slots(model).items():
     array = np.asarray(slot.variable[...], np.float32)

@@ -6,6 +6,8 @@ hidden states per position before the LM head, which also runs once.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,6 +76,42 @@ def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
   return nnx.merge(graphdef, stacked)
 
 
+# E[tanh(z)^2] for z ~ N(0, 1): the mean square of the prefix MLP's hidden units at initialisation.
+_TANH_MEAN_SQUARE = 0.3943
+
+
+class PrefixMLP(nnx.Module):
+  """The reparameterised prefix: per layer l, prefix_p = W2_l · tanh(W1_l · table[p, l] + b1_l) + b2_l,
+  shaped into the key and value prefix [P, L, K, T, H] of every stream.
+
+  One MLP per layer, shared by the streams (as prefix tuning and the paper's appendix describe it:
+  the layers' prefixes differ in role, the streams' only by their table vectors). Initialised so
+  that the produced prefix has the raw prefix's std (prefix_init_std): the table N(0, 1), W1 with
+  std dim^-1/2 (unit-variance pre-activations), W2 scaled by the tanh units' rms; biases zero. The
+  two forms then start from the same prefix distribution and differ only in how they train."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    c = config
+    m, h, layers = c.prefix_mlp_dim, c.prefix_mlp_hidden, c.num_layers
+    out = 2 * c.num_kv_heads * c.prefix_tokens * c.head_dim
+    normal = lambda std, shape: nnx.initializers.normal(std)(rngs.params(), shape)
+    self.table = ParScaleParam(normal(1.0, (c.P, layers, m)))
+    self.w1 = ParScaleParam(normal(m ** -0.5, (layers, m, h)))
+    self.b1 = ParScaleParam(jnp.zeros((layers, h)))
+    self.w2 = ParScaleParam(normal(c.prefix_init_std / (h * _TANH_MEAN_SQUARE) ** 0.5,
+                                   (layers, h, out)))
+    self.b2 = ParScaleParam(jnp.zeros((layers, out)))
+    self.shape = (c.P, layers, 2, c.num_kv_heads, c.prefix_tokens, c.head_dim)
+
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    """(prefix_k, prefix_v), each [P, L, K, T, H] in float32."""
+    hidden_PxLxH = jnp.tanh(jnp.einsum("plm,lmh->plh", self.table[...], self.w1[...])
+                            + self.b1[...])
+    out_PxLxO = jnp.einsum("plh,lho->plo", hidden_PxLxH, self.w2[...]) + self.b2[...]
+    kv = out_PxLxO.reshape(self.shape)
+    return kv[:, :, 0], kv[:, :, 1]
+
+
 class Aggregator(nnx.Module):
   """Linear(P·D → D) → SiLU → Linear(D → P) over the (hidden, stream)-ordered concatenation."""
 
@@ -109,7 +147,9 @@ class ParScaleLM(nnx.Module):
     # same backbone, embedding and head whatever their P (paired comparisons rely on it).
     if not c.tie_embeddings:
       self.lm_head = Dense(c.hidden_size, c.vocab_size, c, rngs, bias=False)
-    if c.has_prefix:
+    if c.has_prefix and c.prefix_param == "mlp":
+      self.prefix_mlp = PrefixMLP(c, rngs)
+    elif c.has_prefix:
       shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
       init = nnx.initializers.normal(c.prefix_init_std)
       self.prefix_k = ParScaleParam(init(rngs.params(), shape))
@@ -154,7 +194,7 @@ class ParScaleLM(nnx.Module):
     if not c.has_prefix:  # P = 1: the plain transformer.
       h_BxSxD, new = one_stream(backbone, None, None, None if kv is None else (kv[0][0], kv[1][0]))
       return h_BxSxD[None], None if new is None else (new[0][None], new[1][None])
-    pk, pv = self.prefix_k[...], self.prefix_v[...]
+    pk, pv = self.prefixes()
     if c.stream_impl == "vmap":
       # Backbone broadcast (in_axes None): its weights are shared, never copied P times.
       return nnx.vmap(one_stream, in_axes=(None, 0, 0, 0))(backbone, pk, pv, kv)
@@ -187,6 +227,12 @@ class ParScaleLM(nnx.Module):
     unfold = lambda a: jnp.moveaxis(a.reshape(a.shape[0], b, p, *a.shape[2:]), 2, 0)
     return h_PxBxSxD, (unfold(new[0]), unfold(new[1]))
 
+  def prefixes(self) -> tuple[jax.Array, jax.Array]:
+    """Every stream's key and value prefix, [P, L, K, T, H] each (the MLP's output with mlp)."""
+    if self.config.prefix_param == "mlp":
+      return self.prefix_mlp()
+    return self.prefix_k[...], self.prefix_v[...]
+
   def aggregate(self, h_PxBxSxD):
     c = self.config
     if c.P == 1:
@@ -204,6 +250,22 @@ class ParScaleLM(nnx.Module):
     else:
       logits = self.lm_head(h_BxSxD.astype(dt))
     return logits.astype(jnp.float32)
+
+
+def combine_prefix(model: ParScaleLM) -> ParScaleLM:
+  """The same model with a raw prefix: a reparameterised (mlp) prefix evaluated once and stored as
+  the prefix tensors, the form inference, export and the reference use. Other models unchanged."""
+  c = model.config
+  if not c.has_prefix or c.prefix_param == "raw":
+    return model
+  raw = abstract_model(dataclasses.replace(c, prefix_param="raw"))
+  for name in ("embed_tokens", "backbone", "lm_head", "aggregator"):
+    if hasattr(model, name):
+      nnx.update(getattr(raw, name), nnx.state(getattr(model, name)))
+  pk, pv = model.prefixes()
+  raw.prefix_k.set_value(pk)
+  raw.prefix_v.set_value(pv)
+  return raw
 
 
 def check_token_ids(ids, vocab_size: int) -> jax.Array:

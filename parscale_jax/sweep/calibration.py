@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.analysis.tables import standard_error
+from parscale_jax.analysis.stats import standard_error, t_interval
 
 
 def _paired(a: dict, b: dict) -> np.ndarray:
@@ -56,6 +56,5 @@ def settings_table(rows: list[dict]) -> str:
 def _interval(diffs: np.ndarray) -> str:
   if len(diffs) < 2:
     return ""
-  from scipy import stats
-  half = stats.t.ppf(0.975, len(diffs) - 1) * standard_error(diffs)
-  return f" [{diffs.mean() - half:+.4f}, {diffs.mean() + half:+.4f}]"
+  lo, hi = t_interval(diffs)
+  return f" [{lo:+.4f}, {hi:+.4f}]"

@@ -31,16 +31,17 @@ def _run(args) -> None:
 def _status(args) -> None:
   from parscale_jax.sweep.runner import run_state
   from parscale_jax.sweep.spec import load_sweep
-  from parscale_jax.sweep.table import read_result
+  from parscale_jax.sweep.table import run_result
 
   spec = load_sweep(args.file)
   results = _results(args, spec)
+  published = spec.publish_dir
   counts: dict[str, int] = {}
   print(f"{'run':<48} {'status':<8} {'loss':>8}  detail")
   for run in spec.runs:
-    state = run_state(results, run)
+    state = run_state(results, run, published)
     counts[state] = counts.get(state, 0) + 1
-    result = read_result(results / "runs" / run.run_id) or {}
+    result = run_result(results, run.run_id, published) or {}
     loss = result.get("eval_loss")
     detail = result.get("reason") or ""
     ckpts = results / "runs" / run.run_id / "checkpoints"

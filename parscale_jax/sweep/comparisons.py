@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.analysis.tables import standard_error
+from parscale_jax.analysis.stats import standard_error, t_interval
 
 
 _ROW_AXES = ("grid.model.P", "grid.model.size", "grid.seed")
@@ -98,12 +98,9 @@ def stage_comparison(rows: list[dict], reference: str) -> str:
 
 def _t_interval(diffs: np.ndarray) -> str:
   """Mean ± SEM and the 95 % t interval of paired differences, as three table cells."""
-  from scipy import stats
-
-  sem = standard_error(diffs)
-  half = stats.t.ppf(0.975, len(diffs) - 1) * sem
-  return (f"{diffs.mean():+.4f} ± {sem:.4f} | [{diffs.mean() - half:+.4f}, "
-          f"{diffs.mean() + half:+.4f}] | {len(diffs)}")
+  lo, hi = t_interval(diffs)
+  return (f"{diffs.mean():+.4f} ± {standard_error(diffs):.4f} | [{lo:+.4f}, {hi:+.4f}] | "
+          f"{len(diffs)}")
 
 
 def pooled_p_gain(rows: list[dict], stage: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from parscale_jax.errors import UserError
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
+from parscale_jax.sweep.contrasts import contrast_table, diversity_table, measure_diversity
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -41,12 +42,24 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
              "standard error over pairs, seed SD the pooled standard deviation of a cell's seeds.",
              "", settings, ""]
   by_axis = axis_comparison(rows)
-  if by_axis:
+  if by_axis and not spec.analysis.contrasts:
     text += ["## Grid axes compared", "", by_axis]
+  if spec.analysis.contrasts:
+    measure_diversity(spec, results_dir, rows, spec.publish_dir, log)
+    text += ["## Variants compared", "", "Validation loss (nats per byte) of A minus B, paired by "
+             "seed; ± is the standard error over pairs, the interval Student's t at 95 %.", "",
+             contrast_table(rows, spec.analysis.contrasts), ""]
+    diversity = diversity_table(rows, results_dir, spec.publish_dir)
+    if diversity:
+      text += ["## Stream diversity", "", "rho: mean pairwise correlation over validation tokens of "
+               "the streams' residuals 1 − p(next token) (`parscale diversity`); the multiplier is "
+               "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity, ""]
   if plot_curves(results_dir, rows, results_dir):
     text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
   fit_dir = results_dir / "fit"
   try:
+    if not spec.analysis.fit:
+      raise UserError("analysis.fit is false for this sweep")
     # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
     # say, learning rate are never averaged as if they were seeds.
     fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]

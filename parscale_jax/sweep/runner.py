@@ -12,19 +12,19 @@ from parscale_jax.errors import UserError
 
 from parscale_jax.sweep.executor import execute_run, execute_run_ray, init_worker, is_locked
 from parscale_jax.sweep.spec import SweepSpec
-from parscale_jax.sweep.table import read_result, write_table
+from parscale_jax.sweep.table import publish_run, read_result, run_result, write_table
 
 
 def default_results_dir(spec: SweepSpec) -> Path:
   return Path("results") / spec.name
 
 
-def run_state(results_dir: Path, run) -> str:
-  """done / failed / running / pending."""
+def run_state(results_dir: Path, run, published: Path | None = None) -> str:
+  """done / failed / running / pending; a run published as done (see run_result) is done."""
   workdir = results_dir / "runs" / run.run_id
   if is_locked(workdir):
     return "running"
-  result = read_result(workdir)
+  result = run_result(results_dir, run.run_id, published)
   if result and result.get("status") in ("done", "failed"):
     return result["status"]
   return "pending"
@@ -70,8 +70,18 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
       ray.init(address=address, log_to_driver=False)
   results_dir = Path(results_dir)
   (results_dir / "runs").mkdir(parents=True, exist_ok=True)
-  _prepare_data(spec, results_dir)
-  rows = write_table(results_dir, spec.runs)
+  published = spec.publish_dir
+  state = lambda results_dir, run: run_state(results_dir, run, published)
+  todo_states = ("pending", "failed") if retry_failed else ("pending",)
+  if any(state(results_dir, r) in todo_states for r in spec.runs):
+    _prepare_data(spec, results_dir)
+  if published is not None:  # Runs that finished before publication existed, or just before a kill.
+    for run in spec.runs:
+      local = read_result(results_dir / "runs" / run.run_id)
+      if local and local.get("status") == "done" and not (
+          published / "runs" / run.run_id / "result.json").exists():
+        publish_run(results_dir, run.run_id, published)
+  rows = write_table(results_dir, spec.runs, published)
   bar = live = None
   if progress:
     from tqdm import tqdm
@@ -79,11 +89,10 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
     from parscale_jax.sweep.progress import SweepProgress
     finished = sum(r["status"] in ("done", "failed") for r in rows)
     bar = tqdm(total=len(spec.runs), initial=finished, desc=f"sweep {spec.name}", unit="run")
-    live = SweepProgress(spec.runs, results_dir, run_state)
+    live = SweepProgress(spec.runs, results_dir, state)
   try:
     for stage in spec.stages:
-      todo = [r for r in spec.runs if r.stage == stage and
-              run_state(results_dir, r) in (("pending", "failed") if retry_failed else ("pending",))]
+      todo = [r for r in spec.runs if r.stage == stage and state(results_dir, r) in todo_states]
       if not todo:
         continue
       for result in _execute(todo, spec, results_dir, retry_failed, ray):
@@ -91,7 +100,9 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
           if bar is not None:
             bar.set_postfix_str(live.summary())
           continue
-        write_table(results_dir, spec.runs)
+        if published is not None and result.get("status") == "done" and not result.get("skipped"):
+          publish_run(results_dir, result["run_id"], published)
+        write_table(results_dir, spec.runs, published)
         if bar is not None:
           bar.set_postfix_str(live.summary())
         if result.get("skipped"):
@@ -105,7 +116,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   finally:
     if bar is not None:
       bar.close()
-  rows = write_table(results_dir, spec.runs)
+  rows = write_table(results_dir, spec.runs, published)
   if analyze:
     from parscale_jax.sweep.report import analyze_sweep
     analyze_sweep(spec, results_dir, rows, log=log)

@@ -6,11 +6,17 @@
     grid:                            # the cartesian product of these axes
       model.size: [cpu-55k, cpu-100k]
       model.P: [1, 2, 4]
+    variants:                        # optional: named sets of overrides, a grid axis `variant`
+      prefix: {model.P: 1, model.single_stream_prefix: true}
+      P4_mlp: {model.P: 4, model.prefix_param: mlp}
     stages:                          # optional instead of set/grid: stages run in order
       - {name: pretrain, grid: {...}, set: {...}}
       - {name: continue, grid: {...}, set: {...}, init_from_stage: pretrain}
     executor: {workers: 2, threads_per_worker: 1}
-    analysis: {bootstrap: 1000, group_by: stage, fit_stages: [...]}
+    analysis: {bootstrap: 1000, group_by: stage, fit_stages: [...], publish: ../analysis/results/quick}
+
+A `variant` axis runs configurations that no cartesian grid gives (P = 1 beside P = 4 with each
+prefix form) in one pool, ordered with the other axes, where stages would run one after another.
 
 A run's id joins its grid values in sorted key order (`P=2_size=cpu-55k`), so ids do
 not depend on the order of the axes and stay the same when an axis gains values. Runs start in
@@ -21,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +58,11 @@ class AnalysisConfig:
   # Folder, relative to the sweep file, that receives table.csv, report.md and the fit after the
   # sweep (e.g. ../analysis/results/cpu, which the notebooks load); None: results stay in place.
   publish: str | None = None
+  # Pairs of variants [A, B] (the grid's `variant` axis): A minus B paired by seed at each setting
+  # of the other axes, with its 95 % interval, in the report.
+  contrasts: tuple[tuple[str, ...], ...] = ()
+  # Fit the law; false for sweeps whose axes are no N x P grid (variant ablations).
+  fit: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +97,13 @@ class SweepSpec:
   executor: ExecutorConfig
   analysis: AnalysisConfig
 
+  @property
+  def publish_dir(self) -> Path | None:
+    """Where the report and the finished runs are published (analysis.publish), or None."""
+    if not self.analysis.publish:
+      return None
+    return Path(os.path.normpath(self.path.parent / self.analysis.publish))
+
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
@@ -112,7 +131,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
   """Parses and fully validates a sweep file: every run's config is parsed here."""
   path = Path(path)
   raw = load_yaml(path)
-  known = {"name", "base", "set", "grid", "stages", "executor", "analysis", "description"}
+  known = {"name", "base", "set", "grid", "stages", "variants", "executor", "analysis",
+           "description"}
   unknown = sorted(set(raw) - known)
   if unknown:
     raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
@@ -129,6 +149,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
   names = [s.name for s in stages]
   if len(set(names)) != len(names):
     raise ConfigError(f"{path}: stage names repeat: {names}")
+  variants = raw.get("variants") or {}
+  if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+    raise ConfigError(f"{path}: 'variants' must map each name to a mapping of overrides")
   runs: list[RunSpec] = []
   by_stage: dict[str, list[RunSpec]] = {}
   for stage in stages:
@@ -138,7 +161,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
     for values in _grid(stage.name, stage.grid):
       config = copy.deepcopy(base)
       for key, value in {**stage.set, **values}.items():
-        set_nested(config, key, value)
+        if key != "variant":
+          set_nested(config, key, value)
+          continue
+        if value not in variants:
+          raise ConfigError(f"{path}: grid variant {value!r} is not defined under 'variants' "
+                            f"(defined: {', '.join(map(str, variants)) or 'none'})")
+        for v_key, v_value in variants[value].items():
+          set_nested(config, v_key, v_value)
       rid = run_id(stage.name, values)
       parent = None
       if stage.init_from_stage:
@@ -155,6 +185,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     raise ConfigError(f"{path}: two runs share an id; make the grids of the stages differ")
   executor = from_dict(ExecutorConfig, raw.get("executor") or {}, prefix="executor.")
   analysis = from_dict(AnalysisConfig, raw.get("analysis") or {}, prefix="analysis.")
+  for pair in analysis.contrasts:
+    if len(pair) != 2 or any(v not in variants for v in pair):
+      raise ConfigError(f"{path}: analysis.contrasts entry {list(pair)} must name two variants "
+                        f"(defined: {', '.join(map(str, variants)) or 'none'})")
   bad = [s for s in analysis.fit_stages if s not in names]
   if bad:
     raise ConfigError(f"{path}: analysis.fit_stages names unknown stage {bad[0]!r}")

@@ -24,6 +24,30 @@ def read_result(workdir: Path) -> dict | None:
     return None  # Cut by a kill mid-write of an older version; the run is redone.
 
 
+PUBLISHED_FILES = ("result.json", "metrics.jsonl", "config.yaml", "diversity.json")
+
+
+def run_result(results_dir: Path, run_id: str, published: Path | None = None) -> dict | None:
+  """A run's result: its workdir's, or where that is not done, the published copy's if that one is
+  (a fresh clone of a repository has the published runs and none of the workdirs)."""
+  local = read_result(Path(results_dir) / "runs" / run_id)
+  if published is not None and (local is None or local.get("status") != "done"):
+    copy = read_result(published / "runs" / run_id)
+    if copy and copy.get("status") == "done":
+      return copy
+  return local
+
+
+def publish_run(results_dir: Path, run_id: str, published: Path) -> None:
+  """Copies a finished run's small files (not checkpoints or the model) under published/runs/,
+  each written atomically, so that a sweep can be resumed from a clone of the repository."""
+  source, target = Path(results_dir) / "runs" / run_id, published / "runs" / run_id
+  target.mkdir(parents=True, exist_ok=True)
+  for name in PUBLISHED_FILES:
+    if (source / name).exists():
+      write_text_atomic(target / name, (source / name).read_text())
+
+
 def table_row(run: RunSpec, result: dict | None) -> dict:
   result = result or {}
   # The preset the sweep names (a stage may override some of its fields), else the trainer's match.
@@ -42,8 +66,9 @@ def table_row(run: RunSpec, result: dict | None) -> dict:
   return row
 
 
-def write_table(results_dir: Path, runs: tuple[RunSpec, ...]) -> list[dict]:
-  rows = [table_row(r, read_result(results_dir / "runs" / r.run_id)) for r in runs]
+def write_table(results_dir: Path, runs: tuple[RunSpec, ...],
+                published: Path | None = None) -> list[dict]:
+  rows = [table_row(r, run_result(results_dir, r.run_id, published)) for r in runs]
   columns = list(COLUMNS) + sorted({k for row in rows for k in row} - set(COLUMNS))
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")

@@ -28,13 +28,29 @@ def checkpoint_folder(path: str | Path) -> Path:
   return path
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: int = 8) -> dict:
-  """Mean next-token loss (nats per token) over data's validation rows, bits per byte, tokens/s."""
+def _load(checkpoint: str | Path, data: DataConfig):
+  """(folder, model, data with the folder's own tokenizer where it has one)."""
   folder = checkpoint_folder(checkpoint)
   if data.tokenizer == "byte" and (folder / "tokenizer.json").exists():
     data = dataclasses.replace(data, tokenizer=f"hf:{folder / 'tokenizer.json'}")
   model = load_pretrained(folder)
   check_vocabulary(data.tokenizer, model.config.vocab_size, "the checkpoint's vocabulary")
+  return folder, model, data
+
+
+def diversity_checkpoint(checkpoint: str | Path, data: DataConfig, alpha: float,
+                         batch_size: int = 8) -> dict:
+  """stream_diversity of a run or Hugging Face folder over data's validation rows."""
+  from parscale_jax.train.diversity import stream_diversity
+
+  folder, model, data = _load(checkpoint, data)
+  return {"checkpoint": str(folder), "source": data.source,
+          **stream_diversity(model, validation_rows(data), alpha, batch_size)}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: int = 8) -> dict:
+  """Mean next-token loss (nats per token) over data's validation rows, bits per byte, tokens/s."""
+  folder, model, data = _load(checkpoint, data)
   rows = validation_rows(data)
   graphdef, params, rest = split_model(model, freeze_backbone=False)
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef))

@@ -23,7 +23,8 @@ def lr_schedule(config: OptimConfig, steps: int) -> optax.Schedule:
       boundaries=[max(warmup, 1), max(warmup, 1) + stable])
 
 
-PREFIX_NAMES = ("prefix_k", "prefix_v")
+# The prefix and its reparameterisation (model.prefix_param: mlp): what prefix_lr_scale scales.
+PREFIX_NAMES = ("prefix_k", "prefix_v", "prefix_mlp")
 
 
 def _names(path) -> list[str]:

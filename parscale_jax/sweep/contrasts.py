@@ -1,0 +1,107 @@
+"""Variant contrasts of a sweep (analysis.contrasts): A minus B paired by seed at each setting of
+the other grid axes, and the stream diversity (rho) of its P > 1 runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from parscale_jax.analysis.stats import mean_se_interval, paired_differences
+
+_PAIRING_AXES = ("grid.variant", "grid.seed")
+
+
+def _setting(row: dict) -> tuple:
+  """The row's grid values other than its variant and seed, as sorted (axis, value) pairs."""
+  return tuple(sorted((k[5:], row[k]) for k in row
+                      if k.startswith("grid.") and k not in _PAIRING_AXES and row[k] not in (None, "")))
+
+
+def _label(setting: tuple) -> str:
+  return ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in setting) or "all"
+
+
+def contrast_table(rows: list[dict], contrasts) -> str:
+  """Markdown: per contrast and setting, the mean paired difference ± SE [95 % t interval] and n;
+  a contrast's pooled line joins the settings that differ only in model.size."""
+  done = [r for r in rows if r["status"] == "done" and r.get("grid.variant")]
+  losses: dict[tuple, dict[str, dict]] = {}
+  for r in done:
+    losses.setdefault(_setting(r), {}).setdefault(r["grid.variant"], {})[r["seed"]] = r["loss"]
+  lines = ["| A − B | setting | mean ± SE [95 % interval] | n |", "|---|---|---|---|"]
+  for a, b in contrasts:
+    pooled: dict[tuple, list[np.ndarray]] = {}
+    for setting in sorted(losses, key=str):
+      cell = losses[setting]
+      if a not in cell or b not in cell:
+        continue
+      diffs = paired_differences(cell[a], cell[b])
+      if len(diffs):
+        lines.append(f"| {a} − {b} | {_label(setting)} | {mean_se_interval(diffs)} | {len(diffs)} |")
+        pooled.setdefault(tuple((k, v) for k, v in setting if k != "model.size"), []).append(diffs)
+    for others, parts in pooled.items():
+      if len(parts) > 1:  # Several sizes: one pair per (size, seed).
+        diffs = np.concatenate(parts)
+        lines.append(f"| {a} − {b} | {_label(others)}, sizes pooled | {mean_se_interval(diffs)} | "
+                     f"{len(diffs)} |")
+  return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def diversity_table(rows: list[dict], results_dir: Path, published: Path | None) -> str:
+  """Markdown: rho, the spread of the streams' own losses and the predicted multiplier per setting
+  and variant, mean ± SE over the seeds whose runs have a diversity.json."""
+  cells: dict[tuple, list[dict]] = {}
+  for r in rows:
+    if r["status"] != "done" or not r.get("grid.variant"):
+      continue
+    doc = None
+    for base in (Path(results_dir), published):
+      path = None if base is None else base / "runs" / r["run_id"] / "diversity.json"
+      if path is not None and path.exists():
+        doc = json.loads(path.read_text())
+        break
+    if doc is not None:
+      cells.setdefault((_label(_setting(r)), r["grid.variant"]), []).append(doc)
+  if not cells:
+    return ""
+  lines = ["| setting | variant | rho | best stream − aggregate loss | predicted N multiplier | n |",
+           "|---|---|---|---|---|---|"]
+  for (setting, variant), docs in sorted(cells.items()):
+    rho = [d["rho"] for d in docs]
+    gap = [min(d["stream_losses"]) - d["aggregate_loss"] for d in docs]
+    mult = [d["predicted_multiplier"] for d in docs]
+    fmt = lambda v: f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1) / np.sqrt(len(v)):.4f}"
+                                           if len(v) > 1 else "")
+    lines.append(f"| {setting} | {variant} | {fmt(rho)} | {fmt(gap)} | {fmt(mult)} | {len(docs)} |")
+  return "\n".join(lines)
+
+
+DIVERSITY_TOKENS = 65536  # Validation tokens per run: rho's SE over tokens is far below its seed SD.
+
+
+def measure_diversity(spec, results_dir: Path, rows: list[dict], published: Path | None,
+                      log=print) -> None:
+  """Writes diversity.json (stream losses, rho) beside each finished P > 1 run that has its final
+  model here and no diversity.json yet, and publishes it with the run."""
+  import dataclasses
+
+  from parscale_jax.analysis.results import paper_law
+  from parscale_jax.sweep.table import publish_run
+  from parscale_jax.train.evaluate import diversity_checkpoint
+
+  alpha = None
+  by_id = {r.run_id: r for r in spec.runs}
+  for row in rows:
+    workdir = Path(results_dir) / "runs" / row["run_id"]
+    if (row["status"] != "done" or (row.get("P") or 1) < 2 or (workdir / "diversity.json").exists()
+        or not (workdir / "final" / "config.json").exists()):
+      continue
+    alpha = alpha or paper_law().alpha
+    data = by_id[row["run_id"]].train_config(Path(results_dir)).data
+    data = dataclasses.replace(data, val_tokens=min(data.val_tokens, DIVERSITY_TOKENS))
+    doc = diversity_checkpoint(workdir, data, alpha)
+    (workdir / "diversity.json").write_text(json.dumps(doc, indent=1) + "\n")
+    log(f"{row['run_id']}: rho={doc['rho']:.4f}")
+    if published is not None:
+      publish_run(results_dir, row["run_id"], published)
