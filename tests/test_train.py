@@ -62,8 +62,11 @@ def test_train_end_to_end_loss_falls(tmp_path, data_dir):
   assert (tmp_path / "run" / "result.json").read_text() == before
 
 
-def test_resume_after_sigkill_is_exact(tmp_path, data_dir):
-  cfg = _write(tmp_path, tiny_train_dict(data_dir, checkpoint_every=5))
+@pytest.mark.parametrize("prefix_param", ["raw", "mlp"])
+def test_resume_after_sigkill_is_exact(tmp_path, data_dir, prefix_param):
+  cfg = _write(tmp_path, tiny_train_dict(data_dir, checkpoint_every=5,
+                                         model={"prefix_param": prefix_param, "prefix_mlp_dim": 8,
+                                                "prefix_mlp_hidden": 16}))
   ref = _cli("train", str(cfg), "--workdir", str(tmp_path / "ref"), "--no-progress")
   killed = _cli("train", str(cfg), "--workdir", str(tmp_path / "killed"), "--no-progress")
   ckpt = tmp_path / "killed" / "checkpoints"

@@ -28,6 +28,20 @@ def _run(args) -> None:
     print(f"report: {results / 'report.md'}")
 
 
+def _report(args) -> None:
+  from parscale_jax.sweep.runner import report_sweep
+  from parscale_jax.sweep.spec import load_sweep
+
+  spec = load_sweep(args.file)
+  results = _results(args, spec)
+  rows = report_sweep(spec, results)
+  done = sum(r["status"] == "done" for r in rows)
+  print(f"{done}/{len(rows)} runs done")
+  print(f"report: {results / 'report.md'}")
+  if spec.publish_dir is not None:
+    print(f"published: {spec.publish_dir}")
+
+
 def _status(args) -> None:
   from parscale_jax.sweep.runner import run_state
   from parscale_jax.sweep.spec import load_sweep
@@ -65,6 +79,11 @@ def register(sub) -> None:
   run.add_argument("--no-progress", action="store_true")
   run.add_argument("--no-analysis", action="store_true", help="skip the fit, plots and report")
   run.set_defaults(func=_run)
+  report = verbs.add_parser("report", help="table, report and publication of the runs finished "
+                                           "so far, without training (a running sweep goes on)")
+  report.add_argument("file")
+  report.add_argument("--results", help="results directory (default: results/<sweep name>)")
+  report.set_defaults(func=_report)
   status = verbs.add_parser("status", help="done / running / failed / pending per run")
   status.add_argument("file")
   status.add_argument("--results")

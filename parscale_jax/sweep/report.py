@@ -1,7 +1,6 @@
 """After a sweep: the fit, plots and report, and their publication where the notebook reads them."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,10 +11,6 @@ from parscale_jax.sweep.contrasts import contrast_table, diversity_table, measur
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
-  from parscale_jax.analysis.fit_table import fit_table
-  from parscale_jax.analysis.plots import plot_all
-  from parscale_jax.analysis.report import fit_markdown
-  from parscale_jax.analysis.results import FitResult
   from parscale_jax.sweep.calibration import settings_table
   from parscale_jax.sweep.curves import plot_curves
 
@@ -46,7 +41,7 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
     text += ["## Grid axes compared", "", by_axis]
   if spec.analysis.contrasts:
     measure_diversity(spec, results_dir, rows, spec.publish_dir, log)
-    text += ["## Variants compared", "", "Validation loss (nats per byte) of A minus B, paired by "
+    text += ["## Variants compared", "", "Validation loss (nats per token) of A minus B, paired by "
              "seed; ± is the standard error over pairs, the interval Student's t at 95 %.", "",
              contrast_table(rows, spec.analysis.contrasts), ""]
     diversity = diversity_table(rows, results_dir, spec.publish_dir)
@@ -56,26 +51,12 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
                "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity, ""]
   if plot_curves(results_dir, rows, results_dir):
     text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
-  fit_dir = results_dir / "fit"
-  try:
-    if not spec.analysis.fit:
-      raise UserError("analysis.fit is false for this sweep")
-    # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
-    # say, learning rate are never averaged as if they were seeds.
-    fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]
-    several = len({r["setting"] for r in fit_rows}) > 1
-    doc = fit_table(fit_rows, fit_dir, group_by="setting" if several else None,
-                    n_bootstrap=spec.analysis.bootstrap, weights=spec.analysis.weights,
-                    n_column=spec.analysis.n_column, log=log)
-    plot_all(FitResult(doc), fit_dir)
-    text += ["", "## Fitted law", "", fit_markdown(doc, plots_dir="fit")]
-  except UserError as e:
-    text += ["", f"No fit: {e}"]
-    log(f"no fit: {e}")
+  if spec.analysis.fit:
+    text += _fit_section(spec, results_dir / "fit", fit_rows, log)
   report = results_dir / "report.md"
   report.write_text("\n".join(text) + "\n")
-  if spec.analysis.publish:
-    publish(results_dir, Path(os.path.normpath(spec.path.parent / spec.analysis.publish)), log)
+  if spec.publish_dir is not None:
+    publish(results_dir, spec.publish_dir, log)
   return report
 
 
@@ -97,3 +78,25 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
   for path in plots:
     shutil.copy2(path, target / path.name)
   log(f"published: {target}")
+
+
+def _fit_section(spec, fit_dir: Path, fit_rows: list[dict], log) -> list[str]:
+  """The fitted law's report lines, or the reason there is none."""
+  from parscale_jax.analysis.fit_table import fit_table
+  from parscale_jax.analysis.plots import plot_all
+  from parscale_jax.analysis.report import fit_markdown
+  from parscale_jax.analysis.results import FitResult
+
+  # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
+  # say, learning rate are never averaged as if they were seeds.
+  fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]
+  several = len({r["setting"] for r in fit_rows}) > 1
+  try:
+    doc = fit_table(fit_rows, fit_dir, group_by="setting" if several else None,
+                    n_bootstrap=spec.analysis.bootstrap, weights=spec.analysis.weights,
+                    n_column=spec.analysis.n_column, log=log)
+    plot_all(FitResult(doc), fit_dir)
+  except UserError as e:
+    log(f"no fit: {e}")
+    return ["", f"No fit: {e}"]
+  return ["", "## Fitted law", "", fit_markdown(doc, plots_dir="fit")]

@@ -75,12 +75,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   todo_states = ("pending", "failed") if retry_failed else ("pending",)
   if any(state(results_dir, r) in todo_states for r in spec.runs):
     _prepare_data(spec, results_dir)
-  if published is not None:  # Runs that finished before publication existed, or just before a kill.
-    for run in spec.runs:
-      local = read_result(results_dir / "runs" / run.run_id)
-      if local and local.get("status") == "done" and not (
-          published / "runs" / run.run_id / "result.json").exists():
-        publish_run(results_dir, run.run_id, published)
+  publish_finished(spec, results_dir)
   rows = write_table(results_dir, spec.runs, published)
   bar = live = None
   if progress:
@@ -120,6 +115,31 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   if analyze:
     from parscale_jax.sweep.report import analyze_sweep
     analyze_sweep(spec, results_dir, rows, log=log)
+  return rows
+
+
+def publish_finished(spec: SweepSpec, results_dir: Path) -> None:
+  """Publishes every finished run not yet published: runs that finished before the sweep had a
+  publish folder, in another process, or just before a kill."""
+  published = spec.publish_dir
+  if published is None:
+    return
+  for run in spec.runs:
+    local = read_result(results_dir / "runs" / run.run_id)
+    if local and local.get("status") == "done" and not (
+        published / "runs" / run.run_id / "result.json").exists():
+      publish_run(results_dir, run.run_id, published)
+
+
+def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file=sys.stderr)):
+  """The table, report and publication of the runs finished so far; trains nothing (a sweep
+  still running elsewhere keeps going)."""
+  results_dir = Path(results_dir)
+  (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+  publish_finished(spec, results_dir)
+  rows = write_table(results_dir, spec.runs, spec.publish_dir)
+  from parscale_jax.sweep.report import analyze_sweep
+  analyze_sweep(spec, results_dir, rows, log=log)
   return rows
 
 

@@ -1,0 +1,117 @@
+"""Sweeps beyond a grid: the variant axis, paired contrasts with intervals, and finished runs
+published with the sweep so that a fresh clone of the repository does not train them again."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from parscale_jax.configlib import ConfigError
+from parscale_jax.sweep.report import analyze_sweep
+from parscale_jax.sweep.spec import load_sweep
+
+from conftest import REPO, tiny_train_dict
+
+VARIANTS = {"P1": {"model.P": 1}, "prefix": {"model.P": 1, "model.single_stream_prefix": True,
+                                              "export_final": False},
+            "P2_mlp": {"model.P": 2, "model.prefix_param": "mlp", "optim.prefix_lr_scale": 0.1}}
+
+
+def _write(tmp_path, data_dir, **sweep):
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 4)
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  doc = {"name": "v", "base": "base.yaml", "variants": VARIANTS,
+         "grid": {"seed": [0, 1], "variant": ["P2_mlp", "prefix", "P1"]},
+         "analysis": {"fit": False, "contrasts": [["P2_mlp", "P1"], ["prefix", "P1"]]}}
+  doc.update(sweep)
+  (tmp_path / "v.yaml").write_text(yaml.safe_dump(doc))
+  return tmp_path / "v.yaml"
+
+
+def test_variants_expand_to_their_overrides_and_are_validated(tmp_path, data_dir):
+  spec = load_sweep(_write(tmp_path, data_dir))
+  assert [r.run_id for r in spec.runs][:3] == ["seed=0_variant=P2_mlp", "seed=0_variant=prefix",
+                                               "seed=0_variant=P1"]
+  by_id = {r.run_id: r.train_config(tmp_path) for r in spec.runs}
+  mlp = by_id["seed=1_variant=P2_mlp"]
+  assert (mlp.model.P, mlp.model.prefix_param, mlp.optim.prefix_lr_scale, mlp.seed) == (2, "mlp", 0.1, 1)
+  assert by_id["seed=0_variant=prefix"].model.single_stream_prefix
+  assert by_id["seed=0_variant=P1"].model.prefix_param == "raw"
+  with pytest.raises(ConfigError, match="grid variant 'P4' is not defined"):
+    load_sweep(_write(tmp_path, data_dir, grid={"variant": ["P1", "P4"]}))
+  with pytest.raises(ConfigError, match=r"contrasts entry \['P1', 'P8'\] must name two variants"):
+    load_sweep(_write(tmp_path, data_dir, analysis={"contrasts": [["P1", "P8"]]}))
+
+
+def test_contrasts_are_paired_by_seed_with_t_intervals(tmp_path, data_dir):
+  spec = load_sweep(_write(tmp_path, data_dir))
+  rng = np.random.default_rng(0)
+  rows, shift = [], {"P1": 0.0, "prefix": -0.01, "P2_mlp": -0.03}
+  for size in ("l4-50k", "l4-200k"):
+    for seed in range(3):
+      seed_effect = rng.normal(0, 0.05)  # Shared by a seed's variants: pairing removes it.
+      for variant, d in shift.items():
+        rows.append({"run_id": f"{size}{seed}{variant}", "stage": "main", "size": size, "P": 1,
+                     "N": 1e5, "seed": seed, "status": "done", "grid.model.size": size,
+                     "grid.seed": seed, "grid.variant": variant,
+                     "loss": 1.5 + seed_effect + d + rng.normal(0, 1e-3)})
+  results = tmp_path / "results"
+  results.mkdir()
+  report = analyze_sweep(spec, results, rows, log=lambda s: None).read_text()
+  lines = [l for l in report.splitlines() if l.startswith("| P2_mlp − P1 |")]
+  assert len(lines) == 3  # Each size, and both pooled.
+  pooled = next(l for l in lines if "sizes pooled" in l)
+  cell = pooled.split("|")[3]  # "-0.0300 ± 0.0004 [-0.0310, -0.0290]"
+  mean = float(cell.split("±")[0])
+  lo, hi = (float(x) for x in cell.split("[")[1].split("]")[0].split(","))
+  assert mean == pytest.approx(-0.03, abs=2e-3) and lo < -0.03 < hi and hi < 0
+  assert pooled.rstrip().endswith("| 6 |")
+  assert "No fit" not in report
+
+
+def _git(cwd, *args):
+  subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                 env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                      "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
+
+
+def _parscale(cwd, *args):
+  return subprocess.run([sys.executable, "-m", "parscale_jax.cli", *args], cwd=cwd,
+                        capture_output=True, text=True)
+
+
+def test_published_runs_count_as_done_in_a_fresh_clone(tmp_path, data_dir):
+  repo = tmp_path / "repo"
+  (repo / "sweeps").mkdir(parents=True)
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 3, model={"P": 1})
+  (repo / "sweeps" / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": "pub", "base": "base.yaml", "grid": {"model.hidden_size": [32, 48]},
+           "analysis": {"fit": False, "publish": "../analysis/results/pub"}}
+  (repo / "sweeps" / "pub.yaml").write_text(yaml.safe_dump(sweep))
+  out = _parscale(repo, "sweep", "run", "sweeps/pub.yaml", "--no-progress")
+  assert out.returncode == 0, out.stderr
+  published = repo / "analysis" / "results" / "pub" / "runs"
+  assert sorted(p.name for p in published.iterdir()) == ["hidden_size=32", "hidden_size=48"]
+  files = sorted(p.name for p in (published / "hidden_size=32").iterdir())
+  assert files == ["config.yaml", "metrics.jsonl", "result.json"]  # No checkpoints, no model.
+  losses = {p.name: json.loads((p / "result.json").read_text())["eval_loss"] for p in published.iterdir()}
+
+  (repo / ".gitignore").write_text("/results/\n")
+  _git(repo, "init", "-q")
+  _git(repo, "add", "-A")
+  _git(repo, "commit", "-qm", "runs")
+  clone = tmp_path / "clone"
+  _git(tmp_path, "clone", "-q", str(repo), str(clone))
+  assert not (clone / "results").exists()
+  status = _parscale(clone, "sweep", "status", "sweeps/pub.yaml")
+  assert status.returncode == 0, status.stderr
+  assert "done: 2" in status.stdout and f"{losses['hidden_size=48']:.4f}" in status.stdout
+  again = _parscale(clone, "sweep", "run", "sweeps/pub.yaml", "--no-progress")
+  assert again.returncode == 0, again.stderr
+  assert "2/2 runs done" in again.stdout
+  trained = [p for p in (clone / "results" / "pub" / "runs").glob("*/metrics.jsonl")]
+  assert trained == []
+  table = (clone / "results" / "pub" / "table.csv").read_text()
+  assert f"{losses['hidden_size=32']}" in table
