@@ -11,8 +11,11 @@ def __getattr__(name: str):
   if name in _MODEL_EXPORTS:
     import parscale_jax.model
     return getattr(parscale_jax.model, name)
+  if name == "get_tokenizer":
+    from parscale_jax.data.tokenizer import get_tokenizer
+    return get_tokenizer
   raise AttributeError(f"module 'parscale_jax' has no attribute {name!r}")
 
 
 def __dir__():
-  return sorted([*globals(), *_MODEL_EXPORTS])
+  return sorted([*globals(), *_MODEL_EXPORTS, "get_tokenizer"])

@@ -17,7 +17,10 @@ def _fit(args) -> None:
   if (args.input is None) == (args.reference is None):
     raise UserError("give an INPUT table or --reference paper (one of them)")
   source = "paper" if args.reference else args.input
-  out = Path(args.out)
+  if args.out:
+    out = Path(args.out)
+  else:  # Beside the table, or results/paper for the paper's.
+    out = Path("results") / "paper" if args.reference else Path(args.input).parent / "fit"
   doc = fit_table(source, out, args.group_by, args.bootstrap, args.weights, args.seed,
                   n_column=args.n_column, log=lambda s: print(s, file=sys.stderr))
   if not args.no_plots:
@@ -52,7 +55,8 @@ def register(sub) -> None:
                  help="the parameter count to fit against: N (non-embedding, ParScale's prefix and "
                       "aggregator included, as the paper counts) or N_backbone (without them)")
   p.add_argument("--no-plots", action="store_true", help="write fit.json only")
-  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--out", help="output directory (default: fit/ beside INPUT; results/paper for "
+                              "--reference paper)")
   p.set_defaults(func=_fit)
 
   q = sub.add_parser("plot", help="plot a fit.json (PNG and PDF)")

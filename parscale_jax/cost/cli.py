@@ -109,19 +109,14 @@ def register(sub) -> None:
 def _plan(args) -> None:
   import numpy as np
 
-  from parscale_jax.analysis.results import load_fit
+  from parscale_jax.analysis.results import load_fit, paper_fit
   from parscale_jax.cost.devices import DEVICES, measure_cpu
   from parscale_jax.cost.model import Workload
   from parscale_jax.cost.plan import Constraint, plan
   from parscale_jax.model.config import preset
 
   if args.fit == "paper":
-    committed = Path(__file__).resolve().parents[2] / "analysis" / "results" / "paper" / "fit.json"
-    if committed.exists():  # A checkout: the committed refit, with its 1000 bootstrap draws.
-      doc = load_fit(committed).doc
-    else:
-      from parscale_jax.analysis.fit_table import fit_table
-      doc = fit_table("paper", n_bootstrap=200, compare=False, log=lambda s: None)
+    doc = paper_fit().doc
     group = args.dataset or "stack-v2-python"
   else:
     doc = load_fit(args.fit).doc
@@ -130,14 +125,23 @@ def _plan(args) -> None:
     from parscale_jax.errors import UserError
     raise UserError(f"the fit has no group {group!r} (groups: {', '.join(doc['groups'])}); use --dataset")
   g = doc["groups"][group]
+  max_fitted = max(p["P"] for p in g["points"])
+  Ps = args.P or (1, 2, 4, 8, 16, 32)
+  beyond = sorted(p for p in Ps if p > max_fitted)
+  if beyond and args.P and not args.extrapolate:
+    from parscale_jax.errors import UserError
+    raise UserError(f"--P {','.join(map(str, beyond))} lies beyond the fitted P <= {max_fitted:g}; "
+                    f"add --extrapolate to consider it")
+  if not args.extrapolate:
+    Ps = tuple(p for p in Ps if p <= max_fitted)
   samples = np.asarray(g.get("bootstrap", {}).get("samples", [])) if g.get("bootstrap") else None
   device = measure_cpu() if args.device == "cpu" else DEVICES[args.device]
   constraint = Constraint(args.max_memory_gb, args.max_latency_ms, args.target_loss, args.train_flops,
                           args.train_tokens)
   workload = Workload(args.batch, args.input_tokens, args.output_tokens, prefix_mode=args.prefix_mode)
   result = plan([g[k] for k in ("E", "A", "alpha", "k")], preset(args.size, prefix_tokens=48), device,
-                constraint, samples=samples, Ps=args.P, workload=workload,
-                fit_source=f"{args.fit}, {group}", max_fitted_P=max(p["P"] for p in g["points"]))
+                constraint, samples=samples, Ps=Ps, workload=workload,
+                fit_source=f"{args.fit}, {group}", max_fitted_P=max_fitted)
   if args.plot:
     from parscale_jax.cost.plot import plot_plan
     for path in plot_plan(result, Path(args.plot)):
@@ -149,7 +153,8 @@ def _plan(args) -> None:
   ci = f" [{r.loss_ci95[0]:.4f}, {r.loss_ci95[1]:.4f}]" if r.loss_ci95 else ""
   print(f"Recommended: N = {r.N / 1e9:.3g}B (hidden {r.hidden}, {r.layers} layers) at P = {r.P}: "
         f"predicted loss {r.loss:.4f}{ci}, {r.memory_gb:.2f} GB, prefill {r.prefill_ms:.1f} ms, "
-        f"decode {r.decode_ms:.2f} ms/token" + (f", {r.train_flops:.3g} training FLOPs" if r.train_flops else ""))
+        f"decode {r.decode_ms:.2f} ms/token" + (f", {r.train_flops:.3g} training FLOPs" if r.train_flops else "")
+        + (f"  [EXTRAPOLATED: the law was fitted on P <= {max_fitted:g}]" if result.extrapolated else ""))
   if result.comparison:
     print(f"Runner-up:   {result.comparison}")
   print(f"Pareto front (loss, memory, latency): {len(result.front)} models; law from {args.fit} ({group}), "
@@ -175,7 +180,10 @@ def register_plan(sub) -> None:
   budget.add_argument("--target-loss", type=positive_float, help="reach it at the lowest latency")
   budget.add_argument("--train-flops", type=positive_float, help="training compute (with --train-tokens)")
   p.add_argument("--train-tokens", type=positive_float, help="training tokens, for FLOPs")
-  p.add_argument("--P", type=positive_ints, default="1,2,4,8,16", help="stream counts to consider")
+  p.add_argument("--P", type=positive_ints,
+                 help="stream counts to consider (default: those up to the largest P fitted)")
+  p.add_argument("--extrapolate", action="store_true",
+                 help="also consider P beyond the fitted range (default list up to 32)")
   p.add_argument("--plot", help="directory for the Pareto-front plot (PNG and PDF)")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   p.set_defaults(func=_plan)

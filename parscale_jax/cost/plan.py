@@ -70,9 +70,10 @@ class Plan:
   flip_share: float | None  # Share of bootstrap fits in which the runner-up would be chosen.
   front: list[Candidate]  # Pareto front: no candidate is better on loss, memory and latency.
   assumptions: dict
+  extrapolated: bool = False  # The recommendation's P lies beyond the P the law was fitted on.
 
   def as_dict(self) -> dict:
-    return {"recommended": self.recommended.as_dict(),
+    return {"recommended": self.recommended.as_dict(), "extrapolated": self.extrapolated,
             "runner_up": self.runner_up.as_dict() if self.runner_up else None,
             "comparison": self.comparison, "flip_share": self.flip_share,
             "front": [c.as_dict() for c in self.front], "assumptions": self.assumptions}
@@ -176,13 +177,11 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
     if flip > 0.05:
       comparison += (f"; within the fit's uncertainty the choice flips ({100 * flip:.0f} % of "
                      f"bootstrap fits)")
-  if max_fitted_P is not None and best.P > max_fitted_P:
-    comparison += (f"; P = {best.P} lies beyond the fitted data (P <= {max_fitted_P:g}): "
-                   f"an extrapolation of the law")
+  extrapolated = max_fitted_P is not None and best.P > max_fitted_P
   assumptions = {"device": dataclasses.asdict(device), "workload": dataclasses.asdict(workload),
                  "seq_len": seq_len, "constraint": dataclasses.asdict(constraint), "P": list(Ps),
                  "family": {"layers": base.num_layers, "heads": base.num_heads,
                             "kv_heads": base.num_kv_heads, "vocab": base.vocab_size,
                             "prefix_tokens": base.prefix_tokens},
                  "fit": fit_source, "max_fitted_P": max_fitted_P, "law": dict(zip(("E", "A", "alpha", "k"), theta.tolist()))}
-  return Plan(best, runner, comparison, flip, pareto_front(cands), assumptions)
+  return Plan(best, runner, comparison, flip, pareto_front(cands), assumptions, extrapolated)

@@ -63,6 +63,15 @@ class DataConfig:
       raise ConfigError(f"data.val_percent must be in (0, 100), got {self.val_percent}")
 
 
+def prepare_corpus(config: DataConfig):
+  """Builds (once) the corpus of a local source with every data.* option that shapes it, and
+  returns its builder; None for a TFDS dataset, which is read as it is."""
+  if config.source.startswith("tfds:"):
+    return None
+  return build_code_corpus(config.source, os.path.expanduser(config.data_dir), config.val_percent,
+                           config.text_key)
+
+
 def data_source(config: DataConfig, split: str):
   """A random-access source of documents (dicts with a text feature) for `split`."""
   data_dir = os.path.expanduser(config.data_dir)
@@ -73,8 +82,7 @@ def data_source(config: DataConfig, split: str):
     except Exception as e:  # tfds raises many types; the user needs the one line.
       raise UserError(f"data.source: cannot open TFDS dataset {name!r} split {split!r} in "
                       f"{data_dir}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-  builder = build_code_corpus(config.source, data_dir, config.val_percent, config.text_key)
-  return builder.as_data_source(split="train" if split == "train" else "validation")
+  return prepare_corpus(config).as_data_source(split="train" if split == "train" else "validation")
 
 
 def stored_text_key(config: DataConfig) -> str:
@@ -145,11 +153,12 @@ def _window_rows(docs: grain.MapDataset, tokenizer: Tokenizer, config: DataConfi
 MAX_VALIDATION_DOCS = 20000
 
 
-def validation_rows(config: DataConfig) -> np.ndarray:
+def validation_rows(config: DataConfig, size_option: str = "data.val_tokens") -> np.ndarray:
   """The fixed validation set, int32 [val_tokens // seq_len, seq_len + 1], drawn across the whole
   validation split: the split is packed into disjoint rows in document order; every document
   contributes the row holding its start, and the other rows are evenly spaced over the rest. The
-  same for every run, so differences between runs carry no validation sampling error."""
+  same for every run, so differences between runs carry no validation sampling error.
+  size_option: how the user set val_tokens, named when the split is too small."""
   tokenizer = get_tokenizer(config.tokenizer)
   source = data_source(config, config.val_split)
   n_rows, width = config.val_tokens // config.seq_len, config.seq_len + 1
@@ -159,8 +168,9 @@ def validation_rows(config: DataConfig) -> np.ndarray:
   stream = np.concatenate(docs) if docs else np.zeros(0, np.int32)
   n_packed = len(stream) // width
   if n_packed < n_rows:
-    raise UserError(f"data.val_tokens={config.val_tokens}: the validation split of "
-                    f"{config.source!r} holds only {n_packed * config.seq_len} tokens")
+    raise UserError(f"{size_option}={config.val_tokens}: the validation split of "
+                    f"{config.source!r} holds only {n_packed * config.seq_len} tokens; ask for "
+                    f"at most that many")
   starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
   doc_rows = np.unique(starts // width)
   doc_rows = doc_rows[doc_rows < n_packed]
@@ -181,10 +191,9 @@ def bytes_per_token(config: DataConfig, rows: np.ndarray) -> float:
 
 
 def describe_source(config: DataConfig) -> dict:
-  if config.source.startswith("tfds:"):
+  builder = prepare_corpus(config)
+  if builder is None:
     return {"source": config.source}
-  builder = build_code_corpus(config.source, os.path.expanduser(config.data_dir), config.val_percent,
-                              config.text_key)
   return dict(builder.info.metadata.get("fingerprint", {}), data_dir=str(Path(builder.data_dir)))
 
 

@@ -132,14 +132,26 @@ def _read_tensors(path: Path) -> dict[str, np.ndarray]:
   return tensors
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+  """A Hugging Face folder: `path` itself, or a finished run directory's `final/`."""
+  if not isinstance(path, (str, Path)):
+    raise CheckpointError(f"a checkpoint path must be a string or Path, got {type(path).__name__}")
+  path = Path(path).expanduser()
+  if (path / "final" / "config.json").exists():
+    return path / "final"
+  if not (path / "config.json").exists():
+    raise CheckpointError(f"{path}: neither a finished run directory nor a Hugging Face checkpoint "
+                          f"folder (no config.json)")
+  return path
+
+
 def load_pretrained(path: str | Path, **overrides) -> ParScaleLM:
-  """Loads a Hugging Face Qwen2-ParScale or plain Qwen2 checkpoint folder as a ParScaleLM.
+  """Loads a Hugging Face Qwen2-ParScale or plain Qwen2 checkpoint folder, or a finished run
+  directory's final model, as a ParScaleLM.
 
   `overrides` set ModelConfig fields that the file does not fix (e.g. stream_impl, dtype)."""
-  path = Path(path)
+  path = checkpoint_folder(path)
   config_file = path / "config.json"
-  if not config_file.exists():
-    raise CheckpointError(f"{path}: no config.json")
   try:
     hf = json.loads(config_file.read_text())
   except json.JSONDecodeError as e:

@@ -7,7 +7,10 @@ import numpy as np
 from parscale_jax.analysis.stats import standard_error, t_interval
 
 
-_ROW_AXES = ("grid.model.P", "grid.model.size", "grid.seed")
+# Axes that place a run in the N x P grid, not in a setting: P, seed and whatever sets the size.
+SHAPE_AXES = ("model.size", "model.hidden_size", "model.intermediate_size", "model.num_layers",
+              "model.num_heads", "model.num_kv_heads")
+_ROW_AXES = ("grid.model.P", "grid.seed", *(f"grid.{a}" for a in SHAPE_AXES))
 
 
 def setting_label(row: dict) -> str:

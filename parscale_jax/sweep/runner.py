@@ -32,15 +32,15 @@ def run_state(results_dir: Path, run, published: Path | None = None) -> str:
 
 def _prepare_data(spec: SweepSpec, results_dir: Path) -> None:
   """Builds each corpus once here, so that workers never race to build it."""
-  from parscale_jax.data.corpus import build_code_corpus
+  from parscale_jax.data.pipeline import prepare_corpus
 
   seen = set()
   for run in spec.runs:
     data = run.train_config(results_dir).data
-    key = (data.source, data.data_dir, data.val_percent)
-    if key not in seen and not data.source.startswith("tfds:"):
+    key = (data.source, data.data_dir, data.val_percent, data.text_key)
+    if key not in seen:
       seen.add(key)
-      build_code_corpus(data.source, data.data_dir, data.val_percent)
+      prepare_corpus(data)
 
 
 def _local_pool(spec: SweepSpec, n_runs: int):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from parscale_jax.atomic import write_text_atomic
+from parscale_jax.sweep.comparisons import SHAPE_AXES
 from parscale_jax.sweep.spec import RunSpec
 
 COLUMNS = ("run_id", "stage", "size", "N", "N_backbone", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
@@ -52,6 +53,10 @@ def table_row(run: RunSpec, result: dict | None) -> dict:
   result = result or {}
   # The preset the sweep names (a stage may override some of its fields), else the trainer's match.
   size = (run.config.get("model") or {}).get("size") or result.get("size")
+  shape = [f"{k.removeprefix('model.')}={v}" for k, v in run.values.items() if k in SHAPE_AXES
+           and k != "model.size"]
+  if shape and size in (None, "custom"):  # Sizes set by shape axes are named by them.
+    size = ",".join(shape)
   row = {"run_id": run.run_id, "stage": run.stage, "size": size,
          "N": result.get("N"), "N_backbone": result.get("N_backbone"), "P": result.get("P", run.values.get("model.P")),
          "seed": result.get("seed", run.values.get("seed")), "tokens": result.get("tokens"),

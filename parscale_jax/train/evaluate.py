@@ -12,20 +12,9 @@ import jax
 from parscale_jax.data.pipeline import DataConfig, bytes_per_token, validation_rows
 from parscale_jax.data.tokenizer import check_vocabulary
 from parscale_jax.errors import UserError
-from parscale_jax.model.hf_checkpoint import load_pretrained
+from parscale_jax.model.hf_checkpoint import checkpoint_folder, load_pretrained
 from parscale_jax.train.step import eval_step, split_model
 from parscale_jax.train.trainer import evaluate
-
-
-def checkpoint_folder(path: str | Path) -> Path:
-  """A Hugging Face folder: `path` itself, or a finished run's `final/`."""
-  path = Path(path).expanduser()
-  if (path / "final" / "config.json").exists():
-    return path / "final"
-  if not (path / "config.json").exists():
-    raise UserError(f"--checkpoint {path}: neither a finished run directory nor a Hugging Face "
-                    f"checkpoint folder (no config.json)")
-  return path
 
 
 def _load(checkpoint: str | Path, data: DataConfig):
@@ -45,13 +34,13 @@ def diversity_checkpoint(checkpoint: str | Path, data: DataConfig, alpha: float,
 
   folder, model, data = _load(checkpoint, data)
   return {"checkpoint": str(folder), "source": data.source,
-          **stream_diversity(model, validation_rows(data), alpha, batch_size)}
+          **stream_diversity(model, validation_rows(data, "--tokens"), alpha, batch_size)}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: int = 8) -> dict:
   """Mean next-token loss (nats per token) over data's validation rows, bits per byte, tokens/s."""
   folder, model, data = _load(checkpoint, data)
-  rows = validation_rows(data)
+  rows = validation_rows(data, "--tokens")
   graphdef, params, rest = split_model(model, freeze_backbone=False)
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef))
   start = time.perf_counter()

@@ -25,7 +25,8 @@ from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, desc
 from parscale_jax.data.tokenizer import check_vocabulary
 from parscale_jax.model.accounting import flops_per_token, param_counts
 from parscale_jax.model.config import PRESETS
-from parscale_jax.model.hf_checkpoint import load_pretrained, save_pretrained
+from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder, load_pretrained,
+                                              save_pretrained)
 from parscale_jax.model.parscale import ParScaleLM
 from parscale_jax.train import checkpointing, sharding
 from parscale_jax.train.config import TrainConfig, config_to_dict
@@ -46,12 +47,11 @@ def size_name(config) -> str:
 
 
 def _load_backbone_source(init_from: str, config) -> ParScaleLM:
-  path = Path(os.path.expanduser(init_from))
-  if (path / "final" / "config.json").exists():
-    path = path / "final"
-  if not (path / "config.json").exists():
+  try:
+    path = checkpoint_folder(init_from)
+  except CheckpointError:
     raise ConfigError(f"init_from: {init_from} is neither a finished run directory nor a "
-                      f"Hugging Face checkpoint folder")
+                      f"Hugging Face checkpoint folder") from None
   base = load_pretrained(path, scan_layers=config.scan_layers)
   if base.config.P != 1:
     raise ConfigError(f"init_from: {init_from} has P={base.config.P}; two-stage training starts "
