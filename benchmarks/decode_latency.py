@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 
 from common import report, write_record
+from parscale_jax.analysis.law import multiplier
 from parscale_jax.configlib import positive_ints
 from parscale_jax.hostmem import restart_with_huge_pages
 
@@ -98,7 +98,7 @@ def main() -> None:
   # P = 1 is every comparison's reference, so it is always measured, and first.
   ps = [1, *(p for p in args.P if p != 1)]
   parallel = {p: dataclasses.replace(base, P=p) for p in ps}
-  scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * (args.k * math.log(p) + 1))
+  scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * float(multiplier(args.k, p)))
             for p in ps[1:]}
   # The cost model's decode step at this benchmark's context (an 8-token prompt, then --tokens).
   workload = Workload(input_tokens=8, output_tokens=args.tokens,

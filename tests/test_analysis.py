@@ -1,5 +1,6 @@
 """The scaling-law fit against the paper's published optimum, and its tooling."""
 import json
+import os
 import subprocess
 import sys
 
@@ -161,64 +162,52 @@ def test_sweep_table_with_seeds_and_sem_weights(tmp_path):
   assert g["weights"] == "sem" and abs(g["k"] - 0.4) < 0.2 and g["k_excludes_zero"]
 
 
-def test_analysis_notebooks_execute(tmp_path):
+def _execute_notebook(path, env_results=None):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
-  from conftest import REPO
-  notebooks = sorted((REPO / "analysis").glob("*.ipynb"))
-  assert notebooks
-  for path in notebooks:
-    nb = nbformat.read(path, as_version=4)
+  nb = nbformat.read(path, as_version=4)
+  old = os.environ.get("PARSCALE_RESULTS")
+  os.environ["PARSCALE_RESULTS"] = env_results or ""  # The kernel inherits it.
+  try:
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any(o.get("output_type") in ("display_data", "execute_result") for o in outputs)
-    # The committed first CPU grid (analysis/results/cpu) does not identify the law: it says so.
-    text = json.dumps([o.get("data", {}) for o in outputs])
-    assert "law not identified" in text and "above 0: P streams" in text
+  finally:
+    os.environ.pop("PARSCALE_RESULTS") if old is None else os.environ.update(PARSCALE_RESULTS=old)
+  outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+  assert not [o for o in outputs if o.get("output_type") == "error"], outputs
+  return outputs
 
 
-def test_committed_paper_fit_is_current(paper_fit):
+def test_notebook_on_the_committed_results_says_which_fits_identify_the_law():
   from conftest import REPO
-  committed = load_fit(REPO / "analysis" / "results" / "paper" / "fit.json").doc
-  _, fresh = paper_fit
-  for name in PAPER:
-    for key in ("E", "A", "alpha", "k", "objective"):
-      assert committed["groups"][name][key] == pytest.approx(fresh["groups"][name][key], rel=1e-6)
+  outputs = _execute_notebook(REPO / "analysis" / "scaling_laws.ipynb")
+  text = json.dumps([o.get("data", {}) for o in outputs], ensure_ascii=False)
+  # The paper's fit identifies the law; the committed CPU grids do not, and show no multipliers.
+  assert "above 0: P streams" in text and "law not identified" in text
+  assert "| all | – | – | – | not identified |" in text
+  assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # Embedded, not linked.
 
 
-def test_committed_cpu_fit_is_current(tmp_path):
-  """The committed CPU sweep fit is what its committed table gives: main stage, seeds averaged,
-  seed standard errors as weights (sweeps/cpu.yaml)."""
+def test_notebook_pointed_at_a_sweep_shows_its_table_fit_and_plots(tmp_path):
+  """A small sweep's results folder (a table from a known law, fitted as `sweep run` fits it)."""
   from conftest import REPO
-  from parscale_jax.sweep.table import read_table
-  cpu = REPO / "analysis" / "results" / "cpu"
-  rows = [r for r in read_table(cpu / "table.csv") if r["stage"] == "main"]
-  assert len(rows) == 32 and all(r["status"] == "done" for r in rows)
-  table = tmp_path / "main.jsonl"
-  table.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  fresh = fit_table(str(table), tmp_path / "fit", n_bootstrap=100, weights="sem", log=lambda s: None)
-  committed = load_fit(cpu / "fit.json").doc
-  assert committed["groups"]["all"]["n_points"] == 16 and committed["groups"]["all"]["weights"] == "sem"
-  for key in ("E", "A", "alpha", "k", "objective"):
-    assert committed["groups"]["all"][key] == pytest.approx(fresh["groups"]["all"][key], rel=1e-6)
-
-
-def test_committed_cpu_long_report_is_current():
-  """The committed follow-up sweep (sweeps/cpu_long.yaml): four seeds of P = 1 and P = 4 at 6M tokens,
-  and a report whose paired tables are what its committed table gives."""
-  from conftest import REPO
-  from parscale_jax.sweep.comparisons import axis_comparison, pooled_p_gain
-  from parscale_jax.sweep.table import read_table
-  folder = REPO / "analysis" / "results" / "cpu_long"
-  rows = read_table(folder / "table.csv")
-  long = [r for r in rows if r["stage"] == "long"]
-  assert len(long) == 8 and all(r["status"] == "done" and r["tokens"] >= 5.99e6 for r in long)
-  assert {r["P"] for r in long} == {1, 4} and {r["seed"] for r in long} == {0, 1, 2, 3}
-  report = (folder / "report.md").read_text()
-  gain = pooled_p_gain(rows, "long")
-  assert gain and gain in report
-  prefix = axis_comparison(rows)
-  assert "by `model.prefix_tokens`" in prefix and prefix in report
-  assert (folder / "curves.png").stat().st_size > 0
+  from parscale_jax.analysis.fit_table import fit_table
+  from parscale_jax.analysis.law import parscale
+  from parscale_jax.analysis.plots import plot_all
+  from parscale_jax.analysis.results import FitResult
+  truth = np.array([[1.2, 2e-4, 0.3, 0.4]])
+  rows = [{"run_id": f"P={p}_N={n:g}", "stage": "main", "size": f"n{n:g}", "N": n, "P": p,
+           "seed": 0, "loss": float(parscale(truth, np.array([n]), np.array([p]))[0, 0]),
+           "status": "done"} for n in (5e4, 1e5, 2e5, 4e5) for p in (1, 2, 4)]
+  results = tmp_path / "results" / "quick"
+  results.mkdir(parents=True)
+  (results / "table.csv").write_text(
+      "run_id,stage,size,N,P,seed,loss,status\n" +
+      "".join(f"{r['run_id']},main,{r['size']},{r['N']},{r['P']},0,{r['loss']},done\n" for r in rows))
+  doc = fit_table(rows, results / "fit", n_bootstrap=100, log=lambda s: None)
+  plot_all(FitResult(doc), results / "fit")
+  outputs = _execute_notebook(REPO / "analysis" / "scaling_laws.ipynb", str(results))
+  text = json.dumps([o.get("data", {}) for o in outputs], ensure_ascii=False)
+  assert "### quick" in text and "n400000" in text and "paper" not in json.dumps(
+      [o.get("data", {}).get("text/plain", "") for o in outputs if o.get("output_type") == "execute_result"])
+  assert sum("image/png" in o.get("data", {}) for o in outputs) == 4

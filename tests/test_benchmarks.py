@@ -80,3 +80,15 @@ def test_seed_batching_trains_the_same_models(tmp_path):
   assert record["complete"] and row["P"] == 2 and row["speedup"] > 0
   # Both programs took the same steps on the same batches from the same initial weights.
   assert row["param_gap"] < 1e-5
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_a_complete_record(tmp_path):
+  record = run_benchmark("gpu_check.py", tmp_path / "gpu.json", "--dry-run", "--P", "1,2",
+                         "--steps", "2")
+  assert record["complete"] and record["dry_run"] and record["bf16_matmul_peak_tflops"] > 0
+  train = [r for r in record["rows"] if r["what"] == "train"]
+  decode = [r for r in record["rows"] if r["what"] == "decode"]
+  assert [r["P"] for r in train] == [1, 2] and [r["P"] for r in decode] == [1, 2]
+  assert all(0 < r["mfu"] < 1 and r["step_ms"] > 0 for r in train)
+  assert decode[0]["decode_vs_P1"] == 1.0 and decode[1]["decode_ms"] > 0

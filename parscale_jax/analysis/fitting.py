@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.analysis.law import FORMS, HUBER_DELTA, LOWER_BOUND, LawForm, r_squared
+from parscale_jax.analysis.law import (FORMS, HUBER_DELTA, LOWER_BOUND, LawForm, multiplier,
+                                       r_squared)
 from parscale_jax.analysis.optimize import bootstrap, fit_many, fit_point, polish
 from parscale_jax.analysis.tables import Points, check_fittable
 from parscale_jax.errors import UserError
@@ -117,7 +118,7 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
   result = dict(zip(form.names, theta.tolist()))
   result.update(objective=f, r2=r_squared(pred, points.loss), n_points=len(points),
                 weights=weights_mode, huber_delta=HUBER_DELTA,
-                multiplier={str(p): float(theta[3] * np.log(p) + 1.0) for p in MULTIPLIER_P},
+                multiplier={str(p): float(multiplier(theta[3], p)) for p in MULTIPLIER_P},
                 points=[{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q),
                          **({"loss_sem": float(s)} if points.loss_sem is not None else {})}
                         for n, p, l, q, s in zip(points.N, points.P, points.loss, pred,
@@ -127,7 +128,7 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
     samples = bootstrap(form, theta, points.N, points.P, points.loss, n_bootstrap, seed, weights)
     lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
     result["ci95"] = {k: [float(a), float(b)] for k, a, b in zip(form.names, lo, hi)}
-    mult = {str(p): samples[:, 3] * np.log(p) + 1.0 for p in MULTIPLIER_P}
+    mult = {str(p): multiplier(samples[:, 3], p) for p in MULTIPLIER_P}
     result["multiplier_ci95"] = {p: [float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))]
                                  for p, m in mult.items()}
     result["k_excludes_zero"] = bool(lo[3] > 1e-6)

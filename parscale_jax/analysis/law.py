@@ -14,6 +14,17 @@ HUBER_DELTA = 1e-3  # The paper's Huber threshold on log-loss residuals.
 LOWER_BOUND = 1e-8  # The paper's lower bound on every parameter.
 
 
+def multiplier(k, P):
+  """k·ln P + 1: how many times the parameters P streams are worth, by the paper's law."""
+  return k * np.log(P) + 1.0
+
+
+def diversity_multiplier(P, rho, alpha):
+  """(P / ((P - 1)·rho + 1))^(1/alpha): the parameters P streams whose residuals correlate by rho
+  are worth, by the paper's theory (the `diversity` form below)."""
+  return (P / ((P - 1.0) * rho + 1.0)) ** (1.0 / alpha)
+
+
 def _x(A, N, denominator):
   return A * 1e9 / (N * denominator)
 
@@ -21,7 +32,7 @@ def _x(A, N, denominator):
 def parscale(theta, N, P):
   """L = E + (A·1e9 / (N·(k·ln P + 1)))^alpha — the paper's law."""
   E, A, alpha, k = (theta[:, i:i + 1] for i in range(4))
-  return E + _x(A, N, k * np.log(P) + 1.0) ** alpha
+  return E + _x(A, N, multiplier(k, P)) ** alpha
 
 
 def diversity(theta, N, P):

@@ -11,6 +11,7 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from parscale_jax.analysis import law as law_forms  # noqa: E402
 from parscale_jax.analysis.results import FitResult  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def multiplier(fit, out):
     samples = np.asarray(g.get("bootstrap", {}).get("samples", []))
     if samples.size:
       with np.errstate(all="ignore"):  # A runaway fit's draws overflow; they fall off the axis.
-        band = samples[:, 3:4] * np.log(pgrid)[None] + 1.0
+        band = law_forms.multiplier(samples[:, 3:4], pgrid[None])
         lo, hi = np.nanpercentile(band, [2.5, 97.5], axis=0)
       ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
       # Up to the band and the curve, but never beyond 10x: a runaway k must not flatten the plot.

@@ -23,7 +23,8 @@ def verdict(name: str, g: dict) -> str:
           f"no gain from P streams is resolved.")
 
 
-def fit_markdown(doc: dict, plots_dir: str = ".") -> str:
+def fit_markdown(doc: dict, plots_dir: str | None = ".") -> str:
+  """The fit as markdown; plots_dir: where its PNGs are linked from (None: no links)."""
   lines = [f"Law: `{doc['law']}` (N: {doc['N']}). Source: `{doc['source']}`.", "",
            *[verdict(name, g) + "  " for name, g in doc["groups"].items()], "",
            "| group | points | E | A | alpha | k | objective | R² |", "|---|---|---|---|---|---|---|---|"]
@@ -42,6 +43,9 @@ def fit_markdown(doc: dict, plots_dir: str = ".") -> str:
             "Equivalent-parameter multiplier k·ln P + 1 (P streams are worth this many times the parameters):", "",
             "| group | P=2 | P=4 | P=8 | k > 0 (95 %) |", "|---|---|---|---|---|"]
   for name, g in doc["groups"].items():
+    if not g.get("identified", True):  # The optimum's multipliers would read as a finding.
+      lines.append(f"| {name} | – | – | – | not identified |")
+      continue
     cells = []
     for p in ("2", "4", "8"):
       ci = g.get("multiplier_ci95", {}).get(p)
@@ -62,8 +66,9 @@ def fit_markdown(doc: dict, plots_dir: str = ".") -> str:
                 "| form | objective | R² | AIC | LOSO RMSE |", "|---|---|---|---|---|"]
       for form, r in c["forms"].items():
         lines.append(f"| {form} | {r['objective']:.4e} | {r['r2']:.4f} | {r['aic']:.2f} | {r['loso_rmse']:.4f} |")
-  lines += ["", f"![loss vs N]({plots_dir}/loss_vs_N.png)", f"![loss vs P]({plots_dir}/loss_vs_P.png)",
-            f"![multiplier]({plots_dir}/multiplier.png)", f"![residuals]({plots_dir}/residuals.png)"]
+  if plots_dir is not None:
+    lines += ["", f"![loss vs N]({plots_dir}/loss_vs_N.png)", f"![loss vs P]({plots_dir}/loss_vs_P.png)",
+              f"![multiplier]({plots_dir}/multiplier.png)", f"![residuals]({plots_dir}/residuals.png)"]
   return "\n".join(lines) + "\n"
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 import math
 from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.analysis.law import FORMS
+from parscale_jax.analysis.law import FORMS, multiplier, parscale
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.errors import UserError
 
@@ -35,6 +36,10 @@ def write_fit(doc: dict, path: Path) -> None:
   write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
+class NotIdentifiedWarning(UserWarning):
+  """A law is used whose fit the data do not identify."""
+
+
 @dataclasses.dataclass(frozen=True)
 class FittedLaw:
   """One group's fitted law."""
@@ -44,15 +49,25 @@ class FittedLaw:
   alpha: float
   k: float
   group: str = "all"
+  # Why the data do not pin this law (fit.json's not_identified); empty when they do. Its
+  # predictions then warn (the numbers are the optimum's, not a finding).
+  not_identified: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.not_identified:
+      warnings.warn(f"the law of group {self.group!r} is not identified by its data "
+                    f"({'; '.join(self.not_identified)}): its predictions are no finding",
+                    NotIdentifiedWarning, stacklevel=4)
 
   def predict(self, N, P):
     """Predicted loss at non-embedding parameters N and P streams."""
-    N, P = np.asarray(N, float), np.asarray(P, float)
-    return self.E + (self.A * 1e9 / (N * (self.k * np.log(P) + 1.0))) ** self.alpha
+    theta = np.array([[self.E, self.A, self.alpha, self.k]])
+    N, P = np.broadcast_arrays(np.asarray(N, float), np.asarray(P, float))
+    return parscale(theta, N.ravel(), P.ravel())[0].reshape(N.shape)[()]
 
   def multiplier(self, P):
     """k·ln P + 1: how many times the parameters P streams are worth."""
-    return self.k * np.log(np.asarray(P, float)) + 1.0
+    return multiplier(self.k, np.asarray(P, float))
 
   def equivalent_params(self, N, P):
     """The parameter count that a single stream would need to match N parameters at P streams."""
@@ -82,7 +97,8 @@ class FitResult:
     if group not in self.doc["groups"]:
       raise UserError(f"fit has no group {group!r} (groups: {', '.join(self.groups)})")
     g = self.doc["groups"][group]
-    return FittedLaw(g["E"], g["A"], g["alpha"], g["k"], group)
+    return FittedLaw(g["E"], g["A"], g["alpha"], g["k"], group,
+                     tuple(g.get("not_identified") or ()))
 
   def predict(self, N, P, group: str | None = None):
     return self.law(group).predict(N, P)

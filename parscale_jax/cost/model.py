@@ -12,10 +12,10 @@ non-embedding parameters predicts the same loss. Both are costed against the bas
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from scipy.optimize import brentq
 
+from parscale_jax.analysis.law import multiplier
 from parscale_jax.cost.devices import Device
 from parscale_jax.model.accounting import param_counts
 from parscale_jax.model.config import ModelConfig
@@ -96,7 +96,7 @@ def compare(base: ModelConfig, P: int, k: float, device: Device, w: Workload) ->
   base1 = dataclasses.replace(base, P=1)
   parallel = dataclasses.replace(base, P=P)
   n_parallel = param_counts(parallel).non_embedding
-  n_equal = n_parallel * (k * math.log(P) + 1.0)
+  n_equal = n_parallel * float(multiplier(k, P))
   scaled = scaled_config(base1, n_equal)
   costs = {name: inference_cost(c, device, w) for name, c in
            (("base", base1), ("parallel", parallel), ("parameter", scaled))}

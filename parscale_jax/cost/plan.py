@@ -11,11 +11,10 @@ the choice would flip.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
-from parscale_jax.analysis.law import parscale
+from parscale_jax.analysis.law import multiplier, parscale
 from parscale_jax.cost.devices import Device
 from parscale_jax.cost.model import Workload, inference_cost, scaled_config
 from parscale_jax.errors import UserError
@@ -159,7 +158,7 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
   runner = rival
   if best.P > 1:
     # P = 1 at the recommendation's predicted loss, solved exactly: what the streams are worth.
-    equal = scaled_config(dataclasses.replace(base, P=1), best.N * (theta[3] * math.log(best.P) + 1))
+    equal = scaled_config(dataclasses.replace(base, P=1), best.N * float(multiplier(theta[3], best.P)))
     runner = candidate(equal, theta, samples, device, workload, seq_len, tokens)
   comparison = ""
   if runner is not None:

@@ -23,6 +23,11 @@ from absl import logging as absl_logging
 from parscale_jax.errors import UserError
 
 STDLIB = "stdlib"
+# Documents longer than this are stored as consecutive pieces of at most this many bytes, cut at a
+# line end where one is near: the pipeline then never holds a whole huge document (a 64 MB file
+# grew training to 20 GB resident), and its memory is bounded whatever the document's size.
+# The standard library's largest file is 0.76 MB, so its documents are whole.
+MAX_PIECE_BYTES = 1 << 20
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -137,14 +142,51 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
       val = [min(docs, key=digest)]
     val_ids = {d[0] for d in val}
     train = [d for d in docs if d[0] not in val_ids]
-    return {"train": ((i, {"text": t, "path": i}) for i, t in train),
-            "validation": ((i, {"text": t, "path": i}) for i, t in val)}
+
+    def examples(split):
+      for key, text in split:
+        for i, piece in enumerate(pieces(text)):
+          piece_key = key if i == 0 else f"{key}#{i}"
+          yield piece_key, {"text": piece, "path": piece_key}
+    return {"train": examples(train), "validation": examples(val)}
 
   def _generate_examples(self, files):
     for path, rel in files:
-      data = path.read_bytes()  # Raw bytes: the byte tokenizer sees every byte as it is.
-      if data:
-        yield rel, {"text": data, "path": rel}
+      # Raw bytes: the byte tokenizer sees every byte as it is. Read piece by piece.
+      with open(path, "rb") as f:
+        for i, piece in enumerate(pieces(f)):
+          key = rel if i == 0 else f"{rel}#{i}"
+          yield key, {"text": piece, "path": key}
+
+
+def _cut(data: bytes) -> int:
+  """Where to end a piece of `data` (longer than MAX_PIECE_BYTES): after the last newline in its
+  second half, else at a UTF-8 character boundary."""
+  newline = data.rfind(b"\n", MAX_PIECE_BYTES // 2, MAX_PIECE_BYTES)
+  if newline >= 0:
+    return newline + 1
+  end = MAX_PIECE_BYTES
+  while end > 0 and data[end] & 0xC0 == 0x80:  # A UTF-8 continuation byte: back off.
+    end -= 1
+  return end or MAX_PIECE_BYTES
+
+
+def pieces(stream):
+  """The non-empty pieces (each at most MAX_PIECE_BYTES) of a binary stream or a bytes object,
+  holding at most two pieces' bytes at a time."""
+  if isinstance(stream, bytes):
+    import io
+    stream = io.BytesIO(stream)
+  buffer = b""
+  while True:
+    chunk = stream.read(MAX_PIECE_BYTES)
+    buffer += chunk
+    while len(buffer) > MAX_PIECE_BYTES or (not chunk and buffer):
+      end = _cut(buffer) if len(buffer) > MAX_PIECE_BYTES else len(buffer)
+      yield buffer[:end]
+      buffer = buffer[end:]
+    if not chunk:
+      return
 
 
 def read_records(fmt: str, files: list[Path], root: Path, text_key: str):

@@ -23,13 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from parscale_jax.analysis.law import diversity_multiplier
 from parscale_jax.errors import UserError
 from parscale_jax.model.parscale import ParScaleLM
 
 
 def predicted_multiplier(P: int, rho: float, alpha: float) -> float:
   """(P / (1 + (P − 1)ρ))^(1/α): the parameters P streams with residual correlation ρ are worth."""
-  return float((P / (1.0 + (P - 1) * rho)) ** (1.0 / alpha))
+  return float(diversity_multiplier(P, rho, alpha))
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
