@@ -22,12 +22,10 @@ from common import report
 from parscale_jax.configlib import positive_ints
 from parscale_jax.hostmem import restart_with_huge_pages
 from parscale_jax.model.config import PRESETS, preset
-from parscale_jax.model.decode import _generate
+from parscale_jax.model.decode import generate_program
 from parscale_jax.model.parscale import abstract_model
 from parscale_jax.train import sharding, trainer
 from parscale_jax.train.config import TrainConfig
-from parscale_jax.train.optimizer import make_optimizer
-from parscale_jax.train.step import jit_train_step
 
 
 def _timed(lower) -> tuple[float, float]:
@@ -41,19 +39,15 @@ def _timed(lower) -> tuple[float, float]:
 
 def train_step_times(config, batch: int, seq: int) -> tuple[float, float]:
   train_config = TrainConfig(model=config, batch_size=batch)
-  mesh = sharding.make_mesh(train_config.mesh)
-  optimizer = make_optimizer(train_config.optim, 1000)
-  graphdef, abs_state, shardings, _ = trainer._init_state(train_config, mesh, optimizer)
-  step = jit_train_step(graphdef, optimizer, shardings, sharding.batch_sharding(mesh),
-                        sharding.replicated(mesh))
+  training = trainer.build_training(train_config, sharding.make_mesh(train_config.mesh))
   rows = jax.ShapeDtypeStruct((1, batch, seq + 1), jnp.int32)
-  return _timed(lambda: step.lower(abs_state, rows))
+  return _timed(lambda: training.train_step.lower(training.abstract_state, rows))
 
 
 def generate_times(config, prompt: int, new_tokens: int) -> tuple[float, float]:
   graphdef, abs_state = nnx.split(abstract_model(config))
   ids = jax.ShapeDtypeStruct((1, prompt), jnp.int32)
-  return _timed(lambda: _generate.lower(graphdef, abs_state, ids, jax.random.key(0), new_tokens,
+  return _timed(lambda: generate_program.lower(graphdef, abs_state, ids, jax.random.key(0), new_tokens,
                                         0.0, None, None, None, jnp.dtype(jnp.float32)))
 
 

@@ -1,13 +1,23 @@
-"""Replacing a file in one step, so that a kill never leaves it half written."""
+"""Replacing a file in one step, so that a kill or a full disk never leaves it half written."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-  """Writes `text` beside `path` (a name unique to this process) and renames it over `path`."""
+  """Writes `text` beside `path` (a name unique to this process) and renames it over `path`; a
+  failed write (a full disk) leaves `path` as it was and no temporary file behind."""
   path = Path(path)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  try:
+    tmp.write_text(text)
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+
+
+def write_json_atomic(path: Path, data) -> None:
+  write_text_atomic(path, json.dumps(data, indent=2) + "\n")

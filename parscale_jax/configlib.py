@@ -191,6 +191,9 @@ def positive_ints(text: str) -> list[int]:
     values = []
   if not values or min(values) < 1:
     raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
+  repeated = sorted({v for v in values if values.count(v) > 1})
+  if repeated:
+    raise argparse.ArgumentTypeError(f"'{text}' repeats {', '.join(map(str, repeated))}")
   return values
 
 

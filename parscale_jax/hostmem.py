@@ -21,10 +21,21 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "PARSCALE_SYSTEM_MALLOC"  # Set to 1 to leave glibc's defaults alone.
 
 
+def opted_out(environ: dict) -> bool:
+  """PARSCALE_SYSTEM_MALLOC as a yes/no switch; another value is ignored with a warning."""
+  value = environ.get(OPT_OUT, "").strip().lower()
+  if value in ("1", "true", "yes", "on"):
+    return True
+  if value not in ("", "0", "false", "no", "off"):
+    print(f"parscale: {OPT_OUT}={environ[OPT_OUT]!r} is neither 1 nor 0; huge pages stay on",
+          file=sys.stderr)
+  return False
+
+
 def env_with_huge_pages(environ: dict) -> dict | None:
   """`environ` with the tunable added to GLIBC_TUNABLES, or None where nothing is to change: not
   Linux, opted out, or already set (a user's own hugetlb setting wins)."""
-  if not sys.platform.startswith("linux") or environ.get(OPT_OUT, "") not in ("", "0"):
+  if not sys.platform.startswith("linux") or opted_out(environ):
     return None
   tunables = environ.get("GLIBC_TUNABLES", "")
   if "glibc.malloc.hugetlb=" in tunables:

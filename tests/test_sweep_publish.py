@@ -115,3 +115,71 @@ def test_published_runs_count_as_done_in_a_fresh_clone(tmp_path, data_dir):
   assert trained == []
   table = (clone / "results" / "pub" / "table.csv").read_text()
   assert f"{losses['hidden_size=32']}" in table
+
+
+def test_a_results_folder_holds_one_sweep_with_one_set_of_settings(tmp_path, data_dir):
+  first = _write(tmp_path, data_dir)
+  results = tmp_path / "res"
+  (results / "runs" / "seed=0_variant=P1").mkdir(parents=True)
+  (results / "sweep.json").write_text(json.dumps({"name": "other"}))
+  out = _parscale(tmp_path, "sweep", "run", str(first), "--results", str(results), "--no-progress")
+  assert out.returncode == 2 and "holds the runs of sweep 'other', not 'v'" in out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1
+  (results / "sweep.json").unlink()
+  spec = load_sweep(first)
+  run = next(r for r in spec.runs if r.run_id == "seed=0_variant=P1")
+  from parscale_jax.train.config import config_to_dict
+  saved = config_to_dict(run.train_config(results))
+  saved["optim"]["lr"] = 0.5
+  (results / "runs" / run.run_id / "config.yaml").write_text(yaml.safe_dump(saved))
+  out = _parscale(tmp_path, "sweep", "run", str(first), "--results", str(results), "--no-progress")
+  assert out.returncode == 2 and "differs in: optim.lr" in out.stderr
+  assert not (results / "runs" / "seed=0_variant=P2_mlp").exists()  # Nothing trained.
+
+
+def test_sweep_status_reads_a_read_only_results_folder(tmp_path, data_dir):
+  path = _write(tmp_path, data_dir)
+  results = tmp_path / "ro"
+  (results / "runs" / "seed=0_variant=P1").mkdir(parents=True)
+  (results / "runs" / "seed=0_variant=P1" / ".lock").write_text("")
+  (results / "runs" / "seed=0_variant=P1" / "result.json").write_text(
+      json.dumps({"run_id": "seed=0_variant=P1", "status": "done", "eval_loss": 1.25}))
+  for p in [results, *results.rglob("*")]:
+    p.chmod(0o555 if p.is_dir() else 0o444)
+  try:
+    out = _parscale(tmp_path, "sweep", "status", str(path), "--results", str(results))
+  finally:
+    for p in [results, *results.rglob("*")]:
+      p.chmod(0o755 if p.is_dir() else 0o644)
+  assert out.returncode == 0, out.stderr
+  assert "1.2500" in out.stdout and "done: 1" in out.stdout
+
+
+def test_a_killed_worker_is_retried_and_the_sweep_goes_on(tmp_path, data_dir):
+  import os
+  import signal
+  import threading
+  import time
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 40, checkpoint_every=5, model={"P": 1})
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": "k", "base": "base.yaml", "grid": {"model.hidden_size": [32, 48]},
+           "executor": {"workers": 1}, "analysis": {"fit": False}}
+  (tmp_path / "k.yaml").write_text(yaml.safe_dump(sweep))
+  attempts = tmp_path / "results" / "k" / "runs" / "hidden_size=32" / "attempts.jsonl"
+
+  def kill_first_worker():
+    deadline = time.time() + 240
+    while time.time() < deadline:
+      metrics = attempts.parent / "metrics.jsonl"
+      if attempts.exists() and metrics.exists() and metrics.read_text().count("\n") >= 3:
+        os.kill(json.loads(attempts.read_text().splitlines()[0])["pid"], signal.SIGKILL)
+        return
+      time.sleep(0.05)
+
+  killer = threading.Thread(target=kill_first_worker)
+  killer.start()
+  out = _parscale(tmp_path, "sweep", "run", "k.yaml", "--no-progress")
+  killer.join()
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and "2/2 runs done" in out.stdout
+  assert len(attempts.read_text().splitlines()) == 2  # Killed once, then resumed to the end.

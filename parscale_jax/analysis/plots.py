@@ -2,6 +2,7 @@
 residuals. Each is written as PNG and PDF; one panel per group."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from parscale_jax.analysis import law as law_forms  # noqa: E402
-from parscale_jax.analysis.results import FitResult  # noqa: E402
+from parscale_jax.analysis.results import FitResult, NotIdentifiedWarning  # noqa: E402
 
 
 def _panels(fit: FitResult, title: str):
@@ -146,4 +147,6 @@ def residuals(fit, out):
 def plot_all(fit: FitResult, out: str | Path) -> list[Path]:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  return [p for f in (loss_vs_n, loss_vs_p, multiplier, residuals) for p in f(fit, out)]
+  with warnings.catch_warnings():  # Plots of a not-identified fit carry its verdict instead.
+    warnings.simplefilter("ignore", NotIdentifiedWarning)
+    return [p for f in (loss_vs_n, loss_vs_p, multiplier, residuals) for p in f(fit, out)]

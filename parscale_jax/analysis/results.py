@@ -53,14 +53,15 @@ class FittedLaw:
   # predictions then warn (the numbers are the optimum's, not a finding).
   not_identified: tuple[str, ...] = ()
 
-  def __post_init__(self):
+  def _warn(self) -> None:
     if self.not_identified:
       warnings.warn(f"the law of group {self.group!r} is not identified by its data "
                     f"({'; '.join(self.not_identified)}): its predictions are no finding",
-                    NotIdentifiedWarning, stacklevel=4)
+                    NotIdentifiedWarning, stacklevel=3)
 
   def predict(self, N, P):
     """Predicted loss at non-embedding parameters N and P streams."""
+    self._warn()
     theta = np.array([[self.E, self.A, self.alpha, self.k]])
     N, P = np.broadcast_arrays(np.asarray(N, float), np.asarray(P, float))
     return parscale(theta, N.ravel(), P.ravel())[0].reshape(N.shape)[()]
@@ -71,6 +72,7 @@ class FittedLaw:
 
   def equivalent_params(self, N, P):
     """The parameter count that a single stream would need to match N parameters at P streams."""
+    self._warn()
     return np.asarray(N, float) * self.multiplier(P)
 
   def params_for_loss(self, loss, P=1):

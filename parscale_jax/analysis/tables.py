@@ -89,6 +89,7 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
   if missing:
     raise UserError(f"{name}: missing column {missing[0]!r} (needs {', '.join(required)})")
   grouped: dict[str, dict[tuple[float, float], list]] = {}
+  seen: dict[tuple, int] = {}
   for i, row in enumerate(rows, 1):
     if row.get("status", "done") not in ("done", None, ""):
       continue
@@ -96,6 +97,16 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
     n, p, loss = (_number(row[c], c, where) for c in required)
     if n <= 0 or loss <= 0 or p < 1:
       raise UserError(f"{where}: N and loss must be positive and P >= 1 (N={n}, P={p}, loss={loss})")
+    if p != int(p):
+      raise UserError(f"{where}: P={p} is not a whole number of streams")
+    # Rows of one (N, P) are seeds; the same row twice (same seed or run, or with neither the same
+    # loss) would count as a seed with no scatter.
+    named = [row.get(c) for c in ("seed", "run_id", "stage") if row.get(c) not in (None, "")]
+    identity = (row.get(group_by) if group_by else None, n, p, *(named or [loss]))
+    if identity in seen:
+      raise UserError(f"{where} repeats row {seen[identity]} (the same N, P and seed); remove "
+                      f"the duplicate, or give each seed its own `seed` value")
+    seen[identity] = i
     sem = row.get("loss_sem")
     sem = _number(sem, "loss_sem", where) if sem not in (None, "") else None
     group = str(row[group_by]) if group_by else "all"

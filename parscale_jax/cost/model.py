@@ -12,11 +12,13 @@ non-embedding parameters predicts the same loss. Both are costed against the bas
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from scipy.optimize import brentq
 
 from parscale_jax.analysis.law import multiplier
 from parscale_jax.cost.devices import Device
+from parscale_jax.errors import UserError
 from parscale_jax.model.accounting import param_counts
 from parscale_jax.model.config import ModelConfig
 
@@ -44,9 +46,18 @@ def scaled_config(base: ModelConfig, non_embedding: float) -> ModelConfig:
     hidden = max(step, int(round(width / step)) * step)
     return dataclasses.replace(base, P=1, hidden_size=hidden, intermediate_size=int(round(hidden * ratio)))
 
-  width = brentq(lambda x: param_counts(shaped(x)).non_embedding - non_embedding, step,
-                 base.hidden_size * 64)
-  return shaped(width)
+  if not math.isfinite(non_embedding) or non_embedding <= 0:
+    raise UserError(f"no model of the family has {non_embedding:.3g} non-embedding parameters "
+                    f"(is the fit's k negative?)")
+  low, high = step, base.hidden_size * 64
+  count = lambda x: param_counts(shaped(x)).non_embedding - non_embedding
+  if count(high) < 0:
+    raise UserError(f"{non_embedding:.3g} non-embedding parameters is beyond the family of "
+                    f"{base.num_layers} layers (at most {param_counts(shaped(high)).non_embedding:.3g}); "
+                    f"a smaller prefix or P keeps the comparison in range")
+  if count(low) > 0:
+    return shaped(low)
+  return shaped(brentq(count, low, high))
 
 
 def _roofline(flops, nbytes, device: Device, w: Workload) -> float:

@@ -73,7 +73,12 @@ RECORD_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", "
 def record_format(source: str, files: list[Path]) -> str | None:
   """'jsonl', 'parquet' or 'arrow' (a `datasets.save_to_disk` folder) when every file holds records
   with a text field; None when each file is one document."""
-  if os.path.isdir(os.path.expanduser(source)) and (Path(os.path.expanduser(source)) / "state.json").exists():
+  folder = Path(os.path.expanduser(source))
+  if folder.is_dir() and (folder / "dataset_dict.json").exists():
+    splits = ", ".join(sorted(p.name for p in folder.iterdir() if (p / "state.json").exists()))
+    raise UserError(f"data.source: {source} is a saved DatasetDict; point data.source at one of "
+                    f"its splits ({splits or 'its split folders'})")
+  if folder.is_dir() and (folder / "state.json").exists():
     return "arrow"
   kinds = {RECORD_SUFFIXES.get(p.suffix) for p in files}
   return kinds.pop() if len(kinds) == 1 and None not in kinds else None
@@ -120,10 +125,10 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
     if fmt is not None:
       return self._record_splits(fmt, [p for p in files if fmt != "arrow" or p.suffix == ".arrow"],
                                  root, val_percent)
-    rel = [(p, p.relative_to(root).as_posix()) for p in files]
+    rel = [(p, p.relative_to(root).as_posix()) for p in files if p.stat().st_size > 0]
     if len(rel) < 2:
-      raise UserError(f"data.source: {self.builder_config.source!r} has {len(rel)} file; a train "
-                      f"and a validation split need at least 2")
+      raise UserError(f"data.source: {self.builder_config.source!r} has {len(rel)} non-empty "
+                      f"file(s); a train and a validation split need at least 2")
     val = [x for x in rel if is_validation(x[1], val_percent)]
     if not val or len(val) == len(rel):  # A small corpus: hold out exactly one file.
       val = [min(rel, key=lambda x: hashlib.sha256(x[1].encode()).digest())]
@@ -201,7 +206,10 @@ def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
           if not line.strip():
             continue
           try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
+          except UnicodeDecodeError as e:
+            raise UserError(f"data.source: {path}:{i}: not UTF-8 text ({e.reason} at byte "
+                            f"{e.start}); JSON lines must be UTF-8") from None
           except json.JSONDecodeError:
             raise UserError(f"data.source: {path}:{i}: not a JSON object") from None
           if not isinstance(record, dict) or text_key not in record:
@@ -224,6 +232,10 @@ def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
     column = table.column(text_key)
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
       raise UserError(f"data.text_key: column {text_key!r} of {path} is {column.type}, not text")
+    if column.null_count:
+      first = column.to_pylist().index(None)
+      raise UserError(f"data.text_key: column {text_key!r} of {path} has {column.null_count} null "
+                      f"text(s) (first at row {first}); drop or fill them")
     texts = column.to_pylist()
     if not any(texts):
       raise UserError(f"data.text_key: column {text_key!r} of {path} is empty")
@@ -249,5 +261,24 @@ def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5, t
       fcntl.flock(lock, fcntl.LOCK_EX)
       builder = make()
       if not builder.is_prepared():
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+        _prepare(builder)
   return builder
+
+
+def _prepare(builder) -> None:
+  """Builds the corpus, quietly (TFDS announces a download of 'Unknown size'); a failed build
+  leaves no half-built folder behind that a retry would trip over."""
+  import contextlib
+  import io
+  import shutil
+
+  target = Path(builder.data_dir)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  except BaseException:
+    shutil.rmtree(target, ignore_errors=True)
+    for parent in (target.parent, target.parent.parent):  # version/, then the config folder.
+      with contextlib.suppress(OSError):
+        parent.rmdir()  # Only if empty.
+    raise

@@ -82,7 +82,9 @@ def data_source(config: DataConfig, split: str):
     except Exception as e:  # tfds raises many types; the user needs the one line.
       raise UserError(f"data.source: cannot open TFDS dataset {name!r} split {split!r} in "
                       f"{data_dir}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-  return prepare_corpus(config).as_data_source(split="train" if split == "train" else "validation")
+  if split not in ("train", "validation"):  # A built corpus has these two splits only.
+    raise UserError(f"split {split!r}: a local corpus has the splits 'train' and 'validation'")
+  return prepare_corpus(config).as_data_source(split=split)
 
 
 def stored_text_key(config: DataConfig) -> str:

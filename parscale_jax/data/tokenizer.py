@@ -97,3 +97,19 @@ def check_vocabulary(tokenizer: str, model_vocab: int, model: str = "model.vocab
   if vocab > model_vocab:
     hint = f"; set model.vocab_size: {vocab}" if model == "model.vocab_size" else ""
     raise ConfigError(f"data.tokenizer {tokenizer} has {vocab} tokens but {model} is {model_vocab}{hint}")
+
+
+def tokenizer_fingerprint(name: str) -> str:
+  """'byte', or 'hf:' and the first 12 hex digits of the tokenizer file's SHA-256: recorded with a
+  run, so that evaluation can tell another tokenizer of the same vocabulary size from its own."""
+  if not name.startswith("hf:"):
+    return name
+  import hashlib
+  import os
+  path = os.path.expanduser(name[3:])
+  try:
+    with open(path, "rb") as f:
+      return "hf:" + hashlib.sha256(f.read()).hexdigest()[:12]
+  except OSError as e:
+    from parscale_jax.errors import UserError
+    raise UserError(f"data.tokenizer: {path}: {e.strerror}") from None

@@ -40,12 +40,24 @@ def decode_step(graphdef, state, tokens_BxS, cache, rng, temperature=0.0, top_k=
   return sample_token(last_BxV, rng, temperature, top_k, top_p), last_BxV, cache
 
 
+def _is_key(rng) -> bool:
+  """A typed key (jax.random.key) or a legacy uint32[2] one (jax.random.PRNGKey)."""
+  if not isinstance(rng, jax.Array):
+    return False
+  return jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) or (rng.dtype == jnp.uint32 and rng.shape == (2,))
+
+
 def generate(model: ParScaleLM, input_ids, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, rng: jax.Array | None = None,
              eos_id: int | None = None, cache_dtype=jnp.float32) -> jax.Array:
   """Returns the prompt [B, S] followed by `max_new_tokens` generated tokens: [B, S + new].
 
   Greedy by default; sampled with `temperature > 0` (needs `rng`). After `eos_id`, a row repeats it."""
+  if not isinstance(model, ParScaleLM):
+    raise UserError(f"generate: the first argument must be a ParScaleLM (pj.load_pretrained or "
+                    f"pj.create_model), got {type(model).__name__}")
+  if input_ids is None:
+    raise UserError("generate: input_ids is None; give int token ids [batch, sequence]")
   input_ids = check_token_ids(input_ids, model.config.vocab_size)
   b, s = input_ids.shape
   if s == 0:
@@ -64,15 +76,20 @@ def generate(model: ParScaleLM, input_ids, max_new_tokens: int, *, temperature: 
     return input_ids
   if temperature > 0 and rng is None:
     raise UserError("generate: sampling (temperature > 0) needs an rng key")
+  if rng is not None and not _is_key(rng):
+    raise UserError(f"generate: rng must be a JAX key (jax.random.key(seed)), got {rng!r}")
+  if not jnp.issubdtype(jnp.dtype(cache_dtype), jnp.floating):
+    raise UserError(f"generate: cache_dtype must be a floating dtype (float32, bfloat16), got "
+                    f"{jnp.dtype(cache_dtype)}")
   rng = jax.random.key(0) if rng is None else rng
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, input_ids, rng, max_new_tokens, float(temperature), top_k, top_p,
+  return generate_program(graphdef, state, input_ids, rng, max_new_tokens, float(temperature), top_k, top_p,
                    eos_id, jnp.dtype(cache_dtype))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8, 9))
-def _generate(graphdef, state, input_ids_BxS, rng, max_new_tokens, temperature, top_k, top_p, eos_id,
-              cache_dtype):
+def generate_program(graphdef, state, input_ids_BxS, rng, max_new_tokens, temperature, top_k, top_p,
+                     eos_id, cache_dtype):
   """The whole generation as one program: the prompt's forward, then a loop of one-token steps on
   device (no dispatch or host sync per token), the cache updated in place."""
   b, s = input_ids_BxS.shape

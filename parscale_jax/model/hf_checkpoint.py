@@ -174,6 +174,10 @@ def load_pretrained(path: str | Path, **overrides) -> ParScaleLM:
     if name not in tensors:
       raise CheckpointError(f"tensor {name} is missing from the checkpoint")
     array = tensors[name]
+    if not np.issubdtype(array.dtype, np.floating):
+      raise CheckpointError(f"tensor {name} has dtype {array.dtype}; weights must be floating point")
+    if not np.isfinite(array).all():
+      raise CheckpointError(f"tensor {name} holds non-finite values (NaN or inf)")
     if tuple(array.shape) != _file_shape(slot):
       raise CheckpointError(f"tensor {name} has shape {tuple(array.shape)}, "
                             f"the config implies {_file_shape(slot)}")
@@ -192,7 +196,11 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
   """Writes `model` as a Hugging Face checkpoint folder (float32 safetensors + config.json)."""
   from safetensors.numpy import save_file
 
+  if not isinstance(model, ParScaleLM):
+    raise CheckpointError(f"save_pretrained: expected a ParScaleLM, got {type(model).__name__}")
   path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise CheckpointError(f"save_pretrained: {path} is a file; give a folder to write into")
   path.mkdir(parents=True, exist_ok=True)
   model = combine_prefix(model)  # The reference's format: the prefix tensors themselves.
   tensors = {}

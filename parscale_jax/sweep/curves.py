@@ -3,7 +3,6 @@ any extra grid axes) and size, a colour per P and a line style per seed, to show
 seeds part ways."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from parscale_jax.analysis.plots import value_colors  # noqa: E402
 from parscale_jax.sweep.comparisons import setting_label, settings_and_sizes  # noqa: E402
+from parscale_jax.train.metrics import read_metrics  # noqa: E402
 
 _SEED_STYLES = ("-", "--", ":", "-.")
 
@@ -33,20 +33,14 @@ def read_eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_metrics(run_dir: Path):
   tokens, losses, evals = [], [], []
-  path = Path(run_dir) / "metrics.jsonl"
   tokens_per_step = None
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if "loss" in record and "tokens" in record:
-        tokens.append(record["tokens"])
-        losses.append(record["loss"])
-        tokens_per_step = record["tokens"] / max(record["step"], 1)
-      elif "eval_loss" in record and tokens_per_step:
-        evals.append((record["step"] * tokens_per_step, record["eval_loss"]))
+  for record in read_metrics(run_dir):
+    if "loss" in record and "tokens" in record:
+      tokens.append(record["tokens"])
+      losses.append(record["loss"])
+      tokens_per_step = record["tokens"] / max(record["step"], 1)
+    elif "eval_loss" in record and tokens_per_step:
+      evals.append((record["step"] * tokens_per_step, record["eval_loss"]))
   ev = np.array(evals, float).reshape(-1, 2)
   return np.array(tokens, float), np.array(losses, float), (ev[:, 0], ev[:, 1])
 

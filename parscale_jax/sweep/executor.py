@@ -54,7 +54,10 @@ def RunLock(workdir: Path) -> DirLock:
 def is_locked(workdir: Path) -> bool:
   if not (workdir / ".lock").exists():
     return False
-  lock = RunLock(workdir)
+  try:
+    lock = RunLock(workdir)
+  except OSError:  # A read-only results folder (a published copy): nobody trains there.
+    return False
   if lock.acquire():
     lock.release()
     return False
@@ -64,8 +67,7 @@ def is_locked(workdir: Path) -> bool:
 
 def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
   """Trains one run of a sweep unless it is done, failed (without retry) or running elsewhere."""
-  from parscale_jax.sweep.table import read_result
-  from parscale_jax.train.metrics import write_json_atomic
+  from parscale_jax.train.run_record import RunRecord, failure_reason, read_result
 
   results_dir = Path(results_dir)
   workdir = results_dir / "runs" / run.run_id
@@ -86,10 +88,11 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
     from parscale_jax.train.trainer import train
     return train(run.train_config(results_dir), workdir, run_id=run.run_id, progress=False)
   except Exception as e:  # Any failure is recorded; the sweep goes on.
-    reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    result = dict(read_result(workdir) or {}, run_id=run.run_id, status="failed", reason=reason)
-    write_json_atomic(workdir / "result.json", result)
-    (workdir / "error.log").write_text(traceback.format_exc())
+    result = RunRecord(workdir, run.run_id).fail(failure_reason(e))
+    try:
+      (workdir / "error.log").write_text(traceback.format_exc())
+    except OSError:
+      pass
     return result
   finally:
     lock.release()

@@ -5,24 +5,16 @@ run's progress is read from the last line of its metrics.jsonl, so the estimate 
 finished runs."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from parscale_jax.train.metrics import read_metrics
+
 
 def _last_step(workdir: Path) -> int:
-  path = workdir / "metrics.jsonl"
-  if not path.exists():
-    return 0
-  with open(path, "rb") as f:
-    f.seek(0, 2)
-    f.seek(max(0, f.tell() - 4096))
-    lines = f.read().decode(errors="replace").splitlines()
-  for line in reversed(lines):
-    try:
-      return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-      continue
+  for record in reversed(read_metrics(workdir, tail_bytes=4096)):
+    if isinstance(record.get("step"), int):
+      return record["step"]
   return 0
 
 

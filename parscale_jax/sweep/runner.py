@@ -70,6 +70,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
       ray.init(address=address, log_to_driver=False)
   results_dir = Path(results_dir)
   (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+  claim_results_dir(spec, results_dir)
   published = spec.publish_dir
   state = lambda results_dir, run: run_state(results_dir, run, published)
   todo_states = ("pending", "failed") if retry_failed else ("pending",)
@@ -86,10 +87,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
     bar = tqdm(total=len(spec.runs), initial=finished, desc=f"sweep {spec.name}", unit="run")
     live = SweepProgress(spec.runs, results_dir, state)
   try:
-    for stage in spec.stages:
-      todo = [r for r in spec.runs if r.stage == stage and state(results_dir, r) in todo_states]
-      if not todo:
-        continue
+    for stage, todo in _stage_batches(spec, results_dir, state, todo_states, log):
       for result in _execute(todo, spec, results_dir, retry_failed, ray):
         if result is None:  # No run finished within the polling interval.
           if bar is not None:
@@ -116,6 +114,51 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
     from parscale_jax.sweep.report import analyze_sweep
     analyze_sweep(spec, results_dir, rows, log=log)
   return rows
+
+
+def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
+  """A results folder holds one sweep: refuses another sweep's folder, and runs of this one whose
+  saved settings differ from the file's (their results would be reported as this file's)."""
+  import json
+
+  import yaml
+
+  from parscale_jax.atomic import write_json_atomic
+  from parscale_jax.train.config import TrainConfig, config_to_dict
+
+  defaults = _flat(config_to_dict(TrainConfig()))
+  marker = results_dir / "sweep.json"
+  if marker.exists():
+    owner = json.loads(marker.read_text()).get("name")
+    if owner != spec.name:
+      raise UserError(f"{results_dir} holds the runs of sweep {owner!r}, not {spec.name!r}; give "
+                      f"this sweep its own folder with --results")
+  for run in spec.runs:
+    saved = results_dir / "runs" / run.run_id / "config.yaml"
+    if not saved.exists():
+      continue
+    previous = _flat(yaml.safe_load(saved.read_text()) or {})
+    current = _flat(config_to_dict(run.train_config(results_dir)))
+    # A key an older version did not save counts as its default.
+    changed = sorted(k for k in set(previous) | set(current)
+                     if k.split(".")[0] not in ("wandb", "init_from")
+                     and previous.get(k, defaults.get(k)) != current.get(k))
+    if changed:
+      raise UserError(f"{saved.parent} was trained with other settings than {spec.path} gives it "
+                      f"(differs in: {', '.join(changed)}); use another --results folder")
+  if not marker.exists():
+    write_json_atomic(marker, {"name": spec.name, "file": str(spec.path)})
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
 
 
 def publish_finished(spec: SweepSpec, results_dir: Path) -> None:
@@ -146,6 +189,50 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
 POLL_SECONDS = 15.0
 
 
+# A run whose worker process died this many times (the OOM killer, a kill -9) is failed, not
+# started again: the sweep goes on without it.
+MAX_WORKER_DEATHS = 2
+
+
+def _stage_batches(spec, results_dir, state, todo_states, log):
+  """(stage, runs to start) in stage order; a stage is offered again after its pool broke (a
+  worker was killed), with the runs it interrupted, until none is left to start."""
+  for stage in spec.stages:
+    while True:
+      todo = [r for r in spec.runs if r.stage == stage and state(results_dir, r) in todo_states]
+      todo = [r for r in todo if not _gave_up(results_dir, r, log)]
+      if not todo:
+        break
+      broken_before = _PoolBroke.count
+      yield stage, todo
+      if _PoolBroke.count == broken_before:
+        break
+
+
+class _PoolBroke:
+  """How many local pools broke in this process (a worker died)."""
+  count = 0
+
+
+def _gave_up(results_dir: Path, run, log) -> bool:
+  """Marks a run failed once its worker died MAX_WORKER_DEATHS times (each start is a line of
+  attempts.jsonl, each unfinished one a death); True when it is failed here."""
+  from parscale_jax.train.run_record import RunRecord, read_result
+  workdir = results_dir / "runs" / run.run_id
+  attempts = workdir / "attempts.jsonl"
+  result = read_result(workdir) or {}
+  if not attempts.exists() or result.get("status") in ("done", "failed"):
+    return False
+  starts = len(attempts.read_text().splitlines())
+  if starts < MAX_WORKER_DEATHS:
+    return False
+  reason = (f"its worker process died {starts} times without finishing (killed, e.g. by the "
+            f"out-of-memory killer); rerun with --retry-failed")
+  RunRecord(workdir, run.run_id).fail(reason)
+  log(f"{run.run_id}: failed ({reason})")
+  return True
+
+
 def _execute(todo, spec, results_dir, retry_failed, ray):
   """Yields each run's result as it finishes, and None every POLL_SECONDS without one."""
   if ray is not None:
@@ -165,4 +252,8 @@ def _execute(todo, spec, results_dir, retry_failed, ray):
       if not done:
         yield None
       for future in done:
-        yield future.result()
+        try:
+          yield future.result()
+        except cf.process.BrokenProcessPool:  # A worker was killed: the pool is gone.
+          _PoolBroke.count += 1
+          return

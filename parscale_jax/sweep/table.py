@@ -10,19 +10,10 @@ from pathlib import Path
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.sweep.comparisons import SHAPE_AXES
 from parscale_jax.sweep.spec import RunSpec
+from parscale_jax.train.run_record import read_result
 
 COLUMNS = ("run_id", "stage", "size", "N", "N_backbone", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
            "eval_bits_per_byte", "flops", "wall_seconds", "status", "reason")
-
-
-def read_result(workdir: Path) -> dict | None:
-  path = workdir / "result.json"
-  if not path.exists():
-    return None
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError:
-    return None  # Cut by a kill mid-write of an older version; the run is redone.
 
 
 PUBLISHED_FILES = ("result.json", "metrics.jsonl", "config.yaml", "diversity.json")

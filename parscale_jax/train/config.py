@@ -74,6 +74,8 @@ class WandbConfig:
     check_choices(self, "wandb.")
     if self.project is not None and not self.project.strip():
       raise ConfigError("wandb.project must be a name, or absent for no W&B logging")
+    if self.project is None and (self.entity is not None or self.mode != "offline"):
+      raise ConfigError("wandb.entity and wandb.mode need wandb.project (the W&B project to log to)")
 
 
 @dataclasses.dataclass(frozen=True)

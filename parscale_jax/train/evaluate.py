@@ -8,13 +8,27 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from parscale_jax.data.pipeline import DataConfig, bytes_per_token, validation_rows
-from parscale_jax.data.tokenizer import check_vocabulary
+from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
 from parscale_jax.errors import UserError
 from parscale_jax.model.hf_checkpoint import checkpoint_folder, load_pretrained
+from parscale_jax.train.run_record import read_result
 from parscale_jax.train.step import eval_step, split_model
-from parscale_jax.train.trainer import evaluate
+
+
+def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tuple[float, float]:
+  """Mean loss over the fixed validation rows and its standard error (over rows)."""
+  n = len(rows)
+  padded = np.concatenate([rows, rows[: (-n) % batch]]) if n % batch else rows
+  losses = []
+  for i in range(0, len(padded), batch):
+    chunk = jax.device_put(padded[i:i + batch], rows_sharding)
+    losses.append(np.asarray(eval_fn(state["params"], state["frozen"], chunk)))
+  per_row = np.concatenate(losses)[:n].astype(np.float64)
+  sem = float(per_row.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+  return float(per_row.mean()), sem
 
 
 def _load(checkpoint: str | Path, data: DataConfig):
@@ -24,6 +38,12 @@ def _load(checkpoint: str | Path, data: DataConfig):
     data = dataclasses.replace(data, tokenizer=f"hf:{folder / 'tokenizer.json'}")
   model = load_pretrained(folder)
   check_vocabulary(data.tokenizer, model.config.vocab_size, "the checkpoint's vocabulary")
+  run_dir = folder.parent if folder.name == "final" else folder
+  trained_with = (read_result(run_dir) or {}).get("tokenizer")
+  if trained_with and trained_with != tokenizer_fingerprint(data.tokenizer):
+    raise UserError(f"the run was trained with tokenizer {trained_with}, this evaluation would use "
+                    f"{tokenizer_fingerprint(data.tokenizer)} ({data.tokenizer}); pass the run's "
+                    f"own with --tokenizer (a Hugging Face run keeps it in final/tokenizer.json)")
   return folder, model, data
 
 

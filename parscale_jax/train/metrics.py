@@ -1,14 +1,31 @@
-"""Run metrics: JSON lines per logged step, TensorBoard events, and result.json."""
+"""Run metrics: metrics.jsonl (one JSON line per logged step or evaluation), its writer and its
+reader, with TensorBoard and W&B beside it."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from parscale_jax.atomic import write_text_atomic
 
-
-def write_json_atomic(path: Path, data) -> None:
-  write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+def read_metrics(workdir: Path, tail_bytes: int | None = None) -> list[dict]:
+  """The records of a run's metrics.jsonl, in order; lines cut by a kill are skipped.
+  tail_bytes: read only the end of the file (a live progress read)."""
+  path = Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  with open(path, "rb") as f:
+    if tail_bytes is not None:
+      f.seek(0, 2)
+      f.seek(max(0, f.tell() - tail_bytes))
+    lines = f.read().decode(errors="replace").splitlines()
+  records = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(record, dict):
+      records.append(record)
+  return records
 
 
 class MetricsWriter:
@@ -20,14 +37,8 @@ class MetricsWriter:
     run appends to the same W&B run."""
     self.path = workdir / "metrics.jsonl"
     if self.path.exists():
-      kept = []
-      for line in self.path.read_text().splitlines():
-        try:
-          if json.loads(line).get("step", 0) <= resume_step:
-            kept.append(line)
-        except json.JSONDecodeError:
-          pass  # A line cut by a kill.
-      self.path.write_text("".join(k + "\n" for k in kept))
+      kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+      self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     self.file = self.path.open("a")
     self.tb = None
     if tensorboard:
@@ -67,6 +78,12 @@ def _start_wandb(config, workdir: Path, run_id: str, run_config: dict | None):
   import hashlib
   wid = f"{run_id}-{hashlib.sha256(str(workdir.absolute()).encode()).hexdigest()[:8]}"
   wid = "".join(c if c.isalnum() or c in "-_." else "_" for c in wid)
-  return wandb.init(project=config.project, entity=config.entity, mode=config.mode, dir=str(workdir),
-                    id=wid, name=run_id, resume="allow", config=run_config,
-                    settings=wandb.Settings(silent=True))
+  try:
+    return wandb.init(project=config.project, entity=config.entity, mode=config.mode,
+                      dir=str(workdir), id=wid, name=run_id, resume="allow", config=run_config,
+                      settings=wandb.Settings(silent=True))
+  except Exception as e:  # No API key, no network, a wrong entity: wandb raises many types.
+    from parscale_jax.errors import UserError
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f"wandb ({config.mode}): cannot start the run: {first} (wandb login, or "
+                    f"wandb.mode: offline)") from None

@@ -4,11 +4,13 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import os
+import dataclasses
 import shutil
+import sys
 import time
+from typing import Any, Callable
 from pathlib import Path
 
 import jax
@@ -22,7 +24,7 @@ from parscale_jax.errors import UserError
 from parscale_jax.locks import DirLock
 from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, describe_source,
                                         train_dataset, validation_rows)
-from parscale_jax.data.tokenizer import check_vocabulary
+from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
 from parscale_jax.model.accounting import flops_per_token, param_counts
 from parscale_jax.model.config import PRESETS
 from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder, load_pretrained,
@@ -30,7 +32,9 @@ from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder
 from parscale_jax.model.parscale import ParScaleLM
 from parscale_jax.train import checkpointing, sharding
 from parscale_jax.train.config import TrainConfig, config_to_dict
-from parscale_jax.train.metrics import MetricsWriter, write_json_atomic
+from parscale_jax.train.evaluate import evaluate
+from parscale_jax.train.metrics import MetricsWriter
+from parscale_jax.train.run_record import RunRecord, failure_reason
 from parscale_jax.train.optimizer import lr_schedule, make_optimizer
 from parscale_jax.train.step import jit_eval_step, jit_train_step, split_model
 
@@ -101,6 +105,40 @@ def _fresh_state(config, create, state_shardings, optimizer, graphdef):
   return {"step": step, "params": params, "frozen": frozen, "opt_state": opt_state}
 
 
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What a run trains with on a mesh: the model's graph, the state's abstract shapes and
+  shardings, the optimizer, and the jitted steps (the trainer's, the benchmarks' and the tests')."""
+
+  graphdef: Any
+  abstract_state: dict  # step, params, frozen, opt_state as ShapeDtypeStructs.
+  state_shardings: dict
+  optimizer: Any  # optax.GradientTransformation
+  train_step: Callable  # (state, rows_AxBxS1) -> (state, metrics); donates state.
+  eval_step: Callable  # (params, frozen, rows_BxS1) -> per-row mean loss [B].
+  rows_sharding: Any
+  eval_rows_sharding: Any
+  create: Callable  # key -> (params, frozen), under the state's shardings once jitted.
+
+  def fresh_state(self, config: TrainConfig) -> dict:
+    """A new run's state: initialised in place (init_from applied) with its optimizer state."""
+    return _fresh_state(config, self.create, self.state_shardings, self.optimizer, self.graphdef)
+
+
+def build_training(config: TrainConfig, mesh) -> Training:
+  """The public seam to a run's training: everything `train` compiles, without data or files."""
+  optimizer = make_optimizer(config.optim, config.steps)
+  graphdef, abstract_state, state_shardings, create = _init_state(config, mesh, optimizer)
+  rows_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  eval_rows_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+  return Training(
+      graphdef, abstract_state, state_shardings, optimizer,
+      jit_train_step(graphdef, optimizer, state_shardings, rows_sharding, repl),
+      jit_eval_step(graphdef, state_shardings["params"], state_shardings["frozen"],
+                    eval_rows_sharding, repl),
+      rows_sharding, eval_rows_sharding, create)
+
+
 def fresh_train_state(config: TrainConfig, mesh, optimizer):
   """(graphdef, state, state_shardings) of a new run: the parameters `train` starts from (init_from
   applied), its optimizer state, and the shardings of the train step's state argument."""
@@ -137,19 +175,6 @@ def _check_mesh(config: TrainConfig, mesh) -> int:
   return n_shards
 
 
-def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tuple[float, float]:
-  """Mean loss over the fixed validation rows and its standard error (over rows)."""
-  n = len(rows)
-  padded = np.concatenate([rows, rows[: (-n) % batch]]) if n % batch else rows
-  losses = []
-  for i in range(0, len(padded), batch):
-    chunk = jax.device_put(padded[i:i + batch], rows_sharding)
-    losses.append(np.asarray(eval_fn(state["params"], state["frozen"], chunk)))
-  per_row = np.concatenate(losses)[:n].astype(np.float64)
-  sem = float(per_row.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-  return float(per_row.mean()), sem
-
-
 def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None,
           progress: bool = True) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the result written to result.json."""
@@ -176,145 +201,175 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
 
 def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time) -> dict:
   _check_workdir(workdir, config)
-
-  steps = config.steps
-  optimizer = make_optimizer(config.optim, steps)
-  schedule = lr_schedule(config.optim, steps)
-  graphdef, abs_state, state_shardings, create = _init_state(config, mesh, optimizer)
-  rows_sharding = sharding.batch_sharding(mesh)
-  repl = sharding.replicated(mesh)
-  step_fn = jit_train_step(graphdef, optimizer, state_shardings, rows_sharding, repl)
-  eval_rows_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
-  eval_fn = jit_eval_step(graphdef, state_shardings["params"], state_shardings["frozen"],
-                          eval_rows_sharding, repl)
-
-  mngr = checkpointing.manager(workdir, config.keep_checkpoints)
-  process_count, process_index = jax.process_count(), jax.process_index()
-  dataset = train_dataset(config.train_data, config.batch_size // process_count, process_index, process_count)
-  data_iter = ResumableIterator(iter(dataset))
-  start_step = mngr.latest_step() or 0
-  meta = {"wall_seconds": 0.0, "train_losses": []}
-  if start_step:
-    try:
-      state, meta = checkpointing.restore(mngr, start_step, abs_state, state_shardings, data_iter)
-    except UserError as e:  # The run stays failed with the reason, not `running`, for retries.
-      previous = workdir / "result.json"
-      result = json.loads(previous.read_text()) if previous.exists() else {"run_id": run_id}
-      write_json_atomic(previous, {**result, "status": "failed", "reason": str(e)})
-      raise
-  else:
-    state = _fresh_state(config, create, state_shardings, optimizer, graphdef)
-  wall_before = float(meta["wall_seconds"])
-  recent_losses: list[float] = list(meta.get("train_losses", []))
-
-  counts = param_counts(config.model)
-  val_rows = validation_rows(config.data)
-  eval_batch = max(n_shards, min(config.batch_size, len(val_rows)) // n_shards * n_shards)
-  writer = MetricsWriter(workdir, start_step, config.tensorboard and process_index == 0,
-                         config.wandb if process_index == 0 else None, run_id, config_to_dict(config))
-  result = {"run_id": run_id, "size": size_name(config.model), "N": counts.non_embedding,
-            "N_backbone": counts.backbone,
-            "P": config.model.P, "params_total": counts.total, "devices": int(mesh.devices.size),
-            "tokens": steps * config.tokens_per_step, "steps": steps, "seed": config.seed,
-            "flops": flops_per_token(config.model, config.data.seq_len) * steps * config.tokens_per_step,
-            "data": describe_source(config.data), "status": "running", "reason": None}
-  write_json_atomic(workdir / "result.json", result)
-
-  def to_device(rows):
-    local = rows.reshape(config.grad_accum, -1, rows.shape[-1])
-    return jax.make_array_from_process_local_data(rows_sharding, local)
-
-  def session_wall():
-    return wall_before + time.time() - start_time
-
-  bar = None
-  if progress and process_index == 0:
-    from tqdm import tqdm
-    bar = tqdm(total=steps, initial=start_step, desc=run_id, unit="step", dynamic_ncols=True)
-  pending = None  # (step, metrics on device): fetched one step late so the host never stalls.
-  window_start, window_tokens = time.time(), 0
-  failure = None
-
-  def fetch(step, metrics):
-    nonlocal window_start, window_tokens
-    loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-    if not math.isfinite(loss):
-      return f"loss is {loss} at step {step}"
-    recent_losses.append(loss)
-    del recent_losses[:-20]
-    if step % config.log_every == 0 or step == steps:
-      elapsed = max(time.time() - window_start, 1e-9)
-      record = {"step": step, "tokens": step * config.tokens_per_step, "loss": loss,
-                "lr": float(schedule(step - 1)), "grad_norm": grad_norm,
-                "tokens_per_s": window_tokens / elapsed, "wall_seconds": session_wall()}
-      if process_index == 0:
-        writer.write(record)
-      if bar is not None:
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-      window_start, window_tokens = time.time(), 0
-    return None
-
+  record = RunRecord(workdir, run_id)
+  run = None
   try:
-    for step in range(start_step + 1, steps + 1):
-      rows = next(data_iter)
-      state, metrics = step_fn(state, to_device(rows))
-      window_tokens += config.tokens_per_step
-      if pending is not None:
-        failure = fetch(*pending)
-        if failure:
-          break
-      pending = (step, metrics)
-      if bar is not None:
-        bar.update(1)
-      save_now = step % config.checkpoint_every == 0 or step == steps
-      eval_now = bool(config.eval_every) and step % config.eval_every == 0 and step != steps
-      if save_now or eval_now:  # Both need this step's loss checked first.
-        failure = fetch(*pending)
-        pending = None
-        if failure:
-          break
-        if eval_now:
-          eval_loss, eval_sem = evaluate(eval_fn, state, val_rows, eval_batch, eval_rows_sharding)
-          if process_index == 0:
-            writer.write({"step": step, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
-          if not math.isfinite(eval_loss):
-            failure = f"validation loss is {eval_loss} at step {step}"
-            break
-        if save_now:
-          checkpointing.save(mngr, step, state, data_iter,
-                             {"wall_seconds": session_wall(), "train_losses": recent_losses})
-    if pending is not None and not failure:
-      failure = fetch(*pending)
+    run = _Run(config, workdir, run_id, mesh, n_shards, start_time)
+    state, meta = run.restore_or_init()
+    record.start(**_run_facts(config, run_id, mesh))
+    failure = run.loop(state, progress)
+    if failure:
+      return record.fail(failure, wall_seconds=run.session_wall(), last_good_step=run.mngr.latest_step())
+    return _finish(run, record)
+  except BaseException as e:  # Anything else that stops the run leaves it failed, with why.
+    record.fail(failure_reason(e) if isinstance(e, Exception) else "interrupted")
+    raise
   finally:
-    if bar is not None:
-      bar.close()
+    if run is not None:
+      run.close()
 
-  if failure:
-    result.update(status="failed", reason=failure, wall_seconds=session_wall(),
-                  last_good_step=mngr.latest_step())
-    write_json_atomic(workdir / "result.json", result)
-    writer.close()
-    return result
 
-  eval_loss, eval_sem = evaluate(eval_fn, state, val_rows, eval_batch, eval_rows_sharding)
-  bpt = bytes_per_token(config.data, val_rows)
-  if process_index == 0:
-    writer.write({"step": steps, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
-  writer.close()
+def _run_facts(config: TrainConfig, run_id: str, mesh) -> dict:
+  """What result.json says of a run from its start."""
+  counts, steps = param_counts(config.model), config.steps
+  return {"size": size_name(config.model), "N": counts.non_embedding,
+          "N_backbone": counts.backbone, "P": config.model.P, "params_total": counts.total,
+          "devices": int(mesh.devices.size), "tokens": steps * config.tokens_per_step,
+          "steps": steps, "seed": config.seed,
+          "flops": flops_per_token(config.model, config.data.seq_len) * steps * config.tokens_per_step,
+          "data": describe_source(config.data),
+          "tokenizer": tokenizer_fingerprint(config.data.tokenizer)}
+
+
+def _finish(run, record: RunRecord) -> dict:
+  """Final evaluation, export and the done record; a non-finite loss fails instead."""
+  config, workdir = run.config, run.workdir
+  eval_loss, eval_sem = run.evaluate()
+  bpt = bytes_per_token(config.data, run.val_rows)
+  if run.process_index == 0:
+    run.writer.write({"step": config.steps, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
   if not math.isfinite(eval_loss):  # Diverged weights are never exported as a finished model.
-    result.update(status="failed", reason=f"final validation loss is {eval_loss}",
-                  wall_seconds=session_wall(), last_good_step=None)
-    write_json_atomic(workdir / "result.json", result)
-    return result
-  if config.export_final and process_index == 0:
-    save_pretrained(nnx.merge(graphdef, state["params"], state["frozen"]), workdir / "final")
+    return record.fail(f"final validation loss is {eval_loss}", wall_seconds=run.session_wall(),
+                       last_good_step=None)
+  if config.export_final and run.process_index == 0:
+    save_pretrained(nnx.merge(run.graphdef, run.state["params"], run.state["frozen"]),
+                    workdir / "final")
     if config.data.tokenizer.startswith("hf:"):  # A Hugging Face folder carries its tokenizer.
       shutil.copyfile(os.path.expanduser(config.data.tokenizer[3:]), workdir / "final" / "tokenizer.json")
-  result.update(
-      status="done", train_loss=float(np.mean(recent_losses)) if recent_losses else None,
-      eval_loss=eval_loss, eval_loss_sem=eval_sem, eval_tokens=int(val_rows[:, 1:].size),
-      eval_bits_per_byte=eval_loss / math.log(2) / bpt if bpt else None,
-      wall_seconds=session_wall())
-  if process_index == 0:
-    write_json_atomic(workdir / "result.json", result)
-  return result
+  fields = dict(train_loss=float(np.mean(run.recent_losses)) if run.recent_losses else None,
+                eval_loss=eval_loss, eval_loss_sem=eval_sem, eval_tokens=int(run.val_rows[:, 1:].size),
+                eval_bits_per_byte=eval_loss / math.log(2) / bpt if bpt else None,
+                wall_seconds=run.session_wall())
+  if run.process_index == 0:
+    return record.finish(**fields)
+  return {**record.fields, **fields, "status": "done"}
+
+
+class _Run:
+  """One training session of a run directory: its compiled steps, data, checkpoints and metrics."""
+
+  def __init__(self, config: TrainConfig, workdir: Path, run_id: str, mesh, n_shards: int,
+               start_time: float):
+    self.config, self.workdir, self.run_id = config, workdir, run_id
+    self.mesh, self.start_time = mesh, start_time
+    self.schedule = lr_schedule(config.optim, config.steps)
+    self.training = t = build_training(config, mesh)
+    self.graphdef, self.step_fn, self.eval_fn = t.graphdef, t.train_step, t.eval_step
+    self.rows_sharding, self.eval_rows_sharding = t.rows_sharding, t.eval_rows_sharding
+    self.mngr = checkpointing.manager(workdir, config.keep_checkpoints)
+    self.process_count, self.process_index = jax.process_count(), jax.process_index()
+    dataset = train_dataset(config.train_data, config.batch_size // self.process_count,
+                            self.process_index, self.process_count)
+    self.data_iter = ResumableIterator(iter(dataset))
+    self.val_rows = validation_rows(config.data)
+    self.eval_batch = max(n_shards, min(config.batch_size, len(self.val_rows)) // n_shards * n_shards)
+    self.writer = None
+    self.wall_before = 0.0
+    self.recent_losses: list[float] = []
+    self.state = None
+
+  def restore_or_init(self):
+    config = self.config
+    self.start_step = self.mngr.latest_step() or 0
+    meta = {"wall_seconds": 0.0, "train_losses": []}
+    if self.start_step:
+      state, meta = checkpointing.restore(self.mngr, self.start_step, self.training.abstract_state,
+                                          self.training.state_shardings, self.data_iter)
+      print(f"{self.run_id}: resuming from step {self.start_step} of {config.steps}",
+            file=sys.stderr, flush=True)
+    else:
+      state = self.training.fresh_state(config)
+    self.wall_before = float(meta["wall_seconds"])
+    self.recent_losses = list(meta.get("train_losses", []))
+    self.writer = MetricsWriter(self.workdir, self.start_step,
+                                config.tensorboard and self.process_index == 0,
+                                config.wandb if self.process_index == 0 else None,
+                                self.run_id, config_to_dict(config))
+    return state, meta
+
+  def session_wall(self) -> float:
+    return self.wall_before + time.time() - self.start_time
+
+  def evaluate(self) -> tuple[float, float]:
+    return evaluate(self.eval_fn, self.state, self.val_rows, self.eval_batch, self.eval_rows_sharding)
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+
+  def loop(self, state, progress: bool) -> str | None:
+    """Trains from the restored step to the end; returns a failure reason or None."""
+    config, steps = self.config, self.config.steps
+    self.state = state
+
+    def to_device(rows):
+      local = rows.reshape(config.grad_accum, -1, rows.shape[-1])
+      return jax.make_array_from_process_local_data(self.rows_sharding, local)
+
+    bar = None
+    if progress and self.process_index == 0:
+      from tqdm import tqdm
+      bar = tqdm(total=steps, initial=self.start_step, desc=self.run_id, unit="step",
+                 dynamic_ncols=True)
+    pending = None  # (step, metrics on device): fetched one step late so the host never stalls.
+    window = {"start": time.time(), "tokens": 0}
+
+    def fetch(step, metrics):
+      loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+      if not math.isfinite(loss):
+        return f"loss is {loss} at step {step}"
+      self.recent_losses.append(loss)
+      del self.recent_losses[:-20]
+      if step % config.log_every == 0 or step == steps:
+        elapsed = max(time.time() - window["start"], 1e-9)
+        entry = {"step": step, "tokens": step * config.tokens_per_step, "loss": loss,
+                 "lr": float(self.schedule(step - 1)), "grad_norm": grad_norm,
+                 "tokens_per_s": window["tokens"] / elapsed, "wall_seconds": self.session_wall()}
+        if self.process_index == 0:
+          self.writer.write(entry)
+        if bar is not None:
+          bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{entry['tokens_per_s']:.0f}")
+        window.update(start=time.time(), tokens=0)
+      return None
+
+    try:
+      for step in range(self.start_step + 1, steps + 1):
+        self.state, metrics = self.step_fn(self.state, to_device(next(self.data_iter)))
+        window["tokens"] += config.tokens_per_step
+        if pending is not None:
+          failure = fetch(*pending)
+          if failure:
+            return failure
+        pending = (step, metrics)
+        if bar is not None:
+          bar.update(1)
+        save_now = step % config.checkpoint_every == 0 or step == steps
+        eval_now = bool(config.eval_every) and step % config.eval_every == 0 and step != steps
+        if save_now or eval_now:  # Both need this step's loss checked first.
+          failure = fetch(*pending)
+          pending = None
+          if failure:
+            return failure
+          if eval_now:
+            eval_loss, eval_sem = self.evaluate()
+            if self.process_index == 0:
+              self.writer.write({"step": step, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
+            if not math.isfinite(eval_loss):
+              return f"validation loss is {eval_loss} at step {step}"
+          if save_now:
+            checkpointing.save(self.mngr, step, self.state, self.data_iter,
+                               {"wall_seconds": self.session_wall(), "train_losses": self.recent_losses})
+      return fetch(*pending) if pending is not None else None
+    finally:
+      if bar is not None:
+        bar.close()

@@ -1,0 +1,217 @@
+"""Bad input and faults of the data sources, sweeps, disk, evaluation, plan/fit/cost, checkpoints,
+API and logging: each is a one-line error and a non-zero exit, or a `failed` run with its reason;
+nothing left `running`, nothing half written."""
+import errno
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file, save_file
+
+import parscale_jax as pj
+from parscale_jax.cli import main
+from parscale_jax.data.corpus import build_code_corpus
+from parscale_jax.errors import UserError
+from parscale_jax.model import ModelConfig
+from parscale_jax.train import checkpointing
+from parscale_jax.train.config import config_from_dict
+from parscale_jax.train.trainer import train
+
+from conftest import tiny_train_dict
+
+
+def _one_line(capsys, code, *fragments):
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1, err
+  for fragment in fragments:
+    assert fragment in err, err
+  return err
+
+
+# Text decoding and odd sources.
+
+def test_odd_sources_name_the_file_and_leave_nothing_half_built(tmp_path):
+  latin = tmp_path / "latin.jsonl"
+  latin.write_bytes(b'{"text": "caf\xe9"}\n{"text": "ok"}\n')
+  with pytest.raises(UserError, match=r"latin.jsonl:1: not UTF-8"):
+    build_code_corpus(str(latin), tmp_path / "tfds")
+  empties = tmp_path / "empty"
+  empties.mkdir()
+  (empties / "a.py").write_text("")
+  (empties / "b.py").write_text("")
+  with pytest.raises(UserError, match="0 non-empty file"):
+    build_code_corpus(str(empties), tmp_path / "tfds")
+  built = [p for p in (tmp_path / "tfds").rglob("*") if p.is_dir() and "parscale_code_corpus" in str(p)]
+  assert all(any(q.is_file() for q in p.rglob("*")) for p in built)  # No empty build folders.
+  saved = tmp_path / "saved"
+  (saved / "train").mkdir(parents=True)
+  (saved / "train" / "state.json").write_text("{}")
+  (saved / "dataset_dict.json").write_text('{"splits": ["train"]}')
+  with pytest.raises(UserError, match=r"saved DatasetDict; point data.source at one of its splits \(train\)"):
+    build_code_corpus(str(saved), tmp_path / "tfds")
+
+
+def test_null_texts_in_parquet_are_refused(tmp_path):
+  pa = pytest.importorskip("pyarrow")
+  import pyarrow.parquet as pq
+  pq.write_table(pa.table({"text": ["a" * 100, None, "b" * 100]}), tmp_path / "c.parquet")
+  with pytest.raises(UserError, match=r"1 null text\(s\) \(first at row 1\)"):
+    build_code_corpus(str(tmp_path / "c.parquet"), tmp_path / "tfds")
+
+
+# Disk full.
+
+def test_a_full_disk_fails_the_run_with_its_reason(tmp_path, data_dir, monkeypatch, capsys):
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "checkpoints"))
+
+  monkeypatch.setattr(checkpointing, "save", full)
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 3, checkpoint_every=2)
+  with pytest.raises(OSError):
+    train(config_from_dict(config), tmp_path / "run", progress=False)
+  result = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert result["status"] == "failed" and result["reason"].startswith("disk full:")
+  assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+  from parscale_jax import atomic
+  target = tmp_path / "result.json"
+  target.write_text("old")
+
+  def replace_fails(src, dst):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(os, "replace", replace_fails)
+  with pytest.raises(OSError):
+    atomic.write_text_atomic(target, "new")
+  assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+# Evaluation.
+
+def test_evaluation_refuses_another_tokenizer_than_the_runs(tmp_path, data_dir, capsys):
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 2, model={"P": 1})
+  assert train(config_from_dict(config), tmp_path / "run", progress=False)["status"] == "done"
+  result = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert result["tokenizer"] == "byte"
+  tokenizers = pytest.importorskip("tokenizers")
+  from tokenizers import models, pre_tokenizers
+  tok = tokenizers.Tokenizer(models.WordLevel({f"t{i}": i for i in range(256)} | {"<|endoftext|>": 256},
+                                              unk_token="t0"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.save(str(tmp_path / "other.json"))
+  code = main(["eval", "--checkpoint", str(tmp_path / "run"), "--data-dir", data_dir, "--tokens",
+               "1024", "--seq-len", "32", "--tokenizer", f"hf:{tmp_path / 'other.json'}"])
+  _one_line(capsys, code, "trained with tokenizer byte")
+  code = main(["eval", "--checkpoint", str(tmp_path / "run"), "--data-dir", data_dir, "--split", "bogus"])
+  _one_line(capsys, code, "split 'bogus'")
+
+
+# Plan, fit, cost.
+
+def test_plan_and_cost_refuse_what_they_cannot_answer(capsys):
+  with pytest.raises(SystemExit) as exit_info:  # An argparse usage error.
+    main(["plan", "--max-memory-gb", "8", "--P", "1,2,2,8"])
+  assert exit_info.value.code == 2 and "repeats 2" in capsys.readouterr().err
+  _one_line(capsys, main(["plan", "--max-memory-gb", "8", "--P", "1,16"]),
+            "beyond the fitted P <= 8; add --extrapolate")
+  _one_line(capsys, main(["cost", "--size", "paper-1.6b", "--P", "8", "--prefix-tokens", "100000000"]),
+            "beyond the family")
+
+
+def test_plan_marks_an_extrapolated_recommendation(capsys):
+  assert main(["plan", "--max-memory-gb", "8", "--json"]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc["recommended"]["P"] <= 8 and doc["extrapolated"] is False
+  assert main(["plan", "--max-memory-gb", "8", "--extrapolate", "--json"]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc["recommended"]["P"] > 8 and doc["extrapolated"] is True
+
+
+def test_fit_refuses_duplicated_rows_and_fractional_p(tmp_path, capsys):
+  rows = [{"N": n, "P": p, "loss": 2.0 - 0.1 * i - 0.01 * p} for i, n in enumerate((1e5, 2e5, 4e5))
+          for p in (1, 2)]
+  table = tmp_path / "t.jsonl"
+  table.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))
+  _one_line(capsys, main(["fit", str(table), "--out", str(tmp_path / "f")]), "repeats row 1")
+  table.write_text("".join(json.dumps(dict(r, P=1.5 if r["P"] == 2 else 1)) + "\n" for r in rows))
+  _one_line(capsys, main(["fit", str(table), "--out", str(tmp_path / "f")]), "P=1.5 is not a whole number")
+
+
+def test_fit_reference_paper_needs_no_out(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert main(["fit", "--reference", "paper", "--bootstrap", "0", "--no-plots"]) == 0
+  assert (tmp_path / "results" / "paper" / "fit.json").exists()
+
+
+def test_a_not_identified_law_warns_when_it_predicts():
+  from parscale_jax.analysis.results import FittedLaw, NotIdentifiedWarning
+  law = FittedLaw(1.0, 1e-3, 0.2, 1e9, "g", ("k runs off",))
+  with pytest.warns(NotIdentifiedWarning, match="k runs off"):
+    law.predict(1e6, 4)
+
+
+# Checkpoints and API.
+
+def _tiny():
+  return pj.create_model(ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                     num_kv_heads=1, P=2, prefix_tokens=2))
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda t: t.update({"model.norm.weight": np.full_like(t["model.norm.weight"], np.nan)}),
+     "non-finite values"),
+    (lambda t: t.update({"model.norm.weight": t["model.norm.weight"].astype(np.int32)}),
+     "dtype int32"),
+])
+def test_a_checkpoint_with_nan_or_integer_weights_is_refused(tmp_path, edit, fragment):
+  pj.save_pretrained(_tiny(), tmp_path)
+  tensors = load_file(str(tmp_path / "model.safetensors"))
+  edit(tensors)
+  save_file(tensors, str(tmp_path / "model.safetensors"))
+  with pytest.raises(UserError, match=fragment):
+    pj.load_pretrained(tmp_path)
+
+
+def test_api_misuse_is_a_user_error(tmp_path):
+  model = _tiny()
+  ids = jnp.zeros((1, 3), jnp.int32)
+  for call, fragment in [
+      (lambda: pj.generate(model, ids, 2, rng=42), "rng must be a JAX key"),
+      (lambda: pj.generate(model, None, 2), "input_ids is None"),
+      (lambda: pj.generate(None, ids, 2), "must be a ParScaleLM"),
+      (lambda: pj.generate(model, ids, 2, cache_dtype=jnp.int8), "floating dtype"),
+      (lambda: pj.load_pretrained(None), "must be a string or Path"),
+      (lambda: pj.save_pretrained(model, tmp_path / "file"), "is a file"),
+  ]:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=fragment):
+      call()
+  assert pj.generate(model, ids, 2, rng=jax.random.key(0), temperature=1.0).shape == (1, 5)
+
+
+def test_load_pretrained_takes_a_run_directory(tmp_path, data_dir):
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 2)
+  train(config_from_dict(config), tmp_path / "run", progress=False)
+  model = pj.load_pretrained(tmp_path / "run")
+  assert model.config.P == 2
+
+
+# Logging and the environment.
+
+def test_wandb_settings_without_a_project_are_refused(tmp_path, data_dir):
+  from parscale_jax.configlib import ConfigError
+  with pytest.raises(ConfigError, match="need wandb.project"):
+    config_from_dict(tiny_train_dict(data_dir, wandb={"entity": "team"}))
+
+
+def test_system_malloc_switch_reads_yes_and_no(capsys):
+  from parscale_jax.hostmem import OPT_OUT, opted_out
+  assert opted_out({OPT_OUT: "yes"}) and opted_out({OPT_OUT: "1"})
+  assert not opted_out({OPT_OUT: "no"}) and not opted_out({OPT_OUT: "0"}) and not opted_out({})
+  assert not opted_out({OPT_OUT: "maybe"}) and "neither 1 nor 0" in capsys.readouterr().err
