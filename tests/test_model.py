@@ -209,7 +209,8 @@ def test_one_seed_gives_every_p_the_same_shared_weights():
 
 
 def test_dense_skinny_and_wide_products_agree_and_init_matches_nnx_linear():
-  from parscale_jax.model.layers import SKINNY_ROWS, Dense
+  from parscale_jax.model.cpu_kernels import SKINNY_ROWS
+  from parscale_jax.model.layers import Dense
   dense = Dense(32, 48, TINY, nnx.Rngs(params=3), bias=True)
   linear = nnx.Linear(32, 48, kernel_init=nnx.initializers.normal(TINY.init_std),
                       rngs=nnx.Rngs(params=3))
@@ -226,7 +227,7 @@ def test_dense_skinny_and_wide_products_agree_and_init_matches_nnx_linear():
 @pytest.mark.parametrize("din,dout", [(8, 24), (24, 8)])  # Both branches of the weight gradient.
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_dense_product_gradients_equal_autodiff(din, dout, dtype):
-  from parscale_jax.model.layers import dense_product
+  from parscale_jax.model.cpu_kernels import dense_product
   kx, kw, kb, kc = jax.random.split(jax.random.key(8), 4)
   # A stream axis mapped over a shared weight and bias, as nnx.vmap runs the streams.
   x = jax.random.normal(kx, (3, 2, 5, din)).astype(dtype)
@@ -254,7 +255,7 @@ def test_dense_product_gradients_equal_autodiff(din, dout, dtype):
 
 
 def test_attention_softmax_gradient_equals_autodiff():
-  from parscale_jax.model.layers import attention_softmax
+  from parscale_jax.model.cpu_kernels import attention_softmax
   ks, kc = jax.random.split(jax.random.key(9))
   scores = jax.random.normal(ks, (2, 3, 7, 11))
   scores = jnp.where(jnp.arange(11) <= jnp.arange(7)[:, None] + 2, scores, -jnp.inf)  # Masked keys.
@@ -383,3 +384,23 @@ def test_scan_layers_default_by_depth_and_parsed():
   assert dataclasses.replace(TINY, num_layers=36).scanned
   assert model_config_from_dict({"size": "l4-50k", "scan_layers": True}).scanned
   assert model_config_from_dict({"size": "l4-50k", "scan_layers": None}).scan_layers is None
+
+
+def test_cpu_and_plain_kernels_agree_in_values_and_gradients():
+  """kernels.py picks the XLA:CPU forms on a CPU and the plain ones elsewhere: both are the same
+  functions (skinny and wide inputs, with and without a bias)."""
+  from parscale_jax.model import cpu_kernels, kernels
+  key = iter(jax.random.split(jax.random.key(0), 8))
+  w, b = jax.random.normal(next(key), (24, 16)), jax.random.normal(next(key), (24,))
+  for rows in (4, 300):
+    x = jax.random.normal(next(key), (rows, 16))
+    for bias in (None, b):
+      f_cpu = lambda x, w: jnp.sum(jnp.sin(cpu_kernels.dense(x, w, bias)))
+      f_plain = lambda x, w: jnp.sum(jnp.sin(kernels.plain_dense(x, w, bias)))
+      np.testing.assert_allclose(cpu_kernels.dense(x, w, bias), kernels.plain_dense(x, w, bias),
+                                 rtol=1e-5, atol=1e-5)
+      for g_cpu, g_plain in zip(jax.grad(f_cpu, (0, 1))(x, w), jax.grad(f_plain, (0, 1))(x, w)):
+        np.testing.assert_allclose(g_cpu, g_plain, rtol=1e-4, atol=1e-4)
+  scores = jax.random.normal(next(key), (2, 3, 8))
+  np.testing.assert_allclose(cpu_kernels.attention_softmax(scores), jax.nn.softmax(scores, -1), rtol=1e-6)
+  assert kernels.on_cpu()  # This suite runs on XLA:CPU: the models above used the CPU kernels.

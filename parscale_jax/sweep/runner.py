@@ -215,22 +215,40 @@ class _PoolBroke:
 
 
 def _gave_up(results_dir: Path, run, log) -> bool:
-  """Marks a run failed once its worker died MAX_WORKER_DEATHS times (each start is a line of
-  attempts.jsonl, each unfinished one a death); True when it is failed here."""
+  """Marks a run failed once the worker training it died MAX_WORKER_DEATHS times (deaths.jsonl,
+  written when a pool breaks; a killed sweep kills no worker in this sense); True when failed."""
   from parscale_jax.train.run_record import RunRecord, read_result
   workdir = results_dir / "runs" / run.run_id
-  attempts = workdir / "attempts.jsonl"
+  deaths = workdir / "deaths.jsonl"
   result = read_result(workdir) or {}
-  if not attempts.exists() or result.get("status") in ("done", "failed"):
+  if not deaths.exists() or result.get("status") in ("done", "failed"):
     return False
-  starts = len(attempts.read_text().splitlines())
-  if starts < MAX_WORKER_DEATHS:
+  count = len(deaths.read_text().splitlines())
+  if count < MAX_WORKER_DEATHS:
     return False
-  reason = (f"its worker process died {starts} times without finishing (killed, e.g. by the "
+  reason = (f"its worker process died {count} times without finishing (killed, e.g. by the "
             f"out-of-memory killer); rerun with --retry-failed")
   RunRecord(workdir, run.run_id).fail(reason)
   log(f"{run.run_id}: failed ({reason})")
   return True
+
+
+def _record_deaths(todo, results_dir: Path, workers: set) -> None:
+  """Notes a death in deaths.jsonl of each run whose latest attempt ran in one of the broken
+  pool's workers and did not finish."""
+  import json
+  import time
+
+  from parscale_jax.train.run_record import read_result
+  for run in todo:
+    workdir = results_dir / "runs" / run.run_id
+    attempts = workdir / "attempts.jsonl"
+    if not attempts.exists() or (read_result(workdir) or {}).get("status") in ("done", "failed"):
+      continue
+    lines = attempts.read_text().splitlines()
+    if lines and json.loads(lines[-1]).get("pid") in workers:
+      with open(workdir / "deaths.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.time(), "pid": json.loads(lines[-1])["pid"]}) + "\n")
 
 
 def _execute(todo, spec, results_dir, retry_failed, ray):
@@ -247,7 +265,9 @@ def _execute(todo, spec, results_dir, retry_failed, ray):
   pool, _ = _local_pool(spec, len(todo))
   with pool:
     pending = {pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo}
+    workers = set()
     while pending:
+      workers |= set(getattr(pool, "_processes", None) or {})  # Worker pids, as they start.
       done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
       if not done:
         yield None
@@ -256,4 +276,5 @@ def _execute(todo, spec, results_dir, retry_failed, ray):
           yield future.result()
         except cf.process.BrokenProcessPool:  # A worker was killed: the pool is gone.
           _PoolBroke.count += 1
+          _record_deaths(todo, results_dir, workers)
           return

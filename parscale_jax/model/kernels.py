@@ -1,0 +1,30 @@
+"""The dense product and the attention softmax, chosen by backend: XLA:CPU gets hand-written
+backward passes and a skinny-row layout (model/cpu_kernels.py); GPUs and TPUs get the plain
+forms, which their compilers handle well. Both give the same numbers (tests/test_model.py)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from parscale_jax.model import cpu_kernels
+
+
+def on_cpu() -> bool:
+  """Whether the arrays of this trace live on XLA:CPU (the default backend)."""
+  return jax.default_backend() == "cpu"
+
+
+def plain_dense(x_NxI: jax.Array, w_OxI: jax.Array, b_O: jax.Array | None) -> jax.Array:
+  """x·Wᵀ + b, differentiated automatically."""
+  y_NxO = jnp.einsum("...i,oi->...o", x_NxI, w_OxI)
+  return y_NxO if b_O is None else y_NxO + b_O
+
+
+def dense(x_NxI: jax.Array, w_OxI: jax.Array, b_O: jax.Array | None) -> jax.Array:
+  """x·Wᵀ + b (b None: no bias), by the backend's kernel."""
+  return cpu_kernels.dense(x_NxI, w_OxI, b_O) if on_cpu() else plain_dense(x_NxI, w_OxI, b_O)
+
+
+def softmax(scores: jax.Array) -> jax.Array:
+  """Softmax over the last axis, by the backend's kernel."""
+  return cpu_kernels.attention_softmax(scores) if on_cpu() else jax.nn.softmax(scores, axis=-1)
