@@ -126,6 +126,7 @@ def test_bad_tables_are_refused(tmp_path, rows, header, message):
   assert not (tmp_path / "out" / "fit.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
   (tmp_path / "bad.jsonl").write_text('{"N": 1, "P": 1, "loss": 2}\n{"N": 2, "P"\n')
   proc = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "fit", str(tmp_path / "bad.jsonl"),

@@ -64,6 +64,7 @@ def test_numbers_in_yaml_1_2_form_are_numbers(tmp_path):
   assert load_yaml(tmp_path / "c.yaml") == {"a": 2e-4, "b": 1500.0, "c": "1e-3", "d": 1000}
 
 
+@pytest.mark.slow
 def test_a_run_whose_final_evaluation_is_not_finite_is_failed_and_not_exported(tmp_path, data_dir,
                                                                                 monkeypatch):
   """The last update diverges: every training loss was finite, the final weights are not."""
@@ -82,6 +83,7 @@ def test_a_nonfinite_intermediate_evaluation_fails_the_run(tmp_path, data_dir, m
   assert result["status"] == "failed" and result["reason"] == "validation loss is inf at step 2"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_random_bytes_in_its_files_is_refused_and_the_run_failed(
     tmp_path, data_dir, capsys):
   cfg = tmp_path / "c.yaml"

@@ -34,3 +34,43 @@ def test_no_import_circle():
   for module in graph:
     if module not in state:
       visit(module, [module])
+
+
+def _py_files_outside_the_package():
+  return [p for d in ("tests", "benchmarks", "scripts") for p in (REPO / d).rglob("*.py")]
+
+
+def test_nothing_outside_the_package_uses_its_private_names():
+  offenders = []
+  for path in _py_files_outside_the_package():
+    tree = ast.parse(path.read_text())
+    modules = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("parscale_jax"):
+        offenders += [f"{path.name}: {a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+        modules.update(a.asname or a.name for a in node.names)
+      elif isinstance(node, ast.Import):
+        modules.update((a.asname or a.name).split(".")[0] for a in node.names
+                       if a.name.startswith("parscale_jax"))
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id in modules and node.attr.startswith("_") and not node.attr.startswith("__")):
+        offenders.append(f"{path.name}: {node.value.id}.{node.attr}")
+  assert not offenders, offenders
+
+
+def test_one_owner_for_the_law_the_run_record_and_package_paths():
+  import re
+  package = REPO / "parscale_jax"
+  sources = {p: p.read_text() for p in package.rglob("*.py")}
+  # k·ln P + 1 is written once, in analysis/law.py; everything else calls law.multiplier.
+  formula = re.compile(r"\*\s*(np|math)\.log\((P|p|best\.P)\b")
+  assert [p.name for p, s in sources.items() if formula.search(s)] == ["law.py"]
+  assert not [p.name for p, s in sources.items() if "parents[" in s]
+  # result.json is written by RunRecord alone (the sweep publishes copies of finished runs).
+  writers = [p.name for p, s in sources.items()
+             if re.search(r"write_json_atomic\([^)]*result\.json", s)]
+  assert writers == [] and "class RunRecord" in sources[package / "train" / "run_record.py"]
+  readers = [p.name for p, s in sources.items() if '"metrics.jsonl"' in s and "json.loads" in s]
+  assert readers == ["metrics.py"]

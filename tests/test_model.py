@@ -301,6 +301,7 @@ def test_sampling():
     pj.generate(model, ids, 2, temperature=1.0)
 
 
+@pytest.mark.slow
 def test_compiled_generate_equals_a_loop_of_decode_steps():
   """`generate` runs as one program; driving `decode_step` token by token from the host, with the
   same keys and the same end-of-sequence rule, gives the same tokens (sampled, with an eos)."""

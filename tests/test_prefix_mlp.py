@@ -36,6 +36,7 @@ def _loss(model, rows):
   return optax.softmax_cross_entropy_with_integer_labels(logits, rows[:, 1:]).mean()
 
 
+@pytest.mark.slow
 def test_mlp_prefix_gradient_equals_autodiff_of_the_explicit_composition():
   model = create_model(CONFIG, seed=1)
   rows = _ids()
@@ -94,6 +95,7 @@ def test_mlp_prefix_starts_with_the_raw_prefix_std_and_exports_in_the_reference_
                                 np.asarray(model.prefixes()[1])[:, 1])
 
 
+@pytest.mark.slow
 def test_mlp_prefix_two_stage_with_a_frozen_backbone(tmp_path, data_dir):
   base = tiny_train_dict(data_dir, tokens=8 * 32 * 4)
   base["model"] = {**base["model"], "P": 1}
@@ -137,6 +139,7 @@ def test_identical_streams_have_rho_one_and_predict_no_gain():
   assert predicted_multiplier(4, 1.0, 0.5) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_diversity_cli_on_a_trained_p4_run(tmp_path, data_dir):
   config = tiny_train_dict(data_dir, model={"P": 4}, tokens=8 * 32 * 3)
   assert train(config_from_dict(config), tmp_path / "run", progress=False)["status"] == "done"

@@ -107,6 +107,7 @@ def test_malformed_sweep_files_name_the_key(tmp_path, data_dir, change, message)
   assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow
 def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
   path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2, 3]})
   ref = _cli("sweep", "run", str(path), "--results", str(tmp_path / "ref"), "--no-progress",
@@ -154,6 +155,7 @@ def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
   assert "done: 3" in out
 
 
+@pytest.mark.slow
 def test_failing_run_is_recorded_and_others_finish_with_two_processes(tmp_path, data_dir):
   # One run points its two-stage init at a directory that does not exist: it fails at run time.
   path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2],
@@ -180,6 +182,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ray_executor_against_a_local_head(tmp_path, data_dir):
   pytest.importorskip("ray")
   ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")

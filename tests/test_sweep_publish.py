@@ -82,6 +82,7 @@ def _parscale(cwd, *args):
                         capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_published_runs_count_as_done_in_a_fresh_clone(tmp_path, data_dir):
   repo = tmp_path / "repo"
   (repo / "sweeps").mkdir(parents=True)
@@ -155,6 +156,7 @@ def test_sweep_status_reads_a_read_only_results_folder(tmp_path, data_dir):
   assert "1.2500" in out.stdout and "done: 1" in out.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_sweep_goes_on(tmp_path, data_dir):
   import os
   import signal

@@ -46,6 +46,7 @@ def test_tokenizer_train_refuses_to_overwrite_or_a_tiny_vocabulary(bpe, tmp_path
   assert "--vocab-size must be >= 257" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_and_eval_with_a_trained_bpe(bpe, tmp_path, data_dir, capsys):
   config = tiny_train_dict(data_dir, tokens=8 * 32 * 6, checkpoint_every=6)
   config["data"] = {**config["data"], "tokenizer": f"hf:{bpe}", "val_tokens": 256}

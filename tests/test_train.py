@@ -62,6 +62,7 @@ def test_train_end_to_end_loss_falls(tmp_path, data_dir):
   assert (tmp_path / "run" / "result.json").read_text() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix_param", ["raw", "mlp"])
 def test_resume_after_sigkill_is_exact(tmp_path, data_dir, prefix_param):
   cfg = _write(tmp_path, tiny_train_dict(data_dir, checkpoint_every=5,
@@ -125,6 +126,7 @@ def _p1_run(tmp_path, data_dir):
   return tmp_path / "p1"
 
 
+@pytest.mark.slow
 def test_two_stage_and_frozen_backbone(tmp_path, data_dir, monkeypatch):
   p1 = _p1_run(tmp_path, data_dir)
   p1_weights = load_file(str(p1 / "final" / "model.safetensors"))
@@ -187,6 +189,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device(data_dir):
   config = tiny_train_dict(data_dir)
   env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") +
@@ -202,6 +205,7 @@ def test_sharded_step_equals_single_device(data_dir):
   assert out["one"]["losses"][2][0] < out["one"]["losses"][0][0]
 
 
+@pytest.mark.slow
 def test_cpu_devices_split_the_batch_over_cores(tmp_path, data_dir):
   config = tiny_train_dict(data_dir, tokens=8 * 32 * 10)
   two = _cli("train", str(_write(tmp_path, config)), "--workdir", str(tmp_path / "two"),
@@ -267,6 +271,7 @@ def test_resume_accepts_a_config_saved_before_a_key_existed_and_new_wandb_settin
                                            wandb={"project": "p"})), tmp_path / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
   updates = {}
   for scale in (1.0, 10.0):
@@ -293,6 +298,7 @@ def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
   assert checked == {"prefix", "other"}
 
 
+@pytest.mark.slow
 def test_single_stream_prefix_is_p1_with_a_prefix(data_dir):
   from parscale_jax.model import create_model
   from parscale_jax.model.config import ModelConfig

@@ -44,23 +44,48 @@ def _points(g):
           np.array([p["loss"] for p in pts]), np.array([p["predicted"] for p in pts]))
 
 
+def _sem(g) -> np.ndarray | None:
+  """The points' standard errors over seeds, where the fit recorded them (NaN: one seed)."""
+  sem = np.array([p.get("loss_sem", np.nan) if p.get("loss_sem") is not None else np.nan
+                  for p in g["points"]], float)
+  return sem if np.isfinite(sem).any() else None
+
+
+def _dots(ax, x, y, sem, color, label):
+  """Points, with ± one standard error over seeds as error bars where known."""
+  if sem is None:
+    ax.scatter(x, y, color=color, label=label, zorder=3)
+  else:
+    ax.errorbar(x, y, yerr=np.nan_to_num(sem), fmt="o", ms=5, color=color, label=label, zorder=3,
+                capsize=2, lw=1)
+
+
 def value_colors(values):
   cmap = plt.get_cmap("viridis")
   uniq = sorted(set(values))
   return {v: cmap(i / max(len(uniq) - 1, 1)) for i, v in enumerate(uniq)}
 
 
+def _human(x: float) -> str:
+  """50K, 1.5M, 2B: parameter counts as people say them."""
+  for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+    if abs(x) >= scale:
+      return f"{x / scale:.3g}{suffix}"
+  return f"{x:.3g}"
+
+
 def _label(ax, xlabel: str, ylabel: str, title: str, log_base: int = 10, legend_size: int = 8):
   ax.set_xscale("log", base=log_base)
   if log_base == 10:  # Plain numbers at 1-2-5 steps: a log axis over less than a decade keeps labels.
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.3g}"))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: _human(x)))
   else:
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+  ax.set_title(title + ("" if not ax.containers else "  (bars: ± SE over seeds)"), fontsize=9)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -78,11 +103,12 @@ def loss_vs_n(fit, out):
   fig, panels = _panels(fit, "Loss vs non-embedding parameters, per P (curves: fitted law)")
   for name, g, law, ax in panels:
     N, P, L, _ = _points(g)
+    sem = _sem(g)
     colors = value_colors(P)
     inside = np.geomspace(N.min(), N.max(), 100)
     for p in sorted(set(P)):
       sel = P == p
-      ax.scatter(N[sel], L[sel], color=colors[p], label=f"P={p:g}", zorder=3)
+      _dots(ax, N[sel], L[sel], None if sem is None else sem[sel], colors[p], f"P={p:g}")
       ax.plot(inside, law.predict(inside, p), color=colors[p], lw=1.2)
       for end in (np.geomspace(N.min() / 1.3, N.min(), 10), np.geomspace(N.max(), N.max() * 1.3, 10)):
         ax.plot(end, law.predict(end, p), color=colors[p], lw=1.0, ls="--")
@@ -97,12 +123,13 @@ def loss_vs_p(fit, out):
   from parscale_jax.analysis.tables import Points
   for name, g, law, ax in panels:
     N, P, L, _ = _points(g)
+    sem = _sem(g)
     size = Points(N, P, L).size_index()
     colors = value_colors(size)
     pgrid = np.geomspace(1, P.max(), 50)
     for s in sorted(set(size)):
       sel = size == s
-      ax.scatter(P[sel], L[sel], color=colors[s], zorder=3, label=f"N≈{N[sel].min():.3g}")
+      _dots(ax, P[sel], L[sel], None if sem is None else sem[sel], colors[s], f"N≈{N[sel].min():.3g}")
       ax.plot(pgrid, law.predict(N[sel].min(), pgrid), color=colors[s], lw=1.2)
     ax.set_xticks(sorted(set(P)))
     _clip_to_data(ax, L)

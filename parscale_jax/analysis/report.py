@@ -39,15 +39,19 @@ def fit_markdown(doc: dict, plots_dir: str | None = ".") -> str:
       flat = [p for p, ok in g["decreasing_in_N"].items() if not ok]
       lines.append(f"{name}: loss strictly decreasing in N at every P." if not flat else
                    f"{name}: loss not strictly decreasing in N at P = {', '.join(flat)}.")
+  # Multipliers only at the P the fit saw: beyond them the law is an extrapolation.
+  fitted = [max((p["P"] for p in g.get("points", [])), default=8) for g in doc["groups"].values()]
+  ps = [p for p in ("2", "4", "8") if int(p) <= max(fitted)]
   lines += ["",
             "Equivalent-parameter multiplier k·ln P + 1 (P streams are worth this many times the parameters):", "",
-            "| group | P=2 | P=4 | P=8 | k > 0 (95 %) |", "|---|---|---|---|---|"]
+            "| group | " + " | ".join(f"P={p}" for p in ps) + " | k > 0 (95 %) |",
+            "|---|" + "---|" * len(ps) + "---|"]
   for name, g in doc["groups"].items():
     if not g.get("identified", True):  # The optimum's multipliers would read as a finding.
-      lines.append(f"| {name} | – | – | – | not identified |")
+      lines.append(f"| {name} | " + "– | " * len(ps) + "not identified |")
       continue
     cells = []
-    for p in ("2", "4", "8"):
+    for p in ps:
       ci = g.get("multiplier_ci95", {}).get(p)
       cells.append(f"{g['multiplier'][p]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     excludes = g.get("k_excludes_zero")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from parscale_jax.model import cpu_kernels
+from parscale_jax.model.cpu_kernels import attention_softmax
+from parscale_jax.model.cpu_kernels import dense as cpu_dense
 
 
 def on_cpu() -> bool:
@@ -22,9 +23,9 @@ def plain_dense(x_NxI: jax.Array, w_OxI: jax.Array, b_O: jax.Array | None) -> ja
 
 def dense(x_NxI: jax.Array, w_OxI: jax.Array, b_O: jax.Array | None) -> jax.Array:
   """x·Wᵀ + b (b None: no bias), by the backend's kernel."""
-  return cpu_kernels.dense(x_NxI, w_OxI, b_O) if on_cpu() else plain_dense(x_NxI, w_OxI, b_O)
+  return cpu_dense(x_NxI, w_OxI, b_O) if on_cpu() else plain_dense(x_NxI, w_OxI, b_O)
 
 
 def softmax(scores: jax.Array) -> jax.Array:
   """Softmax over the last axis, by the backend's kernel."""
-  return cpu_kernels.attention_softmax(scores) if on_cpu() else jax.nn.softmax(scores, axis=-1)
+  return attention_softmax(scores) if on_cpu() else jax.nn.softmax(scores, axis=-1)

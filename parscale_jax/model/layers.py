@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from parscale_jax.model import kernels
+from parscale_jax.model.kernels import dense, softmax
 from parscale_jax.model.config import ModelConfig
 
 
@@ -60,7 +60,7 @@ class Dense(nnx.Module):
   def __call__(self, x_NxI: jax.Array) -> jax.Array:
     dt = self.compute_dtype
     bias = None if self.bias is None else self.bias[...].astype(dt)
-    return kernels.dense(x_NxI.astype(dt), self.weight[...].astype(dt), bias)
+    return dense(x_NxI.astype(dt), self.weight[...].astype(dt), bias)
 
 
 class Attention(nnx.Module):
@@ -143,7 +143,7 @@ def attend(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT
                       preferred_element_type=jnp.float32)
   causal_BxSxT = key_pos_BxT[:, None, :] <= positions_BxS[:, :, None]
   scores = jnp.where(causal_BxSxT[:, None, None], scores, -jnp.inf)
-  probs = kernels.softmax(scores).astype(dt)
+  probs = softmax(scores).astype(dt)
   return jnp.einsum("bkgst,btkh->bskgh", probs, values_BxTxKxH.astype(dt))
 
 
