@@ -85,3 +85,31 @@ def test_readme_numbers_are_the_committed_results():
   match = re.search(r"k = (\d\.\d+) \[0, (\d\.\d+)\]", readme)
   assert match and float(match.group(1)) == round(grid["k"], 3)
   assert float(match.group(2)) == round(grid["ci95"]["k"][1], 2)
+
+
+def _minus(x: float, digits: int) -> str:
+  return f"{x:.{digits}f}".replace("-", "−")
+
+
+def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
+  """The README's reparameterised-prefix contrasts (l4-200k, 2.46M tokens) and its speed ratios
+  against the reference are what the committed table and benchmark JSON give."""
+  from parscale_jax.analysis.stats import paired_differences, t_interval
+  from parscale_jax.sweep.table import read_table
+  readme = " ".join((REPO / "README.md").read_text().split())  # Line breaks as spaces.
+  rows = [r for r in read_table(REPO / "analysis" / "results" / "cpu_reparam" / "table.csv")
+          if r["status"] == "done" and r["size"] == "l4-200k" and r["tokens"] == 2457600]
+  loss = {}
+  for r in rows:
+    loss.setdefault(r["grid.variant"], {})[r["seed"]] = r["loss"]
+  for a, b, digits in [("P2_mlp", "prefix_mlp", 3), ("P4_mlp", "P1", 4)]:
+    diffs = paired_differences(loss[a], loss[b])
+    assert len(diffs) == 3
+    lo, hi = t_interval(diffs)
+    text = f"{_minus(diffs.mean(), digits)} [{_minus(lo, 3)}, {_minus(hi, 3)}]"
+    assert text in readme, text
+  speed = json.loads((REPO / "benchmarks" / "results" / "vs_reference.json").read_text())["rows"]
+  train = [r["ours_vs_reference"] for r in speed if r["task"] == "train step" and r["dtype"] == "float32"]
+  decode = [r["ours_vs_reference"] for r in speed if r["task"].startswith("decode")]
+  assert f"{min(train):.2f}–{max(train):.2f}× the reference's time in float32" in readme
+  assert f"decoding {min(decode):.2f}–{max(decode):.2f}×" in readme

@@ -124,9 +124,8 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
   import yaml
 
   from parscale_jax.atomic import write_json_atomic
-  from parscale_jax.train.config import TrainConfig, config_to_dict
+  from parscale_jax.train.config import config_differences
 
-  defaults = _flat(config_to_dict(TrainConfig()))
   marker = results_dir / "sweep.json"
   if marker.exists():
     owner = json.loads(marker.read_text()).get("name")
@@ -137,28 +136,13 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
     saved = results_dir / "runs" / run.run_id / "config.yaml"
     if not saved.exists():
       continue
-    previous = _flat(yaml.safe_load(saved.read_text()) or {})
-    current = _flat(config_to_dict(run.train_config(results_dir)))
-    # A key an older version did not save counts as its default.
-    changed = sorted(k for k in set(previous) | set(current)
-                     if k.split(".")[0] not in ("wandb", "init_from")
-                     and previous.get(k, defaults.get(k)) != current.get(k))
+    changed = config_differences(yaml.safe_load(saved.read_text()), run.train_config(results_dir),
+                                 ignore=("wandb", "init_from"))
     if changed:
       raise UserError(f"{saved.parent} was trained with other settings than {spec.path} gives it "
                       f"(differs in: {', '.join(changed)}); use another --results folder")
   if not marker.exists():
     write_json_atomic(marker, {"name": spec.name, "file": str(spec.path)})
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-  """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
 
 
 def publish_finished(spec: SweepSpec, results_dir: Path) -> None:

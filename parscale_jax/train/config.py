@@ -152,3 +152,24 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
   return to_dict(config)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def config_differences(saved: dict, config: TrainConfig, ignore=("wandb",)) -> list[str]:
+  """The dotted keys in which a run's saved config.yaml differs from `config`; a key the saved
+  config lacks (written by an earlier version) counts as its default. `ignore`: top-level
+  sections that may change between sessions of a run (W&B logging may be turned on later)."""
+  previous, current = _flat(saved or {}), _flat(config_to_dict(config))
+  defaults = _flat(config_to_dict(TrainConfig()))
+  return sorted(k for k in set(previous) | set(current) if k.split(".")[0] not in ignore
+                and previous.get(k, defaults.get(k)) != current.get(k))

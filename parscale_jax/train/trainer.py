@@ -31,7 +31,7 @@ from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder
                                               save_pretrained)
 from parscale_jax.model.parscale import ParScaleLM
 from parscale_jax.train import checkpointing, sharding
-from parscale_jax.train.config import TrainConfig, config_to_dict
+from parscale_jax.train.config import TrainConfig, config_differences, config_to_dict
 from parscale_jax.train.evaluate import evaluate
 from parscale_jax.train.metrics import MetricsWriter
 from parscale_jax.train.run_record import RunRecord, failure_reason
@@ -153,12 +153,7 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> None:
   has_checkpoint = (workdir / "checkpoints").exists() and any(
       p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
   if saved.exists() and has_checkpoint:
-    previous = yaml.safe_load(saved.read_text())
-    # W&B logging may be turned on for a resumed run; a key the saved config lacks (written by
-    # an earlier version) counts as its default.
-    defaults = config_to_dict(TrainConfig())
-    changed = sorted(k for k in (set(previous) | set(current)) - {"wandb"}
-                     if previous.get(k, defaults.get(k)) != current.get(k))
+    changed = config_differences(yaml.safe_load(saved.read_text()), config)
     if changed:
       raise ConfigError(f"{workdir} holds a run with a different config (differs in: "
                         f"{', '.join(changed)}); use another --workdir")
@@ -211,8 +206,8 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
     if failure:
       return record.fail(failure, wall_seconds=run.session_wall(), last_good_step=run.mngr.latest_step())
     return _finish(run, record)
-  except BaseException as e:  # Anything else that stops the run leaves it failed, with why.
-    record.fail(failure_reason(e) if isinstance(e, Exception) else "interrupted")
+  except Exception as e:  # Anything else that stops the run leaves it failed, with why.
+    record.fail(failure_reason(e))  # (An interrupt leaves it `running`: it resumes when rerun.)
     raise
   finally:
     if run is not None:
