@@ -113,3 +113,15 @@ def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
   decode = [r["ours_vs_reference"] for r in speed if r["task"].startswith("decode")]
   assert f"{min(train):.2f}–{max(train):.2f}× the reference's time in float32" in readme
   assert f"decoding {min(decode):.2f}–{max(decode):.2f}×" in readme
+
+
+def test_readme_cost_and_plan_lines_are_what_the_commands_print(capsys):
+  from parscale_jax.cli import main
+  readme = " ".join((REPO / "README.md").read_text().split())
+  assert main(["cost", "--P", "8", "--device", "a100-80gb", "--json"]) == 0
+  cost = json.loads(capsys.readouterr().out)
+  assert (f"P = 8 adds {cost['memory_increase_ratio']:.0f}× less memory and "
+          f"{cost['latency_increase_ratio']:.1f}× less latency") in readme
+  assert main(["plan", "--max-memory-gb", "8"]) == 0
+  for line in capsys.readouterr().out.splitlines()[:2]:  # Recommended and Runner-up.
+    assert " ".join(line.split()) in readme, line

@@ -72,7 +72,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
       if (setting_label(r), r["size"]) != (setting, size):
         continue
       style = _SEED_STYLES[seeds.index(r["seed"]) % len(_SEED_STYLES)]
-      ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2, label=f"P={r['P']} seed {r['seed']}")
+      ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2)
       tail.extend(losses[tokens >= 0.1 * tokens.max()])
       eval_tokens, eval_losses = read_eval_curve(Path(results_dir) / "runs" / r["run_id"])
       if len(eval_tokens):
@@ -83,11 +83,17 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
     ax.set_title(f"{setting}: {size}", fontsize=9)
     ax.set_xlabel("tokens (millions)")
     ax.set_ylabel("loss (line: training; dots: validation)")
-    ax.legend(fontsize=6, ncol=2)
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
+  # One legend for the figure, beside the panels: a colour per P, a line style per seed.
+  from matplotlib.lines import Line2D
+  handles = ([Line2D([], [], color=c, lw=2, label=f"P = {p}") for p, c in sorted(colours.items())]
+             + [Line2D([], [], color="grey", ls=_SEED_STYLES[i % len(_SEED_STYLES)], label=f"seed {s}")
+                for i, s in enumerate(seeds)])
+  fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+  fig.suptitle("Training curves (the first tenth of training, far above, is off scale)", fontsize=10)
   fig.tight_layout()
   for path in paths:
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return paths
