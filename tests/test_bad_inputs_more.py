@@ -215,3 +215,10 @@ def test_system_malloc_switch_reads_yes_and_no(capsys):
   assert opted_out({OPT_OUT: "yes"}) and opted_out({OPT_OUT: "1"})
   assert not opted_out({OPT_OUT: "no"}) and not opted_out({OPT_OUT: "0"}) and not opted_out({})
   assert not opted_out({OPT_OUT: "maybe"}) and "neither 1 nor 0" in capsys.readouterr().err
+
+
+def test_tokenizer_training_refuses_an_absurd_vocabulary_before_any_work(tmp_path, capsys):
+  code = main(["tokenizer", "train", "--source", "stdlib", "--vocab-size", str(10**12),
+               "--out", str(tmp_path / "tok")])
+  _one_line(capsys, code, "--vocab-size must be in [257, 1048576]")
+  assert not (tmp_path / "tok").exists()

@@ -1,6 +1,7 @@
 """Training a byte-level BPE tokenizer on a data source, offline, with the `tokenizers` library."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from parscale_jax.configlib import ConfigError
@@ -9,6 +10,7 @@ from parscale_jax.errors import UserError
 
 EOS = "<|endoftext|>"  # Id 0; `HFTokenizer` ends every document with it.
 MIN_VOCAB = 257  # The 256 byte symbols and EOS: every text stays encodable.
+MAX_VOCAB = 1 << 20  # Past this, `tokenizers` aborts the process; Qwen2.5's is 151,936.
 
 
 def train_bpe(data: DataConfig, vocab_size: int, out_dir: str | Path,
@@ -18,11 +20,19 @@ def train_bpe(data: DataConfig, vocab_size: int, out_dir: str | Path,
 
   Byte-level: every byte has a symbol, so any UTF-8 text encodes with no unknown token, as with
   GPT-2 and Qwen2's tokenizers."""
-  if vocab_size < MIN_VOCAB:
-    raise ConfigError(f"--vocab-size must be >= {MIN_VOCAB} (256 bytes and {EOS}), got {vocab_size}")
+  if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+    raise ConfigError(f"--vocab-size must be in [{MIN_VOCAB}, {MAX_VOCAB}] (256 bytes and {EOS} at "
+                      f"least), got {vocab_size}")
   out = Path(out_dir).expanduser() / "tokenizer.json"
   if out.exists():
     raise UserError(f"--out {out.parent}: already holds a tokenizer.json (not overwritten)")
+  try:  # Before the training: a folder that cannot take the file is found out now.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe = out.parent / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f"--out {out.parent}: cannot write ({e.strerror})") from None
   try:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   except ImportError:
@@ -53,10 +63,12 @@ def train_bpe(data: DataConfig, vocab_size: int, out_dir: str | Path,
   tokenizer.train_from_iterator(texts(), trainer, length=n)
   if n == skipped[0]:
     raise UserError(f"data.source {data.source}: no UTF-8 text among {n} training documents")
-  try:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out))
-  except OSError as e:
-    raise UserError(f"--out {out.parent}: cannot write ({e.strerror})") from None
+  tmp = out.with_name(f".tokenizer.json.{os.getpid()}.tmp")
+  try:  # Written beside and renamed: a full disk leaves no truncated tokenizer.json to block a retry.
+    tokenizer.save(str(tmp))
+    os.replace(tmp, out)
+  except Exception as e:
+    tmp.unlink(missing_ok=True)
+    raise UserError(f"--out {out.parent}: cannot write tokenizer.json ({getattr(e, 'strerror', None) or e})") from None
   return {"tokenizer": str(out), "vocab_size": tokenizer.get_vocab_size(), "documents": n - skipped[0],
           "skipped_non_utf8": skipped[0]}

@@ -1,6 +1,7 @@
 """Tokenizers. The default is byte-level: no vocabulary file, nothing to download."""
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -71,7 +72,21 @@ TOKENIZERS = {"byte": ByteTokenizer}
 
 
 def get_tokenizer(name: str) -> Tokenizer:
-  """`byte`, or `hf:PATH` for a local tokenizer.json."""
+  """`byte`, or `hf:PATH` for a local tokenizer.json; loaded once per process while the file is
+  unchanged (a run asks for it in several places)."""
+  if name.startswith("hf:"):
+    import os
+    try:
+      st = os.stat(os.path.expanduser(name[3:]))
+      return _load_tokenizer(name, (st.st_mtime_ns, st.st_size))
+    except OSError:
+      pass  # Reported by _load_tokenizer, uncached.
+  return _load_tokenizer.__wrapped__(name, None)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(name: str, version) -> Tokenizer:
+  """The tokenizer `name`; `version` (the file's mtime and size) keys the cache."""
   from parscale_jax.configlib import ConfigError
 
   if name.startswith("hf:"):
