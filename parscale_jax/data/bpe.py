@@ -20,9 +20,10 @@ def train_bpe(data: DataConfig, vocab_size: int, out_dir: str | Path,
 
   Byte-level: every byte has a symbol, so any UTF-8 text encodes with no unknown token, as with
   GPT-2 and Qwen2's tokenizers."""
-  if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
-    raise ConfigError(f"--vocab-size must be in [{MIN_VOCAB}, {MAX_VOCAB}] (256 bytes and {EOS} at "
-                      f"least), got {vocab_size}")
+  if vocab_size < MIN_VOCAB:
+    raise ConfigError(f"--vocab-size must be >= {MIN_VOCAB} (256 bytes and {EOS}), got {vocab_size}")
+  if vocab_size > MAX_VOCAB:
+    raise ConfigError(f"--vocab-size must be <= {MAX_VOCAB}, got {vocab_size}")
   out = Path(out_dir).expanduser() / "tokenizer.json"
   if out.exists():
     raise UserError(f"--out {out.parent}: already holds a tokenizer.json (not overwritten)")
