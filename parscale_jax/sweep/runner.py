@@ -12,7 +12,8 @@ from parscale_jax.errors import UserError
 
 from parscale_jax.sweep.executor import execute_run, execute_run_ray, init_worker, is_locked
 from parscale_jax.sweep.spec import SweepSpec
-from parscale_jax.sweep.table import publish_run, read_result, run_result, write_table
+from parscale_jax.sweep.table import publish_run, run_result, write_table
+from parscale_jax.train.run_record import read_result
 
 
 def default_results_dir(spec: SweepSpec) -> Path:
