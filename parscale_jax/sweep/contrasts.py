@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.analysis.stats import mean_se_interval, paired_differences
+from parscale_jax.analysis.stats import mean_se_interval, paired_differences, standard_error
 
 _PAIRING_AXES = ("grid.variant", "grid.seed")
 
@@ -49,8 +49,8 @@ def contrast_table(rows: list[dict], contrasts) -> str:
 
 
 def diversity_table(rows: list[dict], results_dir: Path, published: Path | None) -> str:
-  """Markdown: rho, the spread of the streams' own losses and the predicted multiplier per setting
-  and variant, mean ± SE over the seeds whose runs have a diversity.json."""
+  """Markdown: rho, the best single stream's loss above the aggregate's, and the predicted
+  multiplier per setting and variant, mean ± SE over the seeds whose runs have a diversity.json."""
   cells: dict[tuple, list[dict]] = {}
   for r in rows:
     if r["status"] != "done" or not r.get("grid.variant"):
@@ -71,8 +71,7 @@ def diversity_table(rows: list[dict], results_dir: Path, published: Path | None)
     rho = [d["rho"] for d in docs]
     gap = [min(d["stream_losses"]) - d["aggregate_loss"] for d in docs]
     mult = [d["predicted_multiplier"] for d in docs]
-    fmt = lambda v: f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1) / np.sqrt(len(v)):.4f}"
-                                           if len(v) > 1 else "")
+    fmt = lambda v: f"{np.mean(v):.4f}" + (f" ± {standard_error(v):.4f}" if len(v) > 1 else "")
     lines.append(f"| {setting} | {variant} | {fmt(rho)} | {fmt(gap)} | {fmt(mult)} | {len(docs)} |")
   return "\n".join(lines)
 
