@@ -32,12 +32,30 @@ def test_paper_presets_reproduce_all_24_published_counts():
 
 
 def test_every_preset_builds():
+  """Each preset builds as a model (abstractly: shapes only), with as many parameters as the
+  accounting says, and keeps its name through a config file round trip."""
+  from parscale_jax.configlib import to_dict
+  from parscale_jax.model.config import model_config_from_dict
+  from parscale_jax.model.parscale import abstract_model
   for name in PRESETS:
     config = pj.preset(name, P=2)
-    assert param_counts(config).non_embedding > 0
+    built = abstract_model(config)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(built, nnx.Param)))
+    assert n_params == param_counts(config).total > 0, name
+    assert config.size == name and model_config_from_dict(to_dict(config)) == config
   small = [n for n in PRESETS if n.startswith("cpu-")]
   counts = [param_counts(pj.preset(n)).non_embedding for n in small]
   assert counts == sorted(counts) and 50e3 < counts[0] and counts[-1] < 5e6
+
+
+def test_size_names_a_preset_only_while_its_fields_are_the_presets():
+  import dataclasses
+
+  from parscale_jax.model.config import model_config_from_dict
+  assert model_config_from_dict({"size": "l4-200k", "P": 4}).size == "l4-200k"
+  assert model_config_from_dict({"size": "l4-200k", "hidden_size": 80}).size is None
+  assert dataclasses.replace(pj.preset("l4-200k"), intermediate_size=100).size is None
+  assert ModelConfig(**PRESETS["l4-200k"]).size is None  # Built field by field: no name given.
 
 
 def test_info_cli_json():

@@ -35,6 +35,22 @@ def _write(tmp_path, config, name="config.yaml"):
   return path
 
 
+def test_result_names_the_preset_the_config_gave(tmp_path, data_dir):
+  data = tiny_train_dict(data_dir, tokens=8 * 32 * 2)
+  data["model"] = {"size": "l4-50k", "P": 2, "prefix_tokens": 4}
+  assert train(config_from_dict(data), tmp_path / "run", progress=False)["size"] == "l4-50k"
+
+
+def test_a_run_lists_and_opens_its_corpus_once(tmp_path, data_dir, monkeypatch):
+  from parscale_jax.data import corpus
+  config = config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 2))
+  listings = []
+  real = corpus.content_hash
+  monkeypatch.setattr(corpus, "content_hash", lambda source: listings.append(source) or real(source))
+  assert train(config, tmp_path / "run", progress=False)["status"] == "done"
+  assert listings == [config.data.source]  # Training rows, validation rows and description share it.
+
+
 def test_train_end_to_end_loss_falls(tmp_path, data_dir):
   config = config_from_dict(tiny_train_dict(data_dir, tensorboard=True, eval_every=10))
   result = train(config, tmp_path / "run", progress=False)
@@ -52,6 +68,7 @@ def test_train_end_to_end_loss_falls(tmp_path, data_dir):
   for key in ("run_id", "size", "N", "P", "tokens", "train_loss", "eval_loss", "eval_loss_sem",
               "flops", "wall_seconds", "status"):
     assert key in on_disk
+  assert on_disk["size"] == "custom"  # Built field by field, not from a preset.
   assert list((tmp_path / "run" / "tensorboard").iterdir())
   assert (tmp_path / "run" / "final" / "model.safetensors").exists()
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "30"]

@@ -6,6 +6,7 @@ the model, so a resumed run continues with exactly the batches it would have see
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -63,13 +64,34 @@ class DataConfig:
       raise ConfigError(f"data.val_percent must be in (0, 100), got {self.val_percent}")
 
 
+_built_in_scope: dict | None = None  # The builders opened inside `one_build_per_corpus`.
+
+
+@contextlib.contextmanager
+def one_build_per_corpus():
+  """Within it, each local corpus is listed, checked against its files and opened once (a run
+  asks for it three times: the training stream, the validation rows, the result's description).
+  Outside, every call looks at the files again, so that a long-lived process sees edits."""
+  global _built_in_scope
+  outer, _built_in_scope = _built_in_scope, {} if _built_in_scope is None else _built_in_scope
+  try:
+    yield
+  finally:
+    _built_in_scope = outer
+
+
 def prepare_corpus(config: DataConfig):
   """Builds (once) the corpus of a local source with every data.* option that shapes it, and
   returns its builder; None for a TFDS dataset, which is read as it is."""
   if config.source.startswith("tfds:"):
     return None
-  return build_code_corpus(config.source, os.path.expanduser(config.data_dir), config.val_percent,
-                           config.text_key)
+  key = (config.source, os.path.expanduser(config.data_dir), config.val_percent, config.text_key)
+  if _built_in_scope is not None and key in _built_in_scope:
+    return _built_in_scope[key]
+  builder = build_code_corpus(*key)
+  if _built_in_scope is not None:
+    _built_in_scope[key] = builder
+  return builder
 
 
 def data_source(config: DataConfig, split: str):

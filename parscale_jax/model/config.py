@@ -47,9 +47,16 @@ class ModelConfig:
   # compile time grows with P and cached decoding is slower (benchmarks/README.md).
   stream_impl: Literal["vmap", "fold", "loop"] = "vmap"
   dtype: Literal["float32", "bfloat16"] = "float32"  # Compute dtype; parameters stay float32.
+  # The size preset this config was made from (model.size); it becomes None as soon as a preset
+  # field differs from the preset's (an override, dataclasses.replace), so it never names a model
+  # the preset does not describe.
+  size: str | None = None
 
   def __post_init__(self):
     check_choices(self, "model.")
+    if self.size is not None and (self.size not in PRESETS or any(
+        getattr(self, k) != v for k, v in PRESETS[self.size].items())):
+      object.__setattr__(self, "size", None)  # Frozen: the one place a field is normalised.
     positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                 "num_kv_heads", "P", "prefix_mlp_dim", "prefix_mlp_hidden")
     for name in positive:
@@ -134,7 +141,7 @@ def preset(name: str, **overrides) -> ModelConfig:
   """The named size preset, with field overrides (P, prefix_tokens, ...)."""
   if name not in PRESETS:
     raise ConfigError(f"unknown size preset '{name}' (known: {', '.join(PRESETS)})")
-  return ModelConfig(**{**PRESETS[name], **overrides})
+  return ModelConfig(**{**PRESETS[name], "size": name, **overrides})
 
 
 def model_config_from_dict(data: dict) -> ModelConfig:
@@ -146,5 +153,5 @@ def model_config_from_dict(data: dict) -> ModelConfig:
   if size is not None:
     if size not in PRESETS:
       raise ConfigError(f"model.size: unknown size preset '{size}' (known: {', '.join(PRESETS)})")
-    data = {**PRESETS[size], **data}
+    data = {**PRESETS[size], **data, "size": size}
   return from_dict(ModelConfig, data, prefix="model.")

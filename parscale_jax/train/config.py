@@ -171,5 +171,6 @@ def config_differences(saved: dict, config: TrainConfig, ignore=("wandb",)) -> l
   sections that may change between sessions of a run (W&B logging may be turned on later)."""
   previous, current = _flat(saved or {}), _flat(config_to_dict(config))
   defaults = _flat(config_to_dict(TrainConfig()))
+  # model.size only names the preset the other model fields already spell out.
   return sorted(k for k in set(previous) | set(current) if k.split(".")[0] not in ignore
-                and previous.get(k, defaults.get(k)) != current.get(k))
+                and k != "model.size" and previous.get(k, defaults.get(k)) != current.get(k))

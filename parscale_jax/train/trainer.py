@@ -23,10 +23,9 @@ from parscale_jax.configlib import ConfigError
 from parscale_jax.errors import UserError
 from parscale_jax.locks import DirLock
 from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, describe_source,
-                                        train_dataset, validation_rows)
+                                        one_build_per_corpus, train_dataset, validation_rows)
 from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
 from parscale_jax.model.accounting import flops_per_token, param_counts
-from parscale_jax.model.config import PRESETS
 from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder, load_pretrained,
                                               save_pretrained)
 from parscale_jax.model.parscale import ParScaleLM
@@ -40,14 +39,6 @@ from parscale_jax.train.step import jit_eval_step, jit_train_step, split_model
 
 BACKBONE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                    "num_kv_heads", "rope_theta", "rms_norm_eps", "tie_embeddings")
-
-
-def size_name(config) -> str:
-  """The preset a model config was made from, or 'custom'."""
-  for name, fields in PRESETS.items():
-    if all(getattr(config, k) == v for k, v in fields.items()):
-      return name
-  return "custom"
 
 
 def _load_backbone_source(init_from: str, config) -> ParScaleLM:
@@ -189,7 +180,8 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   if not lock.acquire():
     raise UserError(f"--workdir {workdir}: another process is training in it")
   try:
-    return _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
+    with one_build_per_corpus():
+      return _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
   finally:
     lock.release()
 
@@ -217,7 +209,7 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
 def _run_facts(config: TrainConfig, run_id: str, mesh) -> dict:
   """What result.json says of a run from its start."""
   counts, steps = param_counts(config.model), config.steps
-  return {"size": size_name(config.model), "N": counts.non_embedding,
+  return {"size": config.model.size or "custom", "N": counts.non_embedding,
           "N_backbone": counts.backbone, "P": config.model.P, "params_total": counts.total,
           "devices": int(mesh.devices.size), "tokens": steps * config.tokens_per_step,
           "steps": steps, "seed": config.seed,
