@@ -6,6 +6,7 @@ if __name__ == "__main__":  # `python -m parscale_jax.cli`: restart before JAX i
   restart_with_huge_pages()
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   except OSError as e:  # An unwritable or missing path: the user's to fix, not a bug.
     where = f"{e.filename}: " if e.filename else ""
-    print(f"parscale {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+    full = "disk full: " if e.errno == errno.ENOSPC else ""
+    print(f"parscale {args.command}: error: {full}{where}{e.strerror or e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(f"parscale {args.command}: interrupted", file=sys.stderr)

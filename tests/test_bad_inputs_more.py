@@ -4,6 +4,9 @@ nothing left `running`, nothing half written."""
 import errno
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +79,53 @@ def test_a_full_disk_fails_the_run_with_its_reason(tmp_path, data_dir, monkeypat
   result = json.loads((tmp_path / "run" / "result.json").read_text())
   assert result["status"] == "failed" and result["reason"].startswith("disk full:")
   assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def _can_mount_tmpfs(tmp_path) -> bool:
+  """A private tmpfs needs `unshare` and user namespaces (not every container allows them)."""
+  if not shutil.which("unshare"):
+    return False
+  probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {tmp_path}"],
+                         capture_output=True)
+  return probe.returncode == 0
+
+
+def test_a_real_full_disk_fails_in_one_line_and_a_retry_after_freeing_space_finishes(tmp_path, data_dir):
+  """On a 96 KiB tmpfs the first checkpoint cannot fit: one line, a failed run, no partial
+  checkpoint; the same file system grown to 16 MiB, the rerun resumes and finishes. The same for
+  a tokenizer that does not fit in 4 KiB."""
+  mnt = tmp_path / "mnt"
+  mnt.mkdir()
+  if not _can_mount_tmpfs(mnt):
+    pytest.skip("no private tmpfs here (unshare -rm mount refused)")
+  config = tmp_path / "tiny.yaml"
+  config.write_text(yaml.safe_dump(tiny_train_dict(data_dir, tokens=8 * 32 * 30)))
+  train_cmd = f"{sys.executable} -m parscale_jax.cli train {config} --workdir {mnt}/run --no-progress"
+  script = (f"mount -t tmpfs -o size=96k tmpfs {mnt} && {{ {train_cmd} 2>{tmp_path}/err1 >/dev/null; "
+            f"echo $? >{tmp_path}/rc1; cp {mnt}/run/result.json {tmp_path}/failed.json; "
+            f"find {mnt}/run >{tmp_path}/files; mount -o remount,size=16m {mnt} && "
+            f"{train_cmd} 2>{tmp_path}/err2 >/dev/null; echo $? >{tmp_path}/rc2; "
+            f"cp {mnt}/run/result.json {tmp_path}/done.json; }}")
+  tok = tmp_path / "tok"
+  tok.mkdir()
+  tokenizer_cmd = (f"{sys.executable} -m parscale_jax.cli tokenizer train --source stdlib "
+                   f"--data-dir {data_dir} --vocab-size 400 --max-documents 20 --out {tok}/out")
+  script += (f" && mount -t tmpfs -o size=4k tmpfs {tok} && {{ {tokenizer_cmd} 2>{tmp_path}/err3 "
+             f">/dev/null; echo $? >{tmp_path}/rc3; ls {tok}/out >{tmp_path}/tok_files; "
+             f"mount -o remount,size=1m {tok} && {tokenizer_cmd} >/dev/null; echo $? >{tmp_path}/rc4; }}")
+  subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, timeout=600)
+  err = (tmp_path / "err3").read_text().strip()  # tokenizer.json does not fit: nothing left.
+  assert (tmp_path / "rc3").read_text().strip() == "2" and "No space left on device" in err, err
+  assert len(err.splitlines()) == 1 and (tmp_path / "tok_files").read_text() == ""
+  assert (tmp_path / "rc4").read_text().strip() == "0"
+  err = (tmp_path / "err1").read_text().strip()
+  assert (tmp_path / "rc1").read_text().strip() == "2" and len(err.splitlines()) == 1, err
+  assert err.startswith("parscale train: error: disk full: ") and "MB are free" in err
+  failed = json.loads((tmp_path / "failed.json").read_text())
+  assert failed["status"] == "failed" and failed["reason"].startswith("disk full: ")
+  assert "orbax-checkpoint-tmp" not in (tmp_path / "files").read_text()
+  assert (tmp_path / "rc2").read_text().strip() == "0", (tmp_path / "err2").read_text()
+  assert json.loads((tmp_path / "done.json").read_text())["status"] == "done"
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """orbax checkpoints of a run: train state, data-iterator state and run metadata, saved together."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import shutil
 from pathlib import Path
 
 import grain
@@ -49,12 +51,36 @@ def state_checksum(state) -> str:
   return hashlib.sha256(b"".join(s.astype(">u4").tobytes() for s in sums)).hexdigest()[:32]
 
 
+HEADROOM_BYTES = 1 << 20  # Metadata, the data iterator's state and the file system's blocks.
+
+
+def _disk_full(directory: Path, detail: str) -> OSError:
+  return OSError(errno.ENOSPC, detail, str(directory))
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict) -> None:
+  """Saves a checkpoint, or raises OSError(ENOSPC) and leaves no partial one behind. The free
+  space is checked first: a write that runs out of room inside orbax fails in its worker threads,
+  which keep failing (and printing) after the error has reached us."""
+  directory = Path(mngr.directory)
+  need = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) + HEADROOM_BYTES
+  free = shutil.disk_usage(directory).free
+  if free < need:
+    raise _disk_full(directory, f"a checkpoint needs about {need / 1e6:.1f} MB, "
+                                f"{free / 1e6:.1f} MB are free")
   meta = {**meta, "state_checksum": state_checksum(state)}
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          data=grain.checkpoint.CheckpointSave(data_iterator),
-                                          meta=ocp.args.JsonSave(meta)))
-  mngr.wait_until_finished()
+  try:
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            data=grain.checkpoint.CheckpointSave(data_iterator),
+                                            meta=ocp.args.JsonSave(meta)))
+    mngr.wait_until_finished()
+  except Exception as e:
+    # orbax reports a full disk as ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']").
+    if not (isinstance(e, OSError) and e.errno == errno.ENOSPC) and "No space left" not in str(e):
+      raise
+    for partial in directory.glob("*.orbax-checkpoint-tmp*"):
+      shutil.rmtree(partial, ignore_errors=True)
+    raise _disk_full(directory, "No space left on device") from None
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, data_iterator):

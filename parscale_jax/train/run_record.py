@@ -27,7 +27,8 @@ def read_result(workdir: Path) -> dict | None:
 def failure_reason(error: BaseException) -> str:
   """One line for an exception that stopped a run."""
   if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-    return f"disk full: {error.filename or 'a write'} failed (free space, then run again to resume)"
+    return (f"disk full: {error.filename or 'a write'}: {error.strerror} (free space, then run "
+            f"again to resume)")
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
   from parscale_jax.errors import UserError
   if isinstance(error, UserError):
