@@ -21,3 +21,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data) -> None:
   write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def create_json_exclusive(path: Path, data) -> bool:
+  """Creates `path` holding `data` unless it exists (then False): whole or not at all, and of two
+  processes racing to create it exactly one wins."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.link(tmp, path)  # Fails if `path` exists, unlike a rename.
+    return True
+  except FileExistsError:
+    return False
+  finally:
+    tmp.unlink(missing_ok=True)
+

@@ -138,6 +138,27 @@ def test_a_results_folder_holds_one_sweep_with_one_set_of_settings(tmp_path, dat
   assert not (results / "runs" / "seed=0_variant=P2_mlp").exists()  # Nothing trained.
 
 
+def test_of_two_sweeps_claiming_a_new_folder_at_once_one_is_refused(tmp_path, data_dir, monkeypatch):
+  """The second sweep's claim lands between the first's check and its claim: the first is refused
+  instead of both writing rows into one folder."""
+  from parscale_jax import atomic
+  from parscale_jax.errors import UserError
+  from parscale_jax.sweep.runner import claim_results_dir
+  spec, results = load_sweep(_write(tmp_path, data_dir)), tmp_path / "new"
+  results.mkdir()
+  real = atomic.create_json_exclusive
+
+  def other_sweep_claims_first(path, data):
+    assert real(path, {"name": "other"})
+    return real(path, data)
+
+  monkeypatch.setattr(atomic, "create_json_exclusive", other_sweep_claims_first)
+  with pytest.raises(UserError, match="holds the runs of sweep 'other', not 'v'"):
+    claim_results_dir(spec, results)
+  assert json.loads((results / "sweep.json").read_text()) == {"name": "other"}
+  assert [p.name for p in results.iterdir()] == ["sweep.json"]  # No temporary left.
+
+
 def test_sweep_status_reads_a_read_only_results_folder(tmp_path, data_dir):
   path = _write(tmp_path, data_dir)
   results = tmp_path / "ro"

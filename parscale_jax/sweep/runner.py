@@ -124,15 +124,19 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
 
   import yaml
 
-  from parscale_jax.atomic import write_json_atomic
+  from parscale_jax.atomic import create_json_exclusive
   from parscale_jax.train.config import config_differences
 
   marker = results_dir / "sweep.json"
-  if marker.exists():
+
+  def refuse_another_owner():
     owner = json.loads(marker.read_text()).get("name")
     if owner != spec.name:
       raise UserError(f"{results_dir} holds the runs of sweep {owner!r}, not {spec.name!r}; give "
                       f"this sweep its own folder with --results")
+
+  if marker.exists():
+    refuse_another_owner()
   for run in spec.runs:
     saved = results_dir / "runs" / run.run_id / "config.yaml"
     if not saved.exists():
@@ -142,8 +146,10 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
     if changed:
       raise UserError(f"{saved.parent} was trained with other settings than {spec.path} gives it "
                       f"(differs in: {', '.join(changed)}); use another --results folder")
-  if not marker.exists():
-    write_json_atomic(marker, {"name": spec.name, "file": str(spec.path)})
+  results_dir.mkdir(parents=True, exist_ok=True)
+  # Created only if absent: of two sweeps started at once on a new folder, one is refused.
+  if not create_json_exclusive(marker, {"name": spec.name, "file": str(spec.path)}):
+    refuse_another_owner()
 
 
 def publish_finished(spec: SweepSpec, results_dir: Path) -> None:
