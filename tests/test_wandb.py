@@ -32,3 +32,18 @@ def test_wandb_offline_run_writes_its_files(tmp_path, data_dir, monkeypatch):
 def test_wandb_settings_are_checked(bad, fragment):
   with pytest.raises(ConfigError, match=fragment):
     config_from_dict({"wandb": bad})
+
+
+def test_wandb_online_without_an_api_key_fails_the_run_in_one_line(tmp_path, data_dir, monkeypatch, capsys):
+  pytest.importorskip("wandb")
+  monkeypatch.delenv("WANDB_API_KEY", raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))  # No ~/.netrc: no stored key.
+  monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 2,
+                           wandb={"project": "parscale-test", "mode": "online"})
+  (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+  code = main(["train", str(tmp_path / "c.yaml"), "--workdir", str(tmp_path / "run"), "--no-progress"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and "wandb (online): cannot start the run" in err, err
+  result = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert result["status"] == "failed" and "wandb login" in result["reason"]
