@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end at tiny shapes and write complete, consistent records."""
 import json
+import math
 import subprocess
 import sys
 
@@ -92,3 +93,39 @@ def test_gpu_check_dry_run_writes_a_complete_record(tmp_path):
   assert [r["P"] for r in train] == [1, 2] and [r["P"] for r in decode] == [1, 2]
   assert all(0 < r["mfu"] < 1 and r["step_ms"] > 0 for r in train)
   assert decode[0]["decode_vs_P1"] == 1.0 and decode[1]["decode_ms"] > 0
+
+
+@pytest.mark.slow
+def test_matmul_peak_record(tmp_path):
+  record = run_benchmark("matmul_peak.py", tmp_path / "peak.json", "--n", "64", "--turns", "1",
+                         "--paths", "default,onednn")
+  rows, peaks = record["rows"], record["peaks_gflops"]
+  assert record["complete"] and {r["library"] for r in rows} >= {"jax (default)", "jax (onednn)"}
+  products = [r for r in rows if r["shape"] != "train step"]
+  assert {r["shape"] for r in products} >= {"64x64x64", "4096x128x512"}
+  for dtype in ("float32", "bfloat16"):
+    assert peaks[dtype] == max(r["gflops"] for r in products if r["dtype"] == dtype)
+    [step] = [r for r in rows if r["shape"] == "train step" and r["dtype"] == dtype]
+    assert step["fraction_of_peak"] == pytest.approx(step["gflops"] / peaks[dtype])
+
+
+def test_vs_reference_worker_times_our_side_in_its_own_process(tmp_path):
+  """The driver's protocol with our worker (the reference's side needs torch, not installed here):
+  a grid row at a tiny shape builds, and each turn returns a positive time."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  try:
+    import vs_reference
+  finally:
+    sys.path.pop(0)
+  worker = vs_reference.Worker("ours", 1, str(tmp_path), vs_reference.setting_env("hugetlb"), tmp_path)
+  try:
+    shape = {"vocab": 64, "hidden": 32, "ffn": 64, "layers": 1, "heads": 2, "kv_heads": 1}
+    row = {"task": "grid", "shape": shape, "P": 2, "dtype": "float32", "batch": 2, "seq": 8, "prefix": 4}
+    assert worker.ask({"row": row}) == {"ready": True}
+    assert all(worker.ask({"turn": True})["seconds"] > 0 for _ in range(2))
+    decode = {"task": "decode", "shape": shape, "P": 1, "prompt": 4, "new_tokens": 3, "prefix": 4}
+    assert worker.ask({"row": decode}) == {"ready": True}
+    # A difference of two generation times: at this size inside the timer's noise, so only finite.
+    assert math.isfinite(worker.ask({"turn": True})["seconds"])
+  finally:
+    worker.close()

@@ -109,10 +109,12 @@ def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
     text = f"{_minus(diffs.mean(), digits)} [{_minus(lo, 3)}, {_minus(hi, 3)}]"
     assert text in readme, text
   speed = json.loads((REPO / "benchmarks" / "results" / "vs_reference.json").read_text())["rows"]
-  train = [r["ours_vs_reference"] for r in speed if r["task"] == "train step" and r["dtype"] == "float32"]
-  decode = [r["ours_vs_reference"] for r in speed if r["task"].startswith("decode")]
-  assert f"{min(train):.2f}–{max(train):.2f}× the reference's time in float32" in readme
-  assert f"decoding {min(decode):.2f}–{max(decode):.2f}×" in readme
+  span = lambda task, setting: "{:.2f}–{:.2f}×".format(*(f(r["ours_vs_reference"] for r in speed
+      if r["task"] == task and r["setting"] == setting) for f in (min, max)))
+  assert f"P = 1–8 takes {span('train', 'hugetlb')} the reference's time" in readme
+  assert f"one-thread step {span('grid', 'hugetlb')}; decoding takes {span('decode', 'hugetlb')}" in readme
+  grid_and_train = [r["ours_vs_reference"] for r in speed if r["setting"] == "glibc" and r["task"] != "decode"]
+  assert f"({min(grid_and_train):.2f}–{max(grid_and_train):.2f}×; decoding {span('decode', 'glibc')})" in readme
 
 
 def test_readme_cost_and_plan_lines_are_what_the_commands_print(capsys):
