@@ -159,6 +159,39 @@ def test_of_two_sweeps_claiming_a_new_folder_at_once_one_is_refused(tmp_path, da
   assert [p.name for p in results.iterdir()] == ["sweep.json"]  # No temporary left.
 
 
+def test_a_sweep_reuses_another_sweeps_published_run_of_the_same_config(tmp_path, data_dir):
+  """Sweep `w` shares one run's config with the finished, published sweep `v` (same variant and
+  seed) and differs in the other (another seed): the shared run is taken over, not trained; the
+  other trains."""
+  first = _write(tmp_path, data_dir, grid={"seed": [0], "variant": ["P1"]},
+                 analysis={"fit": False, "publish": "published_v"})
+  out = _parscale(tmp_path, "sweep", "run", str(first), "--no-progress")
+  assert out.returncode == 0, out.stderr
+  source = tmp_path / "published_v" / "runs" / "seed=0_variant=P1"
+  trained = json.loads((source / "result.json").read_text())
+  doc = yaml.safe_load(first.read_text())
+  doc.update(name="w", grid={"seed": [0, 1], "model.P": [1]}, reuse=["published_v"],
+             analysis={"fit": False, "publish": "published_w"})
+  doc["set"] = {"model.single_stream_prefix": False}
+  second = tmp_path / "w.yaml"
+  second.write_text(yaml.safe_dump(doc))
+  out = _parscale(tmp_path, "sweep", "run", str(second), "--no-progress")
+  assert out.returncode == 0, out.stderr
+  runs = tmp_path / "results" / "w" / "runs"
+  reused = json.loads((runs / "P=1_seed=0" / "result.json").read_text())
+  assert reused["reused_from"] == str(source) and reused["run_id"] == "P=1_seed=0"
+  assert reused["eval_loss"] == trained["eval_loss"] and not (runs / "P=1_seed=0" / "checkpoints").exists()
+  other = json.loads((runs / "P=1_seed=1" / "result.json").read_text())
+  assert other["status"] == "done" and "reused_from" not in other
+  assert other["eval_loss"] != trained["eval_loss"]
+  published = tmp_path / "published_w" / "runs" / "P=1_seed=0" / "result.json"
+  assert json.loads(published.read_text())["reused_from"] == str(source)
+  doc["reuse"] = ["nowhere"]
+  second.write_text(yaml.safe_dump(doc))
+  with pytest.raises(ConfigError, match="reuse: .*nowhere holds no published runs"):
+    load_sweep(second)
+
+
 def test_sweep_status_reads_a_read_only_results_folder(tmp_path, data_dir):
   path = _write(tmp_path, data_dir)
   results = tmp_path / "ro"

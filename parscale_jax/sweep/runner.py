@@ -75,6 +75,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   published = spec.publish_dir
   state = lambda results_dir, run: run_state(results_dir, run, published)
   todo_states = ("pending", "failed") if retry_failed else ("pending",)
+  adopt_reused_runs(spec, results_dir, log)
   if any(state(results_dir, r) in todo_states for r in spec.runs):
     _prepare_data(spec, results_dir)
   publish_finished(spec, results_dir)
@@ -150,6 +151,46 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
   # Created only if absent: of two sweeps started at once on a new folder, one is refused.
   if not create_json_exclusive(marker, {"name": spec.name, "file": str(spec.path)}):
     refuse_another_owner()
+
+
+def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) -> int:
+  """Takes over, as done, each pending run whose config another sweep's published run was trained
+  with (same model, data, seed and budget: the same computation); its files are copied into this
+  sweep's run folder, result.json naming where it came from. Returns how many."""
+  import yaml
+
+  from parscale_jax.atomic import write_text_atomic
+  from parscale_jax.sweep.table import PUBLISHED_FILES
+  from parscale_jax.train.run_record import RunRecord
+  from parscale_jax.train.config import config_differences
+
+  if not spec.reuse_dirs:
+    return 0
+  candidates = []
+  for folder in spec.reuse_dirs:
+    for result_path in sorted((folder / "runs").glob("*/result.json")):
+      result = read_result(result_path.parent)
+      config_path = result_path.parent / "config.yaml"
+      if result and result.get("status") == "done" and config_path.exists():
+        candidates.append((result_path.parent, yaml.safe_load(config_path.read_text())))
+  adopted = 0
+  for run in spec.runs:
+    if run_state(results_dir, run, spec.publish_dir) != "pending":
+      continue
+    config = run.train_config(results_dir)
+    source = next((src for src, saved in candidates
+                   if not config_differences(saved, config, ignore=("wandb", "init_from"))), None)
+    if source is None:
+      continue
+    target = results_dir / "runs" / run.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED_FILES:
+      if name != "result.json" and (source / name).exists():
+        write_text_atomic(target / name, (source / name).read_text())
+    RunRecord(target, run.run_id).adopt(read_result(source), source)  # Last: now it is done.
+    log(f"{run.run_id}: done, reused from {source}")
+    adopted += 1
+  return adopted
 
 
 def publish_finished(spec: SweepSpec, results_dir: Path) -> None:

@@ -96,6 +96,9 @@ class SweepSpec:
   stages: tuple[str, ...]
   executor: ExecutorConfig
   analysis: AnalysisConfig
+  # Folders of another sweep's published runs (`reuse:` in the file, relative to it): a run whose
+  # saved config equals one of this sweep's is taken over as done instead of trained again.
+  reuse_dirs: tuple[Path, ...] = ()
 
   @property
   def publish_dir(self) -> Path | None:
@@ -132,7 +135,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
   path = Path(path)
   raw = load_yaml(path)
   known = {"name", "base", "set", "grid", "stages", "variants", "executor", "analysis",
-           "description"}
+           "description", "reuse"}
   unknown = sorted(set(raw) - known)
   if unknown:
     raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
@@ -192,7 +195,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
   bad = [s for s in analysis.fit_stages if s not in names]
   if bad:
     raise ConfigError(f"{path}: analysis.fit_stages names unknown stage {bad[0]!r}")
-  return SweepSpec(raw.get("name") or path.stem, path, tuple(runs), tuple(names), executor, analysis)
+  reuse = raw.get("reuse") or []
+  if not isinstance(reuse, list) or not all(isinstance(f, str) for f in reuse):
+    raise ConfigError(f"{path}: 'reuse' must be a list of folders of published runs")
+  reuse_dirs = tuple(Path(os.path.normpath(path.parent / f)) for f in reuse)
+  for folder in reuse_dirs:
+    if not (folder / "runs").is_dir():
+      raise ConfigError(f"{path}: reuse: {folder} holds no published runs (no runs/ folder)")
+  return SweepSpec(raw.get("name") or path.stem, path, tuple(runs), tuple(names), executor, analysis,
+                   reuse_dirs)
 
 
 def _matching_run(stage: StageSpec, values: dict, candidates: list[RunSpec]) -> str:

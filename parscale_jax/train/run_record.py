@@ -62,5 +62,12 @@ class RunRecord:
       pass
     return dict(self.fields)
 
+  def adopt(self, result: dict, source: Path) -> dict:
+    """Takes over a finished run that was trained elsewhere with this run's config (a sweep's
+    `reuse`), saying where it came from."""
+    self.fields = {**result, "run_id": self.fields["run_id"], "reused_from": str(source)}
+    self._write()
+    return dict(self.fields)
+
   def _write(self) -> None:
     write_json_atomic(self.path, self.fields)
