@@ -10,7 +10,7 @@ def write_text_atomic(path: Path, text: str) -> None:
   """Writes `text` beside `path` (a name unique to this process) and renames it over `path`; a
   failed write (a full disk) leaves `path` as it was and no temporary file behind."""
   path = Path(path)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp = _temporary(path)
   try:
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -19,21 +19,28 @@ def write_text_atomic(path: Path, text: str) -> None:
     raise
 
 
+def _temporary(path: Path) -> Path:
+  return path.with_name(f".{path.name}.{os.getpid()}.tmp")  # A name unique to this process.
+
+
+def _json_text(data) -> str:
+  return json.dumps(data, indent=2) + "\n"
+
+
 def write_json_atomic(path: Path, data) -> None:
-  write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+  write_text_atomic(path, _json_text(data))
 
 
 def create_json_exclusive(path: Path, data) -> bool:
   """Creates `path` holding `data` unless it exists (then False): whole or not at all, and of two
   processes racing to create it exactly one wins."""
   path = Path(path)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp = _temporary(path)
   try:
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(_json_text(data))
     os.link(tmp, path)  # Fails if `path` exists, unlike a rename.
     return True
   except FileExistsError:
     return False
   finally:
     tmp.unlink(missing_ok=True)
-

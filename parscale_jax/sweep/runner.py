@@ -159,10 +159,9 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
   sweep's run folder, result.json naming where it came from. Returns how many."""
   import yaml
 
-  from parscale_jax.atomic import write_text_atomic
-  from parscale_jax.sweep.table import PUBLISHED_FILES
-  from parscale_jax.train.run_record import RunRecord
+  from parscale_jax.sweep.table import PUBLISHED_FILES, copy_run_files
   from parscale_jax.train.config import config_differences
+  from parscale_jax.train.run_record import RunRecord
 
   if not spec.reuse_dirs:
     return 0
@@ -183,10 +182,7 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
     if source is None:
       continue
     target = results_dir / "runs" / run.run_id
-    target.mkdir(parents=True, exist_ok=True)
-    for name in PUBLISHED_FILES:
-      if name != "result.json" and (source / name).exists():
-        write_text_atomic(target / name, (source / name).read_text())
+    copy_run_files(source, target, [n for n in PUBLISHED_FILES if n != "result.json"])
     RunRecord(target, run.run_id).adopt(read_result(source), source)  # Last: now it is done.
     log(f"{run.run_id}: done, reused from {source}")
     adopted += 1

@@ -30,14 +30,18 @@ def run_result(results_dir: Path, run_id: str, published: Path | None = None) ->
   return local
 
 
-def publish_run(results_dir: Path, run_id: str, published: Path) -> None:
-  """Copies a finished run's small files (not checkpoints or the model) under published/runs/,
-  each written atomically, so that a sweep can be resumed from a clone of the repository."""
-  source, target = Path(results_dir) / "runs" / run_id, published / "runs" / run_id
+def copy_run_files(source: Path, target: Path, names=PUBLISHED_FILES) -> None:
+  """Copies a run's small files (not checkpoints or the model), each written atomically."""
   target.mkdir(parents=True, exist_ok=True)
-  for name in PUBLISHED_FILES:
+  for name in names:
     if (source / name).exists():
       write_text_atomic(target / name, (source / name).read_text())
+
+
+def publish_run(results_dir: Path, run_id: str, published: Path) -> None:
+  """Copies a finished run's small files under published/runs/, so that a sweep can be resumed
+  from a clone of the repository."""
+  copy_run_files(Path(results_dir) / "runs" / run_id, published / "runs" / run_id)
 
 
 def table_row(run: RunSpec, result: dict | None) -> dict:
