@@ -24,7 +24,7 @@ import numpy as np
 
 from common import report, write_record
 from parscale_jax.configlib import comma_choices, positive_ints
-from parscale_jax.hostmem import restart_with_huge_pages
+from parscale_jax.hostmem import restart_with_huge_pages, reuse_step_memory
 from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer
@@ -141,4 +141,5 @@ def main() -> None:
 
 if __name__ == "__main__":
   restart_with_huge_pages()  # As the `parscale` command runs (parscale_jax/hostmem.py).
+  reuse_step_memory()  # As training runs.
   main()

@@ -27,8 +27,9 @@ fastest on a CPU: under CPU autocast its bfloat16 step was about 10x slower).
 Method: per setting, one worker process per implementation and thread count, started once. For each
 row both workers build and warm up their model; then --turns turns, in each of which each worker
 runs an untimed and a timed step (a decode row: both lengths), the worker going first alternating;
-the median per side. Settings: `glibc` (glibc's malloc defaults for both: PARSCALE_SYSTEM_MALLOC=1,
-no tunable) and `hugetlb` (GLIBC_TUNABLES=glibc.malloc.hugetlb=1 for both, as `parscale` runs).
+the median per side. Settings: `glibc` (no tunable for either: a Python session of one's own) and
+`hugetlb` (GLIBC_TUNABLES=glibc.malloc.hugetlb=1 for both, as `parscale` runs). In both, our worker
+keeps its step memory as `parscale_jax.train` does (`parscale_jax.hostmem.reuse_step_memory`).
 """
 from __future__ import annotations
 
@@ -194,6 +195,9 @@ def worker(side: str, threads: int, reference_dir: str) -> None:
     from parscale_jax.sweep.executor import limit_threads
     limit_threads(threads, sorted(os.sched_getaffinity(0))[:threads])  # As a sweep worker.
   classes = None
+  if side == "ours":
+    from parscale_jax.hostmem import reuse_step_memory
+    reuse_step_memory()  # As training does, before JAX starts.
   if side == "reference":
     classes = import_reference(reference_dir)
     if threads:
@@ -220,8 +224,7 @@ def setting_env(setting: str) -> dict:
   tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and "malloc.hugetlb" not in t]
   if setting == "hugetlb":
     tunables.append("glibc.malloc.hugetlb=1")
-  else:
-    env["PARSCALE_SYSTEM_MALLOC"] = "1"
+  env.pop("PARSCALE_SYSTEM_MALLOC", None)
   env["GLIBC_TUNABLES"] = ":".join(tunables)
   env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
   return env

@@ -21,6 +21,7 @@ from flax import nnx
 
 from parscale_jax.configlib import ConfigError
 from parscale_jax.errors import UserError
+from parscale_jax.hostmem import reuse_step_memory
 from parscale_jax.locks import DirLock
 from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, describe_source,
                                         one_build_per_corpus, train_dataset, validation_rows)
@@ -169,6 +170,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   run_id = run_id or workdir.name
   sharding.use_cpu_devices(config.mesh.cpu_devices)
   sharding.maybe_initialize_distributed()
+  reuse_step_memory()
   mesh = sharding.make_mesh(config.mesh)
   n_shards = _check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
   check_vocabulary(config.data.tokenizer, config.model.vocab_size)
