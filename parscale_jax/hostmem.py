@@ -6,8 +6,7 @@ glibc serves a block that size with a fresh `mmap` and unmaps it on free, so eve
 whole block in again in 4 KiB pages: 115,000 page faults and about 0.4 s of system time per step
 there. With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge
 pages on those blocks, and the same step takes about 500 faults. The memory still goes back to the
-system on free. Keeping freed blocks in the heap instead (`mallopt`) fragmented it: at P = 8 the
-process grew by 3.8 GB a step.
+system on free.
 
 glibc reads tunables only when a process starts, so the `parscale` command starts itself again with
 the tunable set; processes it starts (sweep workers) inherit it.
