@@ -90,9 +90,12 @@ def reuse_step_memory() -> bool:
   import jax
   from jax._src import xla_bridge  # No public way to ask whether the CPU client exists yet.
   started = getattr(xla_bridge, "backends_are_initialized", lambda: False)()
-  if not started:
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-  elif jax.config.read("jax_cpu_enable_async_dispatch"):
+  try:
+    if not started:
+      jax.config.update("jax_cpu_enable_async_dispatch", False)
+    elif jax.config.read("jax_cpu_enable_async_dispatch"):
+      return False
+  except (AttributeError, KeyError, ValueError):  # A JAX without the setting.
     return False
   if jax.default_backend() != "cpu":
     return False
