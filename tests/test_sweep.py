@@ -156,6 +156,35 @@ def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_at_once_and_starts_no_queued_run(tmp_path, data_dir):
+  path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2, 3]},
+                     executor={"workers": 1}, set={"tokens": 8 * 32 * 4000})  # Minutes a run.
+  sweep = _cli("sweep", "run", str(path), "--results", str(tmp_path / "res"), "--no-progress",
+               "--no-analysis", start_new_session=True)
+  runs, deadline = tmp_path / "res" / "runs", time.time() + 300
+  while not any(any(d.glob("checkpoints/*")) for d in (runs.iterdir() if runs.exists() else [])):
+    assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
+    time.sleep(0.1)
+  interrupted = time.time()
+  os.killpg(sweep.pid, signal.SIGINT)  # What Ctrl-C in a terminal sends: the whole group.
+  _, err = sweep.communicate(timeout=120)
+  assert sweep.returncode == 130 and "interrupted" in err, err
+  assert time.time() - interrupted < 30
+  started = [d.name for d in runs.iterdir() if (d / "attempts.jsonl").exists()]
+  assert len(started) == 1, started  # The queued runs were not started.
+  def group_alive():
+    try:
+      os.killpg(sweep.pid, 0)
+      return True
+    except ProcessLookupError:
+      return False
+  deadline = time.time() + 10
+  while group_alive() and time.time() < deadline:  # No worker trains on.
+    time.sleep(0.1)
+  assert not group_alive()
+
+
+@pytest.mark.slow
 def test_failing_run_is_recorded_and_others_finish_with_two_processes(tmp_path, data_dir):
   # One run points its two-stage init at a directory that does not exist: it fails at run time.
   path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2],

@@ -292,17 +292,32 @@ def _execute(todo, spec, results_dir, retry_failed, ray):
     return
   pool, _ = _local_pool(spec, len(todo))
   with pool:
-    pending = {pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo}
-    workers = set()
-    while pending:
-      workers |= set(getattr(pool, "_processes", None) or {})  # Worker pids, as they start.
-      done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
-      if not done:
-        yield None
-      for future in done:
-        try:
-          yield future.result()
-        except cf.process.BrokenProcessPool:  # A worker was killed: the pool is gone.
-          _PoolBroke.count += 1
-          _record_deaths(todo, results_dir, workers)
-          return
+    try:
+      pending = {pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo}
+      workers = set()
+      while pending:
+        workers |= set(getattr(pool, "_processes", None) or {})  # Worker pids, as they start.
+        done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+        if not done:
+          yield None
+        for future in done:
+          try:
+            yield future.result()
+          except cf.process.BrokenProcessPool:  # A worker was killed: the pool is gone.
+            _PoolBroke.count += 1
+            _record_deaths(todo, results_dir, workers)
+            return
+    except KeyboardInterrupt:
+      _stop_workers(pool)
+      raise
+
+
+def _stop_workers(pool) -> None:
+  """Ctrl-C: no queued run starts, and the running ones stop now; they resume from their last
+  checkpoint when the sweep is started again, as after a kill. (Left alone, a worker that got the
+  interrupt too would report it and take the next queued run, and the pool's exit would wait for
+  every queued run.)"""
+  processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them.
+  pool.shutdown(wait=False, cancel_futures=True)
+  for process in processes:
+    process.kill()
