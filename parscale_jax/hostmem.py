@@ -1,4 +1,4 @@
-"""Transparent huge pages for XLA:CPU's step buffers, via glibc's `hugetlb` tunable.
+"""Host memory for XLA:CPU's step buffers: glibc's `hugetlb` tunable, and reuse between steps.
 
 XLA:CPU allocates each program execution's temporaries as one block (448 MB for the 4-layer,
 batch 16 × 256 train step of `benchmarks/vs_reference.py`) and frees it when the execution ends.
