@@ -92,8 +92,10 @@ def _minus(x: float, digits: int) -> str:
 
 
 def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
-  """The README's reparameterised-prefix contrasts (both sizes at 2.46M tokens) and its speed ratios
-  against the reference are what the committed table and benchmark JSON give."""
+  """The README's reparameterised-prefix contrasts (both sizes at 2.46M tokens), the fit and the
+  P = 8 - P = 4 contrast of the grid on that recipe, and its speed ratios against the reference are
+  what the committed tables, fit and benchmark JSON give."""
+  import numpy as np
   from parscale_jax.analysis.stats import paired_differences, t_interval
   from parscale_jax.sweep.table import read_table
   readme = " ".join((REPO / "README.md").read_text().split())  # Line breaks as spaces.
@@ -108,6 +110,22 @@ def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
     lo, hi = t_interval(diffs)
     text = f"{_minus(diffs.mean(), 4)} [{_minus(lo, 4)}, {_minus(hi, 4)}]"
     assert text in readme, text
+  grid = REPO / "analysis" / "results" / "cpu_grid_mlp"
+  fit = json.loads((grid / "fit.json").read_text())["groups"]["all"]
+  assert f"k = {fit['k']:.3f} [{fit['ci95']['k'][0]:.3f}, {fit['ci95']['k'][1]:.3f}]" in readme
+  rows = [r for r in read_table(grid / "table.csv") if r["status"] == "done"]
+  by_P = {}
+  for r in rows:
+    by_P.setdefault(r["P"], {})[r["size"], r["seed"]] = r["loss"]
+  diffs = paired_differences(by_P[8], by_P[4])
+  assert len(diffs) == 12
+  lo, hi = t_interval(diffs)
+  signed = lambda x: f"{x:+.4f}".replace("-", "−")
+  assert f"P = 8 − P = 4 is {signed(diffs.mean())} [{signed(lo)}, {signed(hi)}]" in readme
+  law = lambda N, P: fit["E"] + (fit["A"] * 1e9 / (N * (fit["k"] * np.log(P) + 1))) ** fit["alpha"]
+  sizes = {r["N_backbone"] for r in rows}
+  predicted = np.mean([law(N, 8) - law(N, 4) for N in sizes])
+  assert f"that fit predicts {_minus(predicted, 4)}" in readme and not lo <= predicted <= hi
   speed = json.loads((REPO / "benchmarks" / "results" / "vs_reference.json").read_text())["rows"]
   span = lambda task, setting: "{:.2f}–{:.2f}×".format(*(f(r["ours_vs_reference"] for r in speed
       if r["task"] == task and r["setting"] == setting) for f in (min, max)))
