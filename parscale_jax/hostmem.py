@@ -79,8 +79,8 @@ def reuse_step_memory() -> bool:
   """Keeps XLA:CPU's step temporaries in this process between steps (module docstring); returns
   whether that is in effect. Call it before JAX's first computation: the setting that runs steps on
   the calling thread is read when JAX starts its CPU client, and afterwards this does nothing. It
-  also does nothing unless JAX runs on the CPU with glibc, or with PARSCALE_SYSTEM_MALLOC=1. It
-  changes the whole process: JAX CPU computations run synchronously, and memory freed by malloc
+  does nothing either where JAX runs on an accelerator, the C library is not glibc, or
+  PARSCALE_SYSTEM_MALLOC=1. It changes the whole process: JAX CPU computations run synchronously, and memory freed by malloc
   stays with the process (for reuse) until it exits."""
   global _reusing
   if _reusing:

@@ -307,7 +307,8 @@ def _execute(todo, spec, results_dir, retry_failed, ray):
             _PoolBroke.count += 1
             _record_deaths(todo, results_dir, workers)
             return
-    except KeyboardInterrupt:
+    # GeneratorExit: the interrupt came while the caller held a result.
+    except (KeyboardInterrupt, GeneratorExit):
       _stop_workers(pool)
       raise
 
