@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb=1"
@@ -35,8 +36,8 @@ def opted_out(environ: dict) -> bool:
   if value in ("1", "true", "yes", "on"):
     return True
   if value not in ("", "0", "false", "no", "off"):
-    print(f"parscale: {OPT_OUT}={environ[OPT_OUT]!r} is neither 1 nor 0; huge pages stay on",
-          file=sys.stderr)
+    print(f"parscale: {OPT_OUT}={environ[OPT_OUT]!r} is neither 1 nor 0; its malloc settings "
+          "stay on", file=sys.stderr)
   return False
 
 
@@ -63,15 +64,6 @@ def restart_with_huge_pages() -> None:
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
-def glibc_version() -> tuple[int, int] | None:
-  """(major, minor) of the glibc this process runs on, or None for another C library."""
-  try:
-    name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
-  except (ValueError, OSError, AttributeError):
-    return None
-  return (int(version.split(".")[0]), int(version.split(".")[1])) if name == "glibc" else None
-
-
 _reusing = False
 
 
@@ -80,12 +72,12 @@ def reuse_step_memory() -> bool:
   whether that is in effect. Call it before JAX's first computation: the setting that runs steps on
   the calling thread is read when JAX starts its CPU client, and afterwards this does nothing. It
   does nothing either where JAX runs on an accelerator, the C library is not glibc, or
-  PARSCALE_SYSTEM_MALLOC=1. It changes the whole process: JAX CPU computations run synchronously, and memory freed by malloc
-  stays with the process (for reuse) until it exits."""
+  PARSCALE_SYSTEM_MALLOC=1. It changes the whole process: JAX CPU computations run synchronously,
+  and memory freed by malloc stays with the process (for reuse) until it exits."""
   global _reusing
   if _reusing:
     return True
-  if opted_out(dict(os.environ)) or glibc_version() is None:
+  if opted_out(dict(os.environ)) or platform.libc_ver()[0] != "glibc":
     return False
   import jax
   from jax._src import xla_bridge  # No public way to ask whether the CPU client exists yet.
