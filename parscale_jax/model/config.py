@@ -43,6 +43,10 @@ class ModelConfig:
   # depth; None: from SCAN_FROM_LAYERS layers up (scanned, a 4-layer train step ran 25-30 % slower
   # on a 2-core CPU).
   scan_layers: bool | None = None
+  # Activation rematerialisation of each layer in training: none (keep every activation), full
+  # (keep only each layer's input, recompute the rest: about 4/3 the FLOPs), dots (keep the weight
+  # matmuls' outputs, recompute the rest). Same gradients; less memory.
+  remat: Literal["none", "full", "dots"] = "none"
   # How streams run; all give the same numbers. loop: 8-21 % faster CPU training at P >= 4, but
   # compile time grows with P and cached decoding is slower (benchmarks/README.md).
   stream_impl: Literal["vmap", "fold", "loop"] = "vmap"
@@ -103,6 +107,11 @@ def _cpu(hidden: int, layers: int, heads: int = 4) -> dict:
               num_layers=layers, num_heads=heads, num_kv_heads=2, rope_theta=10000.0)
 
 
+def _gqa6(hidden: int, ffn: int) -> dict:
+  return dict(vocab_size=BYTE_VOCAB, hidden_size=hidden, intermediate_size=ffn, num_layers=6,
+              num_heads=8, num_kv_heads=1, rope_theta=10000.0)
+
+
 def _cpu_deep(hidden: int) -> dict:
   return dict(vocab_size=BYTE_VOCAB, hidden_size=hidden, intermediate_size=3 * hidden,
               num_layers=4, num_heads=2, num_kv_heads=1, rope_theta=10000.0)
@@ -134,6 +143,11 @@ PRESETS: dict[str, dict] = {
     "l4-200k": _cpu_deep(64),
     "l4-310k": _cpu_deep(80),
     "l4-440k": _cpu_deep(96),
+    # Where ParScale's own parameters are small, as at the paper's scale: 6 layers, 8 query heads
+    # sharing 1 kv head, Qwen2.5's FFN ratio (~5.4x). With an 8-token prefix (model.prefix_tokens),
+    # at P = 8 the prefix and aggregator are 9.3 % / 8.7 % of the backbone (paper-1.6b: 1.5 %).
+    "g6-250k": _gqa6(48, 256),
+    "g6-450k": _gqa6(64, 344),
 }
 
 

@@ -86,7 +86,11 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
       if not parent or parent.get("status") != "done":
         raise RuntimeError(f"init_from run {run.init_from_run} has not finished")
     from parscale_jax.train.trainer import train
-    return train(run.train_config(results_dir), workdir, run_id=run.run_id, progress=False)
+    config = run.train_config(results_dir)
+    if run.branch is not None:
+      from parscale_jax.sweep.ladder import prepare_branch
+      prepare_branch(run.branch, results_dir, workdir, run.run_id)
+    return train(config, workdir, run_id=run.run_id, progress=False)
   except Exception as e:  # Any failure is recorded; the sweep goes on.
     result = RunRecord(workdir, run.run_id).fail(failure_reason(e))
     try:
@@ -98,8 +102,30 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
     lock.release()
 
 
-def execute_run_ray(run, results_dir: str, retry_failed: bool, threads: int) -> dict:
+def execute_chain(runs, results_dir: str, retry_failed: bool = False) -> list[dict]:
+  """Runs one after another in this worker: a token ladder's budgets share their trunk, which
+  one worker trains as far as each budget needs, in budget order."""
+  return [execute_run(run, results_dir, retry_failed) for run in runs]
+
+
+def chains(runs) -> list[list]:
+  """The runs grouped into what one worker executes in order: each ladder's budgets together (in
+  the sweep's order), every other run alone."""
+  out: list[list] = []
+  by_trunk: dict[str, list] = {}
+  for run in runs:
+    if run.branch is None:
+      out.append([run])
+    elif run.branch.trunk_id in by_trunk:
+      by_trunk[run.branch.trunk_id].append(run)
+    else:
+      by_trunk[run.branch.trunk_id] = [run]
+      out.append(by_trunk[run.branch.trunk_id])
+  return out
+
+
+def execute_chain_ray(runs, results_dir: str, retry_failed: bool, threads: int) -> list[dict]:
   # Takes effect in a fresh Ray worker; one that already ran jax keeps its thread pools (Ray also
   # sets OMP_NUM_THREADS from the task's num_cpus).
   limit_threads(threads)
-  return execute_run(run, results_dir, retry_failed)
+  return execute_chain(runs, results_dir, retry_failed)

@@ -26,6 +26,13 @@ def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
                      "meta": ocp.JsonCheckpointHandler()})
 
 
+def latest_saved_step(folder: Path) -> int | None:
+  """The highest step with a checkpoint folder in `folder` (a run's checkpoints/), or None."""
+  folder = Path(folder)
+  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+  return max(steps, default=None)
+
+
 @jax.jit
 def _leaf_sums(state) -> list[jax.Array]:
   """Two wrapping uint32 sums of each array's bits, the second weighted by position: any changed

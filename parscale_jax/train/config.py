@@ -17,6 +17,9 @@ class OptimConfig:
   lr: float = 3e-3  # Peak learning rate.
   schedule: Literal["cosine", "wsd", "constant"] = "cosine"  # Decay after warmup.
   warmup_fraction: float = 0.05  # Share of steps spent warming up linearly from 0.
+  # Warmup length in steps, whatever the run's length (0: warmup_fraction of the steps). Runs of
+  # one token ladder share it, so that each budget's schedule follows the same stable phase.
+  warmup_steps: int = 0
   decay_fraction: float = 0.2  # wsd only: the final share of steps that decays to min_lr.
   min_lr_ratio: float = 0.1  # Final learning rate as a fraction of lr.
   weight_decay: float = 0.1  # Decoupled weight decay on matrices (not biases, norms or prefix).
@@ -30,6 +33,8 @@ class OptimConfig:
     check_choices(self, "optim.")
     if self.lr <= 0:
       raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+    if self.warmup_steps < 0:
+      raise ConfigError(f"optim.warmup_steps must be >= 0 (0: warmup_fraction), got {self.warmup_steps}")
     if self.prefix_lr_scale <= 0:
       raise ConfigError(f"optim.prefix_lr_scale must be > 0, got {self.prefix_lr_scale}")
     if self.weight_decay < 0 or self.clip_norm < 0 or self.eps <= 0:

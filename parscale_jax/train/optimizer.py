@@ -7,20 +7,31 @@ import optax
 from parscale_jax.train.config import OptimConfig
 
 
+def warmup_steps(config: OptimConfig, steps: int) -> int:
+  return config.warmup_steps or int(round(config.warmup_fraction * steps))
+
+
+def decay_start(config: OptimConfig, steps: int) -> int:
+  """wsd: the step from which the learning rate decays; before it, the schedule does not depend on
+  `steps` (a token ladder's cooldown branches start from one stable run there)."""
+  warmup = max(warmup_steps(config, steps), 1)
+  decay = max(int(round(config.decay_fraction * steps)), 1)
+  return warmup + max(steps - warmup - decay, 0)
+
+
 def lr_schedule(config: OptimConfig, steps: int) -> optax.Schedule:
-  warmup = int(round(config.warmup_fraction * steps))
+  warmup = warmup_steps(config, steps)
   final = config.lr * config.min_lr_ratio
   if config.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(steps, warmup + 1), final)
   if config.schedule == "constant":
     return optax.warmup_constant_schedule(0.0, config.lr, max(warmup, 1))
-  decay = max(int(round(config.decay_fraction * steps)), 1)
-  stable = max(steps - warmup - decay, 0)
+  start = decay_start(config, steps)
   return optax.join_schedules(
       [optax.linear_schedule(0.0, config.lr, max(warmup, 1)),
        optax.constant_schedule(config.lr),
-       optax.linear_schedule(config.lr, final, decay)],
-      boundaries=[max(warmup, 1), max(warmup, 1) + stable])
+       optax.linear_schedule(config.lr, final, max(steps - start, 1))],
+      boundaries=[max(warmup, 1), start])
 
 
 # The prefix and its reparameterisation (model.prefix_param: mlp): what prefix_lr_scale scales.

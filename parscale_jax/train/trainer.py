@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from flax import nnx
 
-from parscale_jax.configlib import ConfigError
+from parscale_jax.configlib import ConfigError, yaml_load
 from parscale_jax.errors import UserError
 from parscale_jax.hostmem import reuse_step_memory
 from parscale_jax.locks import DirLock
@@ -142,10 +142,9 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> None:
   """Refuses to resume a run under another config; a workdir with nothing to resume is reused."""
   saved = workdir / "config.yaml"
   current = config_to_dict(config)
-  has_checkpoint = (workdir / "checkpoints").exists() and any(
-      p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
+  has_checkpoint = checkpointing.latest_saved_step(workdir / "checkpoints") is not None
   if saved.exists() and has_checkpoint:
-    changed = config_differences(yaml.safe_load(saved.read_text()), config)
+    changed = config_differences(yaml_load(saved.read_text()), config)
     if changed:
       raise ConfigError(f"{workdir} holds a run with a different config (differs in: "
                         f"{', '.join(changed)}); use another --workdir")
@@ -153,7 +152,7 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> None:
     saved.write_text(yaml.safe_dump(current, sort_keys=False))
 
 
-def _check_mesh(config: TrainConfig, mesh) -> int:
+def check_mesh(config: TrainConfig, mesh) -> int:
   n_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro_rows = config.batch_size // config.grad_accum
   if micro_rows % n_shards:
@@ -163,8 +162,13 @@ def _check_mesh(config: TrainConfig, mesh) -> int:
 
 
 def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None,
-          progress: bool = True) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the result written to result.json."""
+          progress: bool = True, until_step: int | None = None) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the result written to result.json.
+
+  until_step: stop after this step with a checkpoint there, unfinished (status `paused`; a later
+  call goes on from it): a token ladder's stable run pauses at each cooldown branch's start."""
+  if until_step is not None and not 1 <= until_step <= config.steps:
+    raise ConfigError(f"until_step={until_step} is outside the run's steps 1..{config.steps}")
   start_time = time.time()
   workdir = Path(workdir)
   run_id = run_id or workdir.name
@@ -172,7 +176,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   sharding.maybe_initialize_distributed()
   reuse_step_memory()
   mesh = sharding.make_mesh(config.mesh)
-  n_shards = _check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
+  n_shards = check_mesh(config, mesh)  # Every check that needs no files comes before any is written.
   check_vocabulary(config.data.tokenizer, config.model.vocab_size)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -183,22 +187,30 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
     raise UserError(f"--workdir {workdir}: another process is training in it")
   try:
     with one_build_per_corpus():
-      return _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time)
+      return _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time,
+                           until_step)
   finally:
     lock.release()
 
 
-def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time) -> dict:
+def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time,
+                  until_step=None) -> dict:
   _check_workdir(workdir, config)
   record = RunRecord(workdir, run_id)
   run = None
   try:
     run = _Run(config, workdir, run_id, mesh, n_shards, start_time)
     state, meta = run.restore_or_init()
+    stop = until_step or config.steps
+    if run.start_step > stop:
+      raise UserError(f"{workdir}: its checkpoint is at step {run.start_step}, past the requested "
+                      f"step {stop}")
     record.start(**_run_facts(config, run_id, mesh))
-    failure = run.loop(state, progress)
+    failure = run.loop(state, progress, stop)
     if failure:
       return record.fail(failure, wall_seconds=run.session_wall(), last_good_step=run.mngr.latest_step())
+    if stop < config.steps:
+      return {**record.fields, "status": "paused", "step": stop}
     return _finish(run, record)
   except Exception as e:  # Anything else that stops the run leaves it failed, with why.
     record.fail(failure_reason(e))  # (An interrupt leaves it `running`: it resumes when rerun.)
@@ -296,8 +308,8 @@ class _Run:
     if self.writer is not None:
       self.writer.close()
 
-  def loop(self, state, progress: bool) -> str | None:
-    """Trains from the restored step to the end; returns a failure reason or None."""
+  def loop(self, state, progress: bool, stop: int) -> str | None:
+    """Trains from the restored step to `stop` (checkpointed there); a failure reason or None."""
     config, steps = self.config, self.config.steps
     self.state = state
 
@@ -332,7 +344,7 @@ class _Run:
       return None
 
     try:
-      for step in range(self.start_step + 1, steps + 1):
+      for step in range(self.start_step + 1, stop + 1):
         self.state, metrics = self.step_fn(self.state, to_device(next(self.data_iter)))
         window["tokens"] += config.tokens_per_step
         if pending is not None:
@@ -342,7 +354,7 @@ class _Run:
         pending = (step, metrics)
         if bar is not None:
           bar.update(1)
-        save_now = step % config.checkpoint_every == 0 or step == steps
+        save_now = step % config.checkpoint_every == 0 or step == stop
         eval_now = bool(config.eval_every) and step % config.eval_every == 0 and step != steps
         if save_now or eval_now:  # Both need this step's loss checked first.
           failure = fetch(*pending)

@@ -1,0 +1,103 @@
+"""Token ladders: a budget's run, branched from the shared stable run, is the wsd run of that
+length trained from scratch; sweeps expand, resume and publish them like any run."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from parscale_jax.configlib import ConfigError
+from parscale_jax.sweep.spec import load_sweep
+from parscale_jax.train.config import config_from_dict
+from parscale_jax.train.optimizer import decay_start, lr_schedule
+
+from conftest import REPO, tiny_train_dict
+
+ROW = 8 * 32  # Tokens per step of the tiny config.
+
+
+def _sweep(tmp_path, data_dir, **doc):
+  base = tiny_train_dict(data_dir, model={"P": 1})
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": "lad", "base": "base.yaml", "grid": {"model.P": [1, 2]},
+           "ladder": {"budgets": [ROW * 10, ROW * 20], "cooldown": 0.2},
+           "executor": {"workers": 1}, "analysis": {"fit": False}}
+  sweep.update(doc)
+  (tmp_path / "lad.yaml").write_text(yaml.safe_dump(sweep))
+  return tmp_path / "lad.yaml"
+
+
+def test_ladder_expands_to_one_run_per_budget_sharing_a_stable_run(tmp_path, data_dir):
+  spec = load_sweep(_sweep(tmp_path, data_dir))
+  assert [r.run_id for r in spec.runs] == ["P=1_tokens=2560", "P=1_tokens=5120",
+                                           "P=2_tokens=2560", "P=2_tokens=5120"]
+  short, long = (r.train_config(tmp_path) for r in spec.runs[:2])
+  assert (short.steps, long.steps) == (10, 20)
+  assert short.optim.schedule == long.optim.schedule == "wsd"
+  # One warmup for every budget (5 % of the smallest budget's steps, at least one step).
+  assert short.optim.warmup_steps == long.optim.warmup_steps == 1
+  assert [r.branch.start_step for r in spec.runs[:2]] == [8, 16]
+  assert spec.runs[0].branch.trunk_id == spec.runs[1].branch.trunk_id == "P=1"
+  # Before each cooldown, every budget's learning rate is the trunk's, bit for bit.
+  trunk = config_from_dict(spec.runs[0].branch.trunk_config)
+  trunk_lr = lr_schedule(trunk.optim, trunk.steps)
+  for config in (short, long):
+    lr = lr_schedule(config.optim, config.steps)
+    start = decay_start(config.optim, config.steps)
+    assert all(float(lr(t)) == float(trunk_lr(t)) for t in range(start))
+    assert float(lr(config.steps - 1)) < float(lr(start - 1))
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"ladder": {"budgets": [5120, 2560]}}, "must increase"),
+    ({"ladder": {"budgets": [2560], "cooldown": 1.0}}, r"cooldown must be in \(0, 1\)"),
+    ({"ladder": {"budgets": [512]}}, "too short"),
+    ({"grid": {"tokens": [2560]}}, "drop 'tokens' from the grid"),
+    ({"ladder": {"budgets": [2560], "cooldwn": 0.2}}, "unknown key 'ladder.cooldwn'"),
+])
+def test_bad_ladders_are_refused(tmp_path, data_dir, doc, message):
+  with pytest.raises(ConfigError, match=message):
+    load_sweep(_sweep(tmp_path, data_dir, **doc))
+
+
+@pytest.mark.slow
+def test_ladder_sweep_equals_runs_from_scratch_resumes_and_publishes(tmp_path, data_dir):
+  """A sweep's budgets equal the same wsd runs trained from scratch (bit for bit), a killed
+  branch resumes, and a fresh folder with the published runs counts every budget done."""
+  sweep = _sweep(tmp_path, data_dir, grid={"model.P": [2]},
+                 analysis={"fit": False, "publish": "published"})
+  spec = load_sweep(sweep)
+  from parscale_jax.sweep.runner import run_sweep
+  from parscale_jax.train.trainer import train
+
+  rows = run_sweep(spec, tmp_path / "results", progress=False, analyze=False)
+  assert [r["status"] for r in rows] == ["done", "done"]
+  assert [r["tokens"] for r in rows] == [ROW * 10, ROW * 20]
+  for run, row in zip(spec.runs, rows):
+    alone = train(run.train_config(tmp_path), tmp_path / "alone" / run.run_id, progress=False)
+    assert alone["eval_loss"] == row["loss"]  # The same computation: bit for bit.
+  trunk = tmp_path / "results" / "trunks" / "P=2"
+  assert sorted(p.name for p in (trunk / "branch_points").iterdir()) == ["16", "8"]
+  # A fresh clone: the published runs only.
+  clone = subprocess.run(
+      [sys.executable, "-m", "parscale_jax.cli", "sweep", "status", str(sweep), "--results",
+       str(tmp_path / "elsewhere")], capture_output=True, text=True, cwd=REPO)
+  assert clone.returncode == 0, clone.stderr
+  assert "done: 2  (results" in clone.stdout, clone.stdout
+  # A branch interrupted after its first checkpoint resumes from it to the same loss.
+  long_run = spec.runs[1]
+  workdir = tmp_path / "results" / "runs" / long_run.run_id
+  result = json.loads((workdir / "result.json").read_text())
+  shutil.rmtree(tmp_path / "published")
+  for name in ("result.json", "final"):
+    path = workdir / name
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+  for step in (workdir / "checkpoints").iterdir():
+    if step.name.isdigit() and int(step.name) > 16:
+      shutil.rmtree(step)
+  rows = run_sweep(load_sweep(sweep), tmp_path / "results", progress=False, analyze=False)
+  assert rows[1]["status"] == "done" and rows[1]["loss"] == result["eval_loss"]
+  assert np.isfinite(rows[0]["loss"])
