@@ -67,6 +67,25 @@ def _status(args) -> None:
   print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
 
 
+def _check(args) -> None:
+  import sys
+
+  from parscale_jax.aot.preflight import preflight
+  from parscale_jax.errors import UserError
+  from parscale_jax.sweep.spec import load_sweep
+
+  spec = load_sweep(args.file)
+  topology = args.topology or spec.target
+  if topology is None:
+    raise UserError(f"{args.file} names no target: give --topology NAME (or target: {{topology: "
+                    f"NAME}} in the file)")
+  refused = preflight(spec, topology, _results(args, spec), log=lambda s: print(s, file=sys.stderr))
+  if refused:
+    raise UserError(f"{len(refused)} of {len(spec.runs)} runs do not fit {topology}: "
+                    + ", ".join(rid for rid, _ in refused))
+  print(f"all {len(spec.runs)} runs fit {topology}")
+
+
 def register(sub) -> None:
   sweep = sub.add_parser("sweep", help="run a grid of trainings over N x P, and fit the law")
   verbs = sweep.add_subparsers(dest="verb", required=True)
@@ -84,6 +103,13 @@ def register(sub) -> None:
   report.add_argument("file")
   report.add_argument("--results", help="results directory (default: results/<sweep name>)")
   report.set_defaults(func=_report)
+  check = verbs.add_parser("check", help="compile each distinct program of a sweep for its target "
+                                         "slice and name the runs that will not fit")
+  check.add_argument("file")
+  check.add_argument("--topology", help="a TPU topology (v5p:2x2x2, ...) or local; default: the "
+                                        "sweep's target")
+  check.add_argument("--results", help="results directory (default: results/<sweep name>)")
+  check.set_defaults(func=_check)
   status = verbs.add_parser("status", help="done / running / failed / pending per run")
   status.add_argument("file")
   status.add_argument("--results")

@@ -48,6 +48,25 @@ def contrast_table(rows: list[dict], contrasts) -> str:
   return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def baseline_table(rows: list[dict], baseline_rows: list[dict]) -> str:
+  """Markdown: each done run minus the baseline's run of the same size, P, seed and tokens, per
+  (P, tokens) and pooled over P: mean ± SE [95 % t interval] and n pairs."""
+  key = lambda r: (r.get("size"), r.get("P"), r.get("seed"), r.get("tokens"))
+  base = {key(r): r["loss"] for r in baseline_rows if r.get("status") == "done"}
+  cells: dict[tuple, list[float]] = {}
+  for r in rows:
+    if r["status"] == "done" and key(r) in base:
+      diff = r["loss"] - base[key(r)]
+      cells.setdefault((r["tokens"], r["P"]), []).append(diff)
+      cells.setdefault((r["tokens"], "all"), []).append(diff)
+  if not cells:
+    return ""
+  lines = ["| tokens | P | this − baseline: mean ± SE [95 % interval] | n |", "|---|---|---|---|"]
+  for (tokens, p), diffs in sorted(cells.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+    lines.append(f"| {tokens} | {p} | {mean_se_interval(diffs)} | {len(diffs)} |")
+  return "\n".join(lines)
+
+
 def diversity_table(rows: list[dict], results_dir: Path, published: Path | None) -> str:
   """Markdown: rho, the best single stream's loss above the aggregate's, and the predicted
   multiplier per setting and variant, mean ± SE over the seeds whose runs have a diversity.json."""

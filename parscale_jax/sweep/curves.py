@@ -45,13 +45,20 @@ def _read_metrics(run_dir: Path):
   return np.array(tokens, float), np.array(losses, float), (ev[:, 0], ev[:, 1])
 
 
-def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
-  """Writes curves.png and curves.pdf to `out` for the done runs that have metrics; returns the
-  paths written (none, and any old plot removed, when no run has a curve)."""
+def plot_curves(results_dir: Path, rows: list[dict], out: Path, published: Path | None = None) -> list[Path]:
+  """Writes curves.png and curves.pdf to `out` for the done runs that have metrics (here, else in
+  the `published` copy); returns the paths written (none, and any old plot removed, when no run
+  has a curve)."""
+  def run_dir(run_id):
+    local = Path(results_dir) / "runs" / run_id
+    if published is None or (local / "metrics.jsonl").exists():
+      return local
+    return Path(published) / "runs" / run_id
+
   curves = {}
   for r in rows:
     if r["status"] == "done":
-      tokens, losses = read_curve(Path(results_dir) / "runs" / r["run_id"])
+      tokens, losses = read_curve(run_dir(r["run_id"]))
       if len(tokens) > 1:
         curves[r["run_id"]] = (r, tokens, losses)
   out = Path(out)
@@ -74,7 +81,7 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path) -> list[Path]:
       style = _SEED_STYLES[seeds.index(r["seed"]) % len(_SEED_STYLES)]
       ax.plot(tokens / 1e6, losses, style, color=colours[r["P"]], lw=1.2)
       tail.extend(losses[tokens >= 0.1 * tokens.max()])
-      eval_tokens, eval_losses = read_eval_curve(Path(results_dir) / "runs" / r["run_id"])
+      eval_tokens, eval_losses = read_eval_curve(run_dir(r["run_id"]))
       if len(eval_tokens):
         ax.plot(eval_tokens / 1e6, eval_losses, "o" + style, color=colours[r["P"]], ms=4, lw=0.8)
         tail.extend(eval_losses)

@@ -7,7 +7,8 @@ from pathlib import Path
 from parscale_jax.errors import UserError
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
-from parscale_jax.sweep.contrasts import contrast_table, diversity_table, measure_diversity
+from parscale_jax.sweep.contrasts import (baseline_table, contrast_table, diversity_table,
+                                          measure_diversity)
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -49,7 +50,15 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
       text += ["## Stream diversity", "", "rho: mean pairwise correlation over validation tokens of "
                "the streams' residuals 1 − p(next token) (`parscale diversity`); the multiplier is "
                "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity, ""]
-  if plot_curves(results_dir, rows, results_dir):
+  if spec.analysis.compare_to:
+    from parscale_jax.sweep.table import read_table
+    folder = spec.path.parent / spec.analysis.compare_to
+    against = baseline_table(rows, read_table(folder / "table.csv"))
+    if against:
+      text += [f"## Against {folder.name}", "", f"Validation loss of each run minus `{folder.name}`'s "
+               "run of the same size, P, seed and tokens (nats per token), paired; ± is the standard "
+               "error over pairs, the interval Student's t at 95 %.", "", against, ""]
+  if plot_curves(results_dir, rows, results_dir, spec.publish_dir):
     text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
   if spec.analysis.fit:
     text += _fit_section(spec, results_dir / "fit", fit_rows, log)
@@ -69,7 +78,7 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
   report = (results_dir / "report.md").read_text().replace("](fit/", "](")
   (target / "report.md").write_text(report)
   for old in target.iterdir():
-    if old.suffix in (".json", ".png", ".pdf"):
+    if old.suffix in (".json", ".png", ".pdf") and old.name != "sweep.json":  # Not the owner's mark.
       old.unlink()
   fit_dir = results_dir / "fit"
   plots = [results_dir / name for name in ("curves.png", "curves.pdf") if (results_dir / name).exists()]
@@ -81,22 +90,39 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
 
 
 def _fit_section(spec, fit_dir: Path, fit_rows: list[dict], log) -> list[str]:
-  """The fitted law's report lines, or the reason there is none."""
+  """The fitted law's report lines, or the reason there is none. N counts every parameter (the
+  paper's count) unless analysis.n_column says otherwise; where ParScale's own parameters make the
+  two counts differ, the law is also fitted under the other (fit_<count>.json), and shown second."""
   from parscale_jax.analysis.fit_table import fit_table
   from parscale_jax.analysis.plots import plot_all
   from parscale_jax.analysis.report import fit_markdown
-  from parscale_jax.analysis.results import FitResult
+  from parscale_jax.analysis.results import FitResult, write_fit
 
   # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
   # say, learning rate are never averaged as if they were seeds.
   fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]
   several = len({r["setting"] for r in fit_rows}) > 1
+  primary = spec.analysis.n_column
+  other = "N_backbone" if primary == "N" else "N"
+  fit = lambda column, out: fit_table(
+      fit_rows, out, group_by="setting" if several else None, n_bootstrap=spec.analysis.bootstrap,
+      weights=spec.analysis.weights, n_column=column, log=log)
   try:
-    doc = fit_table(fit_rows, fit_dir, group_by="setting" if several else None,
-                    n_bootstrap=spec.analysis.bootstrap, weights=spec.analysis.weights,
-                    n_column=spec.analysis.n_column, log=log)
+    doc = fit(primary, fit_dir)
     plot_all(FitResult(doc), fit_dir)
   except UserError as e:
     log(f"no fit: {e}")
     return ["", f"No fit: {e}"]
-  return ["", "## Fitted law", "", fit_markdown(doc, plots_dir="fit")]
+  lines = ["", "## Fitted law", "", fit_markdown(doc, plots_dir="fit")]
+  (fit_dir / f"fit_{other}.json").unlink(missing_ok=True)
+  done = [r for r in fit_rows if r["status"] == "done"]
+  if any(r.get("N") != r.get("N_backbone") for r in done):
+    try:
+      second = fit(other, None)
+    except UserError as e:
+      lines += ["", f"## The law with N = {other}", "", f"No fit: {e}"]
+    else:
+      write_fit(second, fit_dir / f"fit_{other}.json")
+      lines += ["", f"## The law with N = {other} (`fit_{other}.json`)", "",
+                fit_markdown(second, plots_dir=None)]
+  return lines

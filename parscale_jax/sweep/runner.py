@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from parscale_jax.configlib import yaml_load
 from parscale_jax.errors import UserError
 
-from parscale_jax.sweep.executor import execute_run, execute_run_ray, init_worker, is_locked
+from parscale_jax.sweep.executor import chains, execute_chain, execute_chain_ray, init_worker, is_locked
 from parscale_jax.sweep.spec import SweepSpec
 from parscale_jax.sweep.table import publish_run, run_result, write_table
 from parscale_jax.train.run_record import read_result
@@ -70,8 +71,11 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
     if not ray.is_initialized():
       ray.init(address=address, log_to_driver=False)
   results_dir = Path(results_dir)
+  if spec.target is not None:
+    check_target(spec, results_dir)
   (results_dir / "runs").mkdir(parents=True, exist_ok=True)
   claim_results_dir(spec, results_dir)
+  claim_publish_dir(spec)
   published = spec.publish_dir
   state = lambda results_dir, run: run_state(results_dir, run, published)
   todo_states = ("pending", "failed") if retry_failed else ("pending",)
@@ -91,7 +95,10 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   try:
     for stage, todo in _stage_batches(spec, results_dir, state, todo_states, log):
       for result in _execute(todo, spec, results_dir, retry_failed, ray):
-        if result is None:  # No run finished within the polling interval.
+        if result is None:  # No task finished within the polling interval.
+          # A ladder's budgets finish inside one task: publish each as it lands.
+          publish_finished(spec, results_dir)
+          write_table(results_dir, spec.runs, published)
           if bar is not None:
             bar.set_postfix_str(live.summary())
           continue
@@ -118,12 +125,30 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   return rows
 
 
-def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
+def check_target(spec: SweepSpec, results_dir: Path) -> None:
+  """Nothing trains until every run is known to fit the sweep's target slice. The compiles run in
+  a process of their own on JAX's CPU platform, so that this one never takes a host's chips."""
+  import subprocess
+
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  check = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "sweep", "check", str(spec.path),
+                          "--results", str(results_dir)], env=env, stdout=subprocess.PIPE, text=True)
+  if check.returncode != 0:
+    raise UserError(f"{spec.path}: not every run fits its target {spec.target} (above); nothing "
+                    f"was trained")
+
+
+def claim_publish_dir(spec: SweepSpec) -> None:
+  """A publish folder holds one sweep's runs, as a results folder does (a second sweep with the
+  same run ids would overwrite the first's published runs)."""
+  if spec.publish_dir is not None:
+    claim_results_dir(spec, spec.publish_dir, "analysis.publish")
+
+
+def claim_results_dir(spec: SweepSpec, results_dir: Path, setting: str = "--results") -> None:
   """A results folder holds one sweep: refuses another sweep's folder, and runs of this one whose
   saved settings differ from the file's (their results would be reported as this file's)."""
   import json
-
-  import yaml
 
   from parscale_jax.atomic import create_json_exclusive
   from parscale_jax.train.config import config_differences
@@ -134,7 +159,7 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
     owner = json.loads(marker.read_text()).get("name")
     if owner != spec.name:
       raise UserError(f"{results_dir} holds the runs of sweep {owner!r}, not {spec.name!r}; give "
-                      f"this sweep its own folder with --results")
+                      f"this sweep its own folder with {setting}")
 
   if marker.exists():
     refuse_another_owner()
@@ -142,11 +167,11 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path) -> None:
     saved = results_dir / "runs" / run.run_id / "config.yaml"
     if not saved.exists():
       continue
-    changed = config_differences(yaml.safe_load(saved.read_text()), run.train_config(results_dir),
+    changed = config_differences(yaml_load(saved.read_text()), run.train_config(results_dir),
                                  ignore=("wandb", "init_from"))
     if changed:
       raise UserError(f"{saved.parent} was trained with other settings than {spec.path} gives it "
-                      f"(differs in: {', '.join(changed)}); use another --results folder")
+                      f"(differs in: {', '.join(changed)}); use another {setting} folder")
   results_dir.mkdir(parents=True, exist_ok=True)
   # Created only if absent: of two sweeps started at once on a new folder, one is refused.
   if not create_json_exclusive(marker, {"name": spec.name, "file": str(spec.path)}):
@@ -157,8 +182,6 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
   """Takes over, as done, each pending run whose config another sweep's published run was trained
   with (same model, data, seed and budget: the same computation); its files are copied into this
   sweep's run folder, result.json naming where it came from. Returns how many."""
-  import yaml
-
   from parscale_jax.sweep.table import PUBLISHED_FILES, copy_run_files
   from parscale_jax.train.config import config_differences
   from parscale_jax.train.run_record import RunRecord
@@ -171,7 +194,7 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
       result = read_result(result_path.parent)
       config_path = result_path.parent / "config.yaml"
       if result and result.get("status") == "done" and config_path.exists():
-        candidates.append((result_path.parent, yaml.safe_load(config_path.read_text())))
+        candidates.append((result_path.parent, yaml_load(config_path.read_text())))
   adopted = 0
   for run in spec.runs:
     if run_state(results_dir, run, spec.publish_dir) != "pending":
@@ -207,6 +230,8 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
   still running elsewhere keeps going)."""
   results_dir = Path(results_dir)
   (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+  claim_results_dir(spec, results_dir)
+  claim_publish_dir(spec)
   publish_finished(spec, results_dir)
   rows = write_table(results_dir, spec.runs, spec.publish_dir)
   from parscale_jax.sweep.report import analyze_sweep
@@ -261,9 +286,17 @@ def _gave_up(results_dir: Path, run, log) -> bool:
   return True
 
 
+def _killed(workers: dict) -> set:
+  """The pids of the workers that died on their own (killed, e.g. by the out-of-memory killer);
+  not those the broken pool then stopped itself (SIGTERM), whose runs did nothing wrong."""
+  import signal
+  return {pid for pid, process in workers.items()
+          if process.exitcode not in (None, 0, -signal.SIGTERM)}
+
+
 def _record_deaths(todo, results_dir: Path, workers: set) -> None:
-  """Notes a death in deaths.jsonl of each run whose latest attempt ran in one of the broken
-  pool's workers and did not finish."""
+  """Notes a death in deaths.jsonl of each run whose latest attempt ran in one of the killed
+  workers and did not finish."""
   import json
   import time
 
@@ -280,33 +313,40 @@ def _record_deaths(todo, results_dir: Path, workers: set) -> None:
 
 
 def _execute(todo, spec, results_dir, retry_failed, ray):
-  """Yields each run's result as it finishes, and None every POLL_SECONDS without one."""
+  """Yields each run's result as its task (a run, or a ladder's budgets) finishes, and None every
+  POLL_SECONDS without one."""
+  tasks = chains(todo)
   if ray is not None:
     remote = ray.remote(num_cpus=spec.executor.threads_per_worker,
-                        num_gpus=spec.executor.gpus_per_run)(execute_run_ray)
-    pending = [remote.remote(r, str(results_dir), retry_failed, spec.executor.threads_per_worker)
-               for r in todo]
+                        num_gpus=spec.executor.gpus_per_run)(execute_chain_ray)
+    pending = [remote.remote(t, str(results_dir), retry_failed, spec.executor.threads_per_worker)
+               for t in tasks]
     while pending:
       ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS)
-      yield ray.get(ready[0]) if ready else None
+      if not ready:
+        yield None
+      for result in ray.get(ready[0]) if ready else ():
+        yield result
     return
-  pool, _ = _local_pool(spec, len(todo))
+  pool, _ = _local_pool(spec, len(tasks))
   with pool:
     try:
-      pending = {pool.submit(execute_run, r, str(results_dir), retry_failed) for r in todo}
-      workers = set()
+      pending = {pool.submit(execute_chain, t, str(results_dir), retry_failed) for t in tasks}
+      workers = {}
       while pending:
-        workers |= set(getattr(pool, "_processes", None) or {})  # Worker pids, as they start.
+        workers.update(getattr(pool, "_processes", None) or {})  # pid -> Process, as they start.
         done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
         if not done:
           yield None
         for future in done:
           try:
-            yield future.result()
+            results = future.result()
           except cf.process.BrokenProcessPool:  # A worker was killed: the pool is gone.
             _PoolBroke.count += 1
-            _record_deaths(todo, results_dir, workers)
+            pool.shutdown(wait=True)  # The pool reaps its workers: their exit codes are known.
+            _record_deaths(todo, results_dir, _killed(workers))
             return
+          yield from results
     # GeneratorExit: the interrupt came while the caller held a result.
     except (KeyboardInterrupt, GeneratorExit):
       _stop_workers(pool)

@@ -9,6 +9,8 @@
     variants:                        # optional: named sets of overrides, a grid axis `variant`
       prefix: {model.P: 1, model.single_stream_prefix: true}
       P4_mlp: {model.P: 4, model.prefix_param: mlp}
+    ladder: {budgets: [614400, 2457600], cooldown: 0.2}   # optional: a run per budget, cooled
+                                     # down from one stable run per grid point (sweep/ladder.py)
     stages:                          # optional instead of set/grid: stages run in order
       - {name: pretrain, grid: {...}, set: {...}}
       - {name: continue, grid: {...}, set: {...}, init_from_stage: pretrain}
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from parscale_jax.configlib import ConfigError, from_dict, load_yaml, set_nested
+from parscale_jax.sweep.ladder import Branch, LadderConfig, expand
 from parscale_jax.train.config import TrainConfig, config_from_dict
 
 
@@ -63,6 +66,9 @@ class AnalysisConfig:
   contrasts: tuple[tuple[str, ...], ...] = ()
   # Fit the law; false for sweeps whose axes are no N x P grid (variant ablations).
   fit: bool = True
+  # Another sweep's published folder (relative to the sweep file): each run minus that sweep's
+  # run of the same size, P, seed and tokens, paired, in the report (e.g. ladder against cosine).
+  compare_to: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,7 @@ class RunSpec:
   values: dict  # Grid values of this run.
   config: dict  # The full experiment config (before parsing).
   init_from_run: str | None = None  # Run id whose workdir gives the backbone.
+  branch: Branch | None = None  # A token ladder's budget: starts from its trunk (sweep/ladder.py).
 
   def train_config(self, results_dir: Path) -> TrainConfig:
     config = copy.deepcopy(self.config)
@@ -99,6 +106,9 @@ class SweepSpec:
   # Folders of another sweep's published runs (`reuse:` in the file, relative to it): a run whose
   # saved config equals one of this sweep's is taken over as done instead of trained again.
   reuse_dirs: tuple[Path, ...] = ()
+  # The slice the sweep is meant for (`target: {topology: v5p:2x2x2}`): `sweep check` and `sweep
+  # run` compile each distinct program for it first and refuse runs that will not fit.
+  target: str | None = None
 
   @property
   def publish_dir(self) -> Path | None:
@@ -135,7 +145,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
   path = Path(path)
   raw = load_yaml(path)
   known = {"name", "base", "set", "grid", "stages", "variants", "executor", "analysis",
-           "description", "reuse"}
+           "description", "reuse", "ladder", "target"}
   unknown = sorted(set(raw) - known)
   if unknown:
     raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
@@ -152,9 +162,24 @@ def load_sweep(path: str | Path) -> SweepSpec:
   names = [s.name for s in stages]
   if len(set(names)) != len(names):
     raise ConfigError(f"{path}: stage names repeat: {names}")
+  ladder = None
+  if raw.get("ladder") is not None:
+    if "stages" in raw:
+      raise ConfigError(f"{path}: 'ladder' works with a top-level grid, not with 'stages'")
+    if "tokens" in (raw.get("grid") or {}):
+      raise ConfigError(f"{path}: the ladder's budgets are its token axis; drop 'tokens' from the grid")
+    if not isinstance(raw["ladder"], dict):
+      raise ConfigError(f"{path}: 'ladder' must be a mapping (budgets, cooldown)")
+    ladder = from_dict(LadderConfig, raw["ladder"], prefix="ladder.")
   variants = raw.get("variants") or {}
   if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
     raise ConfigError(f"{path}: 'variants' must map each name to a mapping of overrides")
+  for stage in stages:  # A variant that sets a grid axis would make runs named for values they lack.
+    for name, overrides in variants.items():
+      clash = sorted(set(overrides) & set(stage.grid) - {"variant"}) if isinstance(stage.grid, dict) and "variant" in stage.grid else []
+      if clash:
+        raise ConfigError(f"{path}: variant {name!r} sets {clash[0]}, which is also a grid axis; "
+                          f"set it in the variants only, or drop it from the variant")
   runs: list[RunSpec] = []
   by_stage: dict[str, list[RunSpec]] = {}
   for stage in stages:
@@ -176,13 +201,18 @@ def load_sweep(path: str | Path) -> SweepSpec:
       parent = None
       if stage.init_from_stage:
         parent = _matching_run(stage, values, by_stage[stage.init_from_stage])
-      spec = RunSpec(rid, stage.name, values, config, parent)
       try:
-        spec.train_config(Path("."))
+        specs = [RunSpec(rid, stage.name, values, config, parent)]
+        if ladder is not None:
+          specs = [RunSpec(run_id(stage.name, {**values, "tokens": budget}), stage.name,
+                           {**values, "tokens": budget}, branch_config, parent, branch)
+                   for budget, branch_config, branch in expand(config, ladder, rid, f"run {rid}")]
+        for spec in specs:
+          spec.train_config(Path("."))
       except ConfigError as e:
         raise ConfigError(f"{path}: run {rid}: {e}") from None
-      runs.append(spec)
-      by_stage.setdefault(stage.name, []).append(spec)
+      runs += specs
+      by_stage.setdefault(stage.name, []).extend(specs)
   ids = [r.run_id for r in runs]
   if len(set(ids)) != len(ids):
     raise ConfigError(f"{path}: two runs share an id; make the grids of the stages differ")
@@ -192,6 +222,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if len(pair) != 2 or any(v not in variants for v in pair):
       raise ConfigError(f"{path}: analysis.contrasts entry {list(pair)} must name two variants "
                         f"(defined: {', '.join(map(str, variants)) or 'none'})")
+  if analysis.compare_to is not None and not (path.parent / analysis.compare_to / "table.csv").exists():
+    raise ConfigError(f"{path}: analysis.compare_to: {analysis.compare_to} has no table.csv")
   bad = [s for s in analysis.fit_stages if s not in names]
   if bad:
     raise ConfigError(f"{path}: analysis.fit_stages names unknown stage {bad[0]!r}")
@@ -202,8 +234,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
   for folder in reuse_dirs:
     if not (folder / "runs").is_dir():
       raise ConfigError(f"{path}: reuse: {folder} holds no published runs (no runs/ folder)")
+  target = raw.get("target")
+  if target is not None:
+    if not isinstance(target, dict) or set(target) != {"topology"} or not isinstance(target["topology"], str):
+      raise ConfigError(f"{path}: 'target' must be {{topology: NAME}}, e.g. {{topology: v5p:2x2x2}}")
+    target = target["topology"]
   return SweepSpec(raw.get("name") or path.stem, path, tuple(runs), tuple(names), executor, analysis,
-                   reuse_dirs)
+                   reuse_dirs, target)
 
 
 def _matching_run(stage: StageSpec, values: dict, candidates: list[RunSpec]) -> str:
