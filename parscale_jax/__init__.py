@@ -1,6 +1,10 @@
 """parscale-jax: parallel scaling (ParScale) experiments in JAX and Flax NNX."""
 __version__ = "0.1.0"
 
+from parscale_jax.platforms import skip_absent_tpu as _skip_absent_tpu
+
+_skip_absent_tpu()  # Before anything imports JAX.
+
 # Imported on first use, so that `parscale` can restart itself (parscale_jax/hostmem.py) before
 # JAX is loaded.
 _MODEL_EXPORTS = ("ModelConfig", "ParScaleLM", "create_model", "generate", "load_pretrained",

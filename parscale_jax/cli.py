@@ -67,13 +67,14 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 def _registrars():
   """Subcommands that live beside the code they run."""
   from parscale_jax.analysis import cli as analysis_cli
+  from parscale_jax.aot import cli as aot_cli
   from parscale_jax.cost import cli as cost_cli
   from parscale_jax.data import cli as data_cli
   from parscale_jax.sweep import cli as sweep_cli
   from parscale_jax.train import cli as train_cli
 
   return [train_cli.register, sweep_cli.register, analysis_cli.register, cost_cli.register,
-          cost_cli.register_plan, data_cli.register]
+          cost_cli.register_plan, data_cli.register, aot_cli.register]
 
 
 def _enable_compilation_cache() -> None:

@@ -32,6 +32,7 @@ class Backbone(nnx.Module):
   def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
     layers = [DecoderLayer(config, rngs) for _ in range(config.num_layers)]
     self.scanned = config.scanned
+    self.remat = config.remat
     self.layers = stack_modules(layers) if self.scanned else nnx.List(layers)
     self.norm = rms_norm(config, rngs)
 
@@ -47,7 +48,10 @@ class Backbone(nnx.Module):
       pk = None if prefix_k is None else prefix_k[..., i, :, :, :]
       pv = None if prefix_v is None else prefix_v[..., i, :, :, :]
       layer_cache = None if cache is None else (cache[0][i], cache[1][i], cache[2])
-      x_BxSxD, kv = layer(x_BxSxD, positions_BxS, pk, pv, layer_cache, rope)
+      graphdef, weights = nnx.split(layer)
+      call = lambda weights, x, pk, pv, layer_cache, graphdef=graphdef: nnx.merge(graphdef, weights)(
+          x, positions_BxS, pk, pv, layer_cache, rope)
+      x_BxSxD, kv = rematerialised(call, self.remat)(weights, x_BxSxD, pk, pv, layer_cache)
       if kv is not None:
         new_k.append(kv[0])
         new_v.append(kv[1])
@@ -66,7 +70,20 @@ class Backbone(nnx.Module):
 
     per_layer = (weights_L, layer_first(prefix_k), layer_first(prefix_v),
                  None if cache is None else cache[0], None if cache is None else cache[1])
-    return jax.lax.scan(one_layer, x_BxSxD, per_layer)
+    return jax.lax.scan(rematerialised(one_layer, self.remat, in_scan=True), x_BxSxD, per_layer)
+
+
+# What a layer's backward pass keeps from its forward (model.remat); the rest is recomputed.
+# dots: the outputs of the weight matmuls (no batch dimensions), not attention's batched products.
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def rematerialised(layer_fn, remat: str, in_scan: bool = False):
+  """layer_fn under jax.checkpoint with model.remat's policy; itself for "none". (Inside a scan
+  XLA cannot merge the recomputation into the forward pass, so no CSE barrier is needed there.)"""
+  if remat == "none":
+    return layer_fn
+  return jax.checkpoint(layer_fn, policy=REMAT_POLICIES[remat], prevent_cse=not in_scan)
 
 
 def stack_modules(modules: list[nnx.Module]) -> nnx.Module:

@@ -1,0 +1,120 @@
+"""The paper's six sizes x P in {1, 2, 4, 8} at its training shape (experiments/paper.yaml: sequence
+2048, batch 1024, bf16), compiled by the real XLA:TPU compiler for TPU topologies on this CPU: for
+each cell the cheapest remat / grad_accum setting that fits (parameters sharded over every chip),
+its memory per chip, the compiler's FLOPs against the project's accounting, and the roofline MFU
+bound. Resumable: cells already in the JSON are kept; each new cell is written as it lands.
+
+    python benchmarks/tpu_compile.py --topologies v5p:2x2x2 v5e:4x4   # hours on 2 cores
+    python benchmarks/tpu_compile.py --sizes paper-0.5b --P 1 2 --no-flops   # a corner
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import parscale_jax  # noqa: F401  (before jax: no TPU runtime on a host without TPUs)
+from parscale_jax.aot.check import REMAT_ORDER, check_training, roofline
+from parscale_jax.aot.cli import PAPER_SHAPE
+from parscale_jax.aot.programs import step_cost
+from parscale_jax.aot.topology import chip, topology_devices
+from parscale_jax.train.config import MeshConfig, config_from_dict
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_record  # noqa: E402
+
+SIZES = ["paper-0.5b", "paper-0.7b", "paper-1.1b", "paper-1.6b", "paper-2.8b", "paper-4.4b"]
+
+
+def settings(batch: int, chips: int) -> list[tuple[str, int]]:
+  """(remat, grad_accum) from the cheapest: no remat before dots before full, fewer micro-batches
+  first; grad_accum down to one row per chip."""
+  accums = [a for a in (1, 2, 4, 8, 16, 32, 64, 128, 256) if batch % a == 0 and (batch // a) % chips == 0]
+  return [(remat, a) for remat in REMAT_ORDER for a in accums]
+
+
+def first_fit(base, devices, device, start: int, log):
+  """(index in settings, report) of the first setting from `start` that fits, skipping ahead by the
+  measured memory (activations shrink with the micro-batch); (None, last report) if none does."""
+  options = settings(base.batch_size, len(devices))
+  i, report = start, None
+  while i < len(options):
+    remat, accum = options[i]
+    config = dataclasses.replace(base, grad_accum=accum, model=dataclasses.replace(base.model, remat=remat))
+    t = time.perf_counter()
+    report = check_training(config, devices, device)
+    log(f"    remat={remat} grad_accum={accum}: "
+        + (f"{report['peak_bytes'] / 2**30:.1f} GiB" if report.get("peak_bytes") else "?")
+        + (" fits" if report["fits"] else " no") + f" ({time.perf_counter() - t:.0f} s)")
+    if report["fits"]:
+      return i, config, report
+    need, state = report.get("peak_bytes"), report.get("state_bytes")
+    steps = 1
+    if need and state and 0.95 * device.memory > state:  # Micro-batches the measured memory needs.
+      steps = max(1, math.ceil(math.log2(max((need - state) / (0.95 * device.memory - state), 1))))
+    j = i
+    while steps and j + 1 < len(options) and options[j + 1][0] == remat:
+      j, steps = j + 1, steps - 1
+    i = j if j > i else i + 1
+  return None, None, report
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--topologies", nargs="+", default=["v5p:2x2x2", "v5e:4x4"])
+  parser.add_argument("--sizes", nargs="+", default=SIZES)
+  parser.add_argument("--P", nargs="+", type=int, default=[1, 2, 4, 8])
+  parser.add_argument("--no-flops", action="store_true", help="skip the FLOP counts (2 compiles a cell)")
+  parser.add_argument("--out", default="benchmarks/results/tpu_compile.json")
+  args = parser.parse_args()
+  out = Path(args.out)
+  rows = json.loads(out.read_text())["rows"] if out.exists() else []
+  have = {(r["topology"], r["size"], r["P"]) for r in rows}
+  log = lambda s: print(s, file=sys.stderr, flush=True)
+  for topology in args.topologies:
+    devices = topology_devices(topology)
+    device = chip(devices)
+    for size in args.sizes:
+      start = 0  # Memory grows with P: a larger P starts where the smaller one fitted.
+      for P in sorted(args.P):
+        if (topology, size, P) in have:
+          done = next(r for r in rows if (r["topology"], r["size"], r["P"]) == (topology, size, P))
+          start = settings(1024, len(devices)).index((done["remat"], done["grad_accum"])) if done["fits"] else 0
+          continue
+        log(f"{topology} {size} P={P}")
+        base = config_from_dict({**json.loads(json.dumps(PAPER_SHAPE)), "mesh": {"data": 1, "fsdp": len(devices)}})
+        base = dataclasses.replace(base, model=dataclasses.replace(base.model, **_preset(size), P=P))
+        index, config, report = first_fit(base, devices, device, start, log)
+        row = {"topology": topology, "chips": len(devices), "chip": device.name, "size": size, "P": P,
+               "fits": index is not None}
+        if index is not None:
+          start = index
+          if not args.no_flops:
+            report = roofline(report, *step_cost(config, devices), device)
+          row.update(remat=config.model.remat, grad_accum=config.grad_accum,
+                     mesh=f"data=1 fsdp={len(devices)}",
+                     **{k: report.get(k) for k in ("peak_bytes", "state_bytes", "param_bytes", "temp_bytes",
+                                                   "margin_bytes", "chip_memory_bytes", "accounted_flops",
+                                                   "step_flops", "flops_ratio", "roofline_seconds",
+                                                   "bound", "mfu_bound", "compile_seconds")})
+        else:
+          row.update(peak_bytes=report.get("peak_bytes") if report else None)
+        rows.append(row)
+        write_record("tpu_compile", rows, str(out),
+                     {"shape": {"seq_len": 2048, "batch_size": 1024, "dtype": "bfloat16"}})
+        log(f"  -> {row.get('remat')} x{row.get('grad_accum')}: "
+            + (f"{row['peak_bytes'] / 2**30:.1f} GiB" if row.get("peak_bytes") else "")
+            + (f", FLOPs ratio {row['flops_ratio']:.3f}, MFU <= {row['mfu_bound']:.2f}" if row.get("flops_ratio") else ""))
+
+
+def _preset(size: str) -> dict:
+  from parscale_jax.model.config import PRESETS
+  return {**PRESETS[size], "size": size}
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,39 @@
+"""Which JAX platforms start: a host without TPU chips never starts the TPU runtime.
+
+With libtpu installed (the `tpu` extra, also what `parscale compile` needs to build programs for
+TPU topologies on any host), JAX starts the TPU runtime on every host; without chips it prints
+warnings about TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES and falls back to the CPU. Imported
+by the package before JAX, this sets JAX_PLATFORMS=cpu in that one case (no TPU chip on the PCI
+bus, no CUDA plugin, JAX_PLATFORMS unset). Compiling for a TPU topology does not need the TPU
+platform started (parscale_jax/aot/topology.py).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from pathlib import Path
+
+GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips (jax._src.hardware_utils reads the same).
+
+
+def host_has_tpu() -> bool:
+  for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      if Path(vendor).read_text().strip() == GOOGLE_PCI_VENDOR:
+        return True
+    except OSError:
+      continue
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def skip_absent_tpu(environ=os.environ) -> bool:
+  """Sets JAX_PLATFORMS=cpu where JAX would start a TPU runtime with no TPU; True if it did."""
+  if "JAX_PLATFORMS" in environ or importlib.util.find_spec("libtpu") is None:
+    return False
+  if any(importlib.util.find_spec(p) for p in ("jax_cuda12_plugin", "jax_cuda13_plugin")):
+    return False
+  if environ.get("TPU_ACCELERATOR_TYPE") or host_has_tpu():
+    return False
+  environ["JAX_PLATFORMS"] = "cpu"
+  return True

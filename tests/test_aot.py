@@ -1,0 +1,147 @@
+"""Ahead-of-time compilation for TPU topologies on this CPU (libtpu from the `tpu` extra, which the
+test command installs), activation rematerialisation, and a quiet start where libtpu has no TPU."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from parscale_jax.model.accounting import param_counts
+from parscale_jax.model.config import ModelConfig
+from parscale_jax.model.parscale import ParScaleLM
+from parscale_jax.train.config import config_from_dict
+from parscale_jax.train.step import loss_fn, split_model
+
+from conftest import REPO
+
+SMALL = {"model": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
+                   "num_kv_heads": 2, "P": 2, "prefix_tokens": 4, "dtype": "bfloat16"},
+         "data": {"seq_len": 64}, "batch_size": 8}
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_gives_the_same_gradients(scan):
+  rows = jax.random.randint(jax.random.key(1), (2, 17), 0, 257)
+  results = {}
+  for remat in ("none", "full", "dots"):
+    config = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=3, num_heads=4,
+                         num_kv_heads=2, P=2, prefix_tokens=4, scan_layers=scan, remat=remat)
+    graphdef, params, frozen = split_model(ParScaleLM(config, nnx.Rngs(params=0)), False)
+    results[remat] = jax.value_and_grad(loss_fn)(params, frozen, graphdef, rows)
+  for remat in ("full", "dots"):
+    assert results[remat][0] == results["none"][0]
+    for a, b in zip(jax.tree.leaves(results[remat][1]), jax.tree.leaves(results["none"][1])):
+      assert jnp.array_equal(a, b)
+
+
+def test_compiles_for_a_tpu_topology_with_exact_parameter_bytes():
+  """The real XLA:TPU compiler builds the training step for 4 v5e chips; the parameter bytes per
+  chip are the parameter count x 4 (float32, replicated over a data-parallel mesh) exactly, and
+  a quarter of it with parameters sharded over the 4 chips."""
+  from parscale_jax.aot.check import check_training
+  from parscale_jax.aot.topology import chip, topology_devices
+
+  devices = topology_devices("v5e:2x2")
+  assert len(devices) == 4 and devices[0].platform == "tpu"
+  device = chip(devices)
+  assert device.name == "TPU v5e" and device.memory == 16 * 2 ** 30
+  replicated = config_from_dict({**SMALL, "mesh": {"data": 4, "fsdp": 1}})
+  report = check_training(replicated, devices, device)
+  total = param_counts(replicated.model).total
+  assert report["param_bytes"] == 4 * total
+  assert report["state_bytes"] > 3 * 4 * total  # Adam's two moments beside the parameters.
+  assert report["fits"] and 0 < report["peak_bytes"] < 2 ** 30
+  assert report["peak_bytes"] == (report["argument_bytes"] + report["output_bytes"]
+                                  - report["alias_bytes"] + report["temp_bytes"])
+  config = config_from_dict({**SMALL, "model": {**SMALL["model"], "hidden_size": 128,
+                                                 "intermediate_size": 256},
+                             "mesh": {"data": 1, "fsdp": 4}})
+  sharded = check_training(config, devices, device)
+  # A quarter of each weight; the few vectors that 4 does not divide (the aggregator's P-wide
+  # bias) stay whole on every chip.
+  quarter = param_counts(config.model).total
+  assert quarter <= sharded["param_bytes"] <= quarter + 4 * 2 * config.model.P
+
+
+@pytest.mark.slow
+def test_compile_cli_reports_memory_flops_and_verdict_without_libtpu_noise(tmp_path):
+  (tmp_path / "small.yaml").write_text(json.dumps(SMALL))
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  out = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "compile", str(tmp_path / "small.yaml"),
+                        "--topology", "v5e:2x2", "--decode-batch", "4", "--prompt-tokens", "16",
+                        "--new-tokens", "8", "--json"], capture_output=True, text=True, cwd=REPO,
+                       env=env)
+  assert out.returncode == 0, out.stderr
+  assert "TPU_" not in out.stderr and "libtpu" not in out.stderr, out.stderr
+  report = json.loads(out.stdout)
+  train = report["train"]
+  assert report["fits"] and report["chips"] == 4 and report["mesh"] == {"data": 1, "fsdp": 4}
+  # The whole step's FLOPs from the compiler, against the accounting (which leaves out the
+  # element-wise work, the optimizer and the attention mask).
+  assert 0.9 < train["flops_ratio"] < 1.6
+  assert 0 < train["mfu_bound"] <= 1
+  assert [d["name"] for d in report["decoding"]] == [
+      "prefill (batch 1)", "decode step (batch 1)", "prefill (batch 4)", "decode step (batch 4)"]
+  assert all(d["fits"] for d in report["decoding"])
+
+
+def test_bad_topology_is_one_line(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "compile", "--size", "l4-50k",
+                        "--topology", "v5e:9x9x9x9x9", "--no-flops"], capture_output=True, text=True,
+                       cwd=REPO)
+  assert out.returncode == 2
+  assert out.stderr.strip().count("\n") == 0 and "v5e:9x9x9x9x9" in out.stderr, out.stderr
+
+
+def test_jax_starts_quietly_where_libtpu_has_no_tpu():
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  out = subprocess.run([sys.executable, "-c", "import parscale_jax, jax; print(jax.devices()[0].platform)"],
+                       capture_output=True, text=True, env=env)
+  assert out.returncode == 0 and out.stdout.strip() == "cpu"
+  assert "TPU_" not in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_sweep_check_names_the_run_too_large_for_its_target_and_run_refuses(tmp_path):
+  base = {**SMALL, "tensorboard": False, "mesh": {"data": 1, "fsdp": 4}, "tokens": 10 ** 8}
+  (tmp_path / "base.yaml").write_text(json.dumps(base))
+  sweep = {"name": "big", "base": "base.yaml", "target": {"topology": "v5e:2x2"},
+           "grid": {"batch_size": [8, 65536], "seed": [0, 1]}, "analysis": {"fit": False}}
+  (tmp_path / "big.yaml").write_text(json.dumps(sweep))
+  cli = lambda *a: subprocess.run([sys.executable, "-m", "parscale_jax.cli", "sweep", *a],
+                                  capture_output=True, text=True, cwd=tmp_path)
+  out = cli("check", "big.yaml")
+  assert out.returncode == 2
+  # Two programs compiled (seeds share one); the batch of 65536 rows is refused, by name.
+  assert "[2/2]" in out.stderr and "DOES NOT FIT" in out.stderr, out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert "2 of 4 runs do not fit v5e:2x2" in last and "batch_size=65536_seed=0" in last
+  assert "batch_size=8_" not in last
+  out = cli("run", "big.yaml", "--no-progress")
+  assert out.returncode == 2 and "nothing was trained" in out.stderr
+  assert not (tmp_path / "results" / "big" / "runs").exists()
+
+
+@pytest.mark.skipif(subprocess.run("command -v nvidia-smi", shell=True).returncode == 0
+                    or bool(__import__("glob").glob("/dev/accel*")), reason="this host has an accelerator")
+def test_gpu_check_refuses_a_host_without_an_accelerator_in_one_line():
+  out = subprocess.run(["bash", "scripts/gpu_check.sh"], capture_output=True, text=True, cwd=REPO,
+                       timeout=30)
+  assert out.returncode == 1 and out.stdout == ""
+  assert out.stderr.count("\n") == 1 and "no GPU" in out.stderr
+
+
+def test_compile_for_this_process_devices(capsys):
+  """--topology local: the devices this process has (here the CPU; on a GPU host, its GPUs)."""
+  from parscale_jax.cli import main
+  assert main(["compile", "--size", "l4-50k", "--P", "2", "--batch", "8", "--seq", "64",
+               "--topology", "local", "--no-flops", "--no-decode", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert report["topology"] == "local" and report["chips"] == len(jax.devices())
+  assert report["chip"]["name"] == "this CPU (measured)" and report["fits"]
+  assert report["train"]["param_bytes"] == 4 * param_counts(
+      config_from_dict({"model": {"size": "l4-50k", "P": 2}}).model).total
