@@ -111,8 +111,12 @@ def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
     text = f"{_minus(diffs.mean(), 4)} [{_minus(lo, 4)}, {_minus(hi, 4)}]"
     assert text in readme, text
   grid = REPO / "analysis" / "results" / "cpu_grid_mlp"
-  fit = json.loads((grid / "fit.json").read_text())["groups"]["all"]
-  assert f"k = {fit['k']:.3f} [{fit['ci95']['k'][0]:.3f}, {fit['ci95']['k'][1]:.3f}]" in readme
+  every = json.loads((grid / "fit.json").read_text())  # The paper's count: every parameter.
+  assert every["N"].endswith("ParScale's own included")
+  assert not every["groups"]["all"]["identified"] and "does **not identify** the law" in readme
+  assert f"R² {every['groups']['all']['r2']:.2f}" in readme
+  fit = json.loads((grid / "fit_N_backbone.json").read_text())["groups"]["all"]
+  assert f"Counting the backbone alone, k = {fit['k']:.3f} [{fit['ci95']['k'][0]:.3f}, {fit['ci95']['k'][1]:.3f}]" in readme
   rows = [r for r in read_table(grid / "table.csv") if r["status"] == "done"]
   by_P = {}
   for r in rows:
