@@ -22,7 +22,23 @@ T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
-  """YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1 reads it as a string)."""
+  """YAML with 1.2's numbers (`1e-3` is a float; YAML 1.1 reads it as a string), and no key twice
+  in one mapping (PyYAML keeps the last silently: a second `model:` would train another model)."""
+
+  def construct_mapping(self, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+      key = self.construct_object(key_node, deep=deep)
+      if isinstance(key, typing.Hashable) and key in seen:
+        raise DuplicateKeyError(f"key {key!r} appears twice in one mapping", key_node.start_mark)
+      seen.add(key)
+    return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+  def __init__(self, message: str, mark):
+    super().__init__(message)
+    self.message, self.problem_mark = message, mark
 
 
 _Loader.add_implicit_resolver(
@@ -174,6 +190,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     raise ConfigError(f"{path}: no such config file")
   try:
     data = yaml_load(path.read_text())
+  except DuplicateKeyError as e:
+    raise ConfigError(f"{path}: {e.message} (line {e.problem_mark.line + 1})") from None
   except yaml.YAMLError as e:
     mark = getattr(e, "problem_mark", None)
     where = f" at line {mark.line + 1}" if mark else ""

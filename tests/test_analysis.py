@@ -212,3 +212,39 @@ def test_notebook_pointed_at_a_sweep_shows_its_table_fit_and_plots(tmp_path):
   assert "### quick" in text and "n400000" in text and "paper" not in json.dumps(
       [o.get("data", {}).get("text/plain", "") for o in outputs if o.get("output_type") == "execute_result"])
   assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
+
+
+def test_fit_on_a_sweeps_table_leaves_the_sweeps_fit_alone(tmp_path):
+  """`parscale fit FOLDER/table.csv` on a sweep's (published) folder writes refit/, says so, and
+  leaves the sweep's fit.json as it was."""
+  import shutil
+
+  from conftest import REPO
+  folder = tmp_path / "cpu_grid_mlp"
+  source = REPO / "analysis" / "results" / "cpu_grid_mlp"
+  folder.mkdir()
+  for name in ("table.csv", "fit.json"):
+    shutil.copy(source / name, folder / name)
+  (folder / "sweep.json").write_text('{"name": "cpu_grid_mlp"}')
+  before = (folder / "fit.json").read_bytes()
+  out = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "fit", str(folder / "table.csv"),
+                        "--n-column", "N_backbone", "--bootstrap", "0", "--no-plots"],
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  assert "its fit stays as the sweep wrote it" in out.stderr
+  assert (folder / "fit.json").read_bytes() == before and not (folder / "fit").exists()
+  assert json.loads((folder / "refit" / "fit.json").read_text())["groups"]["all"]["k"] > 0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("k", -0.1, "has k = -0.1; the law needs k > 0"), ("alpha", 0.0, "alpha = 0"),
+    ("E", -1.0, "E = -1"), ("k", True, "no valid 'k'")])
+def test_load_fit_refuses_parameters_the_law_cannot_have(tmp_path, key, value, message):
+  from conftest import REPO
+  from parscale_jax.analysis.results import load_fit
+  from parscale_jax.errors import UserError
+  doc = json.loads((REPO / "analysis" / "results" / "paper" / "fit.json").read_text())
+  doc["groups"]["pile"][key] = value
+  (tmp_path / "fit.json").write_text(json.dumps(doc))
+  with pytest.raises(UserError, match=message):
+    load_fit(tmp_path / "fit.json")

@@ -272,3 +272,18 @@ def test_tokenizer_training_refuses_an_absurd_vocabulary_before_any_work(tmp_pat
                "--out", str(tmp_path / "tok")])
   _one_line(capsys, code, "--vocab-size must be <= 1048576")
   assert not (tmp_path / "tok").exists()
+
+
+def test_a_duplicate_yaml_key_is_refused_in_one_line_by_train_sweep_and_compile(tmp_path, capsys):
+  (tmp_path / "dup.yaml").write_text("model:\n  P: 2\ntokens: 1000\nmodel:\n  P: 4\n")
+  (tmp_path / "sweep.yaml").write_text("name: d\nbase: dup.yaml\ngrid: {seed: [0]}\n")
+  (tmp_path / "sweep2.yaml").write_text("name: d\nbase: ok.yaml\ngrid: {seed: [0]}\ngrid: {seed: [1]}\n")
+  (tmp_path / "ok.yaml").write_text("tokens: 1000\n")
+  for argv in (["train", str(tmp_path / "dup.yaml"), "--workdir", str(tmp_path / "w")],
+               ["sweep", "run", str(tmp_path / "sweep.yaml"), "--results", str(tmp_path / "r")],
+               ["sweep", "run", str(tmp_path / "sweep2.yaml"), "--results", str(tmp_path / "r")],
+               ["compile", str(tmp_path / "dup.yaml"), "--topology", "local", "--no-flops"]):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "appears twice in one mapping" in err and "\n" not in err, err
+  assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()

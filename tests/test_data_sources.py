@@ -107,3 +107,11 @@ def test_eval_command_equals_python_evaluation(tmp_path, capsys):
   assert out["bits_per_byte"] == pytest.approx(expected / np.log(2) / bytes_per_token, rel=1e-5)
   assert main(["eval", "--checkpoint", str(tmp_path / "src"), "--data", source]) == 2
   assert "neither a finished run directory" in capsys.readouterr().err
+
+
+def test_jsonl_opening_with_a_byte_order_mark_is_read(tmp_path):
+  from parscale_jax.data.corpus import read_records
+  path = tmp_path / "bom.jsonl"
+  path.write_bytes(b"\xef\xbb\xbf" + b'{"text": "first"}\n{"text": "second"}\n')
+  assert list(read_records("jsonl", [path], tmp_path, "text")) == [("bom.jsonl:1", b"first"),
+                                                                   ("bom.jsonl:2", b"second")]

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import REPO
+
 from parscale_jax.cli import main
 from parscale_jax.cost.devices import DEVICES
 from parscale_jax.cost.model import Workload, compare, inference_cost
@@ -97,3 +99,14 @@ def test_plan_cli_json_and_bad_budgets(tmp_path, capsys):
   assert by_law.recommended == by_theta.recommended
   with pytest.raises(UserError, match="no candidate meets the budget"):
     plan((1.0, 0.02, 0.2, 0.4), BASE, A100, Constraint(max_memory_gb=0.01), n_values=SIZES)
+
+
+def test_plan_and_cost_refuse_a_fit_that_does_not_identify_the_law(capsys):
+  """cpu_grid_mlp with every parameter counted puts k at its bound: no plan or cost from it."""
+  from parscale_jax.cli import main
+  fit = str(REPO / "analysis" / "results" / "cpu_grid_mlp" / "fit.json")
+  for argv in (["plan", "--max-memory-gb", "8", "--fit", fit],
+               ["cost", "--size", "paper-1.6b", "--P", "8", "--fit", fit]):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not identify the law" in err and "lower bound" in err and "\n" not in err

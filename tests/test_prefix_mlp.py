@@ -153,3 +153,6 @@ def test_diversity_cli_on_a_trained_p4_run(tmp_path, data_dir):
   one = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "diversity", "--checkpoint",
                         str(tmp_path / "nothing"), "--json"], capture_output=True, text=True)
   assert one.returncode == 2 and one.stderr.count("\n") == 1, one.stderr
+  few = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "diversity", "--checkpoint",
+                        str(tmp_path / "run"), "--tokens", "2"], capture_output=True, text=True)
+  assert few.returncode == 2 and few.stderr.count("\n") == 1 and "at least 1024" in few.stderr

@@ -83,6 +83,9 @@ def test_save_load_round_trip_is_lossless(tmp_path, config):
   pj.save_pretrained(model, tmp_path / "ckpt")
   loaded = pj.load_pretrained(tmp_path / "ckpt")
   assert loaded.config == config
+  # The weights are as readable as config.json (safetensors alone would make them owner-only).
+  modes = {(tmp_path / "ckpt" / n).stat().st_mode & 0o777 for n in ("model.safetensors", "config.json")}
+  assert len(modes) == 1
   jax.tree.map(np.testing.assert_array_equal, _params(model), _params(loaded))
 
 

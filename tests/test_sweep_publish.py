@@ -43,6 +43,10 @@ def test_variants_expand_to_their_overrides_and_are_validated(tmp_path, data_dir
     load_sweep(_write(tmp_path, data_dir, grid={"variant": ["P1", "P4"]}))
   with pytest.raises(ConfigError, match=r"contrasts entry \['P1', 'P8'\] must name two variants"):
     load_sweep(_write(tmp_path, data_dir, analysis={"contrasts": [["P1", "P8"]]}))
+  # A variant that sets a grid axis would give runs named for a P they do not have.
+  with pytest.raises(ConfigError, match="variant 'P1' sets model.P, which is also a grid axis"):
+    load_sweep(_write(tmp_path, data_dir, grid={"model.P": [1, 4], "variant": ["P1", "prefix"]},
+                      analysis={"fit": False}))
 
 
 def test_contrasts_are_paired_by_seed_with_t_intervals(tmp_path, data_dir):
@@ -239,3 +243,60 @@ def test_a_killed_worker_is_retried_and_the_sweep_goes_on(tmp_path, data_dir):
   assert out.returncode == 0, out.stderr[-2000:]
   assert "Traceback" not in out.stderr and "2/2 runs done" in out.stdout
   assert len(attempts.read_text().splitlines()) == 2  # Killed once, then resumed to the end.
+
+
+@pytest.mark.slow
+def test_a_killed_worker_charges_its_own_run_only(tmp_path, data_dir):
+  """Two workers; one is killed: its run gets one death and resumes; the other run, whose worker
+  the broken pool stopped, gets none and finishes."""
+  import os
+  import signal
+  import threading
+  import time
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 60, checkpoint_every=5, model={"P": 1})
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": "k2", "base": "base.yaml", "grid": {"model.hidden_size": [32, 48]},
+           "executor": {"workers": 2}, "analysis": {"fit": False}}
+  (tmp_path / "k2.yaml").write_text(yaml.safe_dump(sweep))
+  runs = tmp_path / "results" / "k2" / "runs"
+  victim, other = runs / "hidden_size=32", runs / "hidden_size=48"
+
+  def kill_one_worker():
+    deadline = time.time() + 240
+    while time.time() < deadline:
+      ready = [(d / "metrics.jsonl").exists() and (d / "metrics.jsonl").read_text().count("\n") >= 3
+               for d in (victim, other)]
+      if all(ready):
+        os.kill(json.loads((victim / "attempts.jsonl").read_text().splitlines()[0])["pid"], signal.SIGKILL)
+        return
+      time.sleep(0.05)
+
+  killer = threading.Thread(target=kill_one_worker)
+  killer.start()
+  out = _parscale(tmp_path, "sweep", "run", "k2.yaml", "--no-progress")
+  killer.join()
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "2/2 runs done" in out.stdout
+  assert (victim / "deaths.jsonl").exists(), out.stderr[-3000:]
+  assert len((victim / "deaths.jsonl").read_text().splitlines()) == 1
+  assert not (other / "deaths.jsonl").exists()
+  assert json.loads((other / "result.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+def test_a_second_sweep_publishing_to_the_same_folder_is_refused_before_it_trains(tmp_path, data_dir):
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 3)
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  for name, lr in (("first", 1e-2), ("second", 3e-3)):  # The same run ids: P=1, P=2.
+    sweep = {"name": name, "base": "base.yaml", "set": {"optim.lr": lr}, "grid": {"model.P": [1, 2]},
+             "analysis": {"fit": False, "publish": "published"}}
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(sweep))
+  assert _parscale(tmp_path, "sweep", "run", "first.yaml", "--no-progress").returncode == 0
+  published = tmp_path / "published"
+  before = {p: p.read_bytes() for p in published.rglob("*") if p.is_file()}
+  for verb in ("run", "report"):
+    out = _parscale(tmp_path, "sweep", verb, "second.yaml", *(["--no-progress"] if verb == "run" else []))
+    assert out.returncode == 2, out.stderr
+    assert "holds the runs of sweep 'first', not 'second'" in out.stderr and out.stderr.count("\n") == 1
+  assert not (tmp_path / "results" / "second" / "runs" / "P=1" / "result.json").exists()
+  assert {p: p.read_bytes() for p in published.rglob("*") if p.is_file()} == before

@@ -19,8 +19,15 @@ def _fit(args) -> None:
   source = "paper" if args.reference else args.input
   if args.out:
     out = Path(args.out)
-  else:  # Beside the table, or results/paper for the paper's.
-    out = Path("results") / "paper" if args.reference else Path(args.input).parent / "fit"
+  elif args.reference:
+    out = Path("results") / "paper"
+  elif (Path(args.input).parent / "sweep.json").exists():
+    # A sweep's folder: its own fit (with the sweep's settings) is the one its report shows.
+    out = Path(args.input).parent / "refit"
+    print(f"{Path(args.input).parent} holds a sweep: its fit stays as the sweep wrote it; this fit "
+          f"goes to {out} (--out to choose)", file=sys.stderr)
+  else:
+    out = Path(args.input).parent / "fit"
   doc = fit_table(source, out, args.group_by, args.bootstrap, args.weights, args.seed,
                   n_column=args.n_column, log=lambda s: print(s, file=sys.stderr))
   if not args.no_plots:
@@ -55,8 +62,8 @@ def register(sub) -> None:
                  help="the parameter count to fit against: N (non-embedding, ParScale's prefix and "
                       "aggregator included, as the paper counts) or N_backbone (without them)")
   p.add_argument("--no-plots", action="store_true", help="write fit.json only")
-  p.add_argument("--out", help="output directory (default: fit/ beside INPUT; results/paper for "
-                              "--reference paper)")
+  p.add_argument("--out", help="output directory (default: fit/ beside INPUT, refit/ when INPUT is "
+                              "a sweep's table; results/paper for --reference paper)")
   p.set_defaults(func=_fit)
 
   q = sub.add_parser("plot", help="plot a fit.json (PNG and PDF)")

@@ -121,9 +121,15 @@ def load_fit(path: str | Path) -> FitResult:
   if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("groups"), dict):
     raise UserError(f"{path}: not a version-{VERSION} fit.json (no 'version'/'groups')")
   for name, g in doc["groups"].items():
+    if not isinstance(g, dict):
+      raise UserError(f"{path}: group {name!r} is not a mapping")
     for key in ("E", "A", "alpha", "k", "objective", "r2"):
-      if not isinstance(g.get(key), (int, float)) or not math.isfinite(g[key]):
+      # bool is an int in Python: `k: true` is no number.
+      if isinstance(g.get(key), bool) or not isinstance(g.get(key), (int, float)) or not math.isfinite(g[key]):
         raise UserError(f"{path}: group {name!r} has no valid {key!r}")
+    for key in ("E", "A", "alpha", "k"):  # The law's parameters are positive (fitted >= 1e-8).
+      if g[key] <= 0:
+        raise UserError(f"{path}: group {name!r} has {key} = {g[key]:g}; the law needs {key} > 0")
   return FitResult(doc)
 
 

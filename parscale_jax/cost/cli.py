@@ -19,8 +19,19 @@ def _law(fit: str, group: str | None):
   if fit == "paper":
     law = paper_law(group or "stack-v2-python")
     return law.k, f"paper table, {law.group}"
+  doc = load_fit(fit).doc
+  name = group or (next(iter(doc["groups"])) if len(doc["groups"]) == 1 else None)
+  _require_identified(fit, name, doc["groups"].get(name, {}))
   law = load_fit(fit).law(group)
   return law.k, f"{fit}, {law.group}"
+
+
+def _require_identified(fit: str, group, g: dict) -> None:
+  """Costs and plans from a law the data do not pin down would read as findings: refused."""
+  if not g.get("identified", True):
+    from parscale_jax.errors import UserError
+    raise UserError(f"--fit {fit}: group {group!r} does not identify the law "
+                    f"({'; '.join(g.get('not_identified', []))}); its k is no basis for a cost or plan")
 
 
 def _cost(args) -> None:
@@ -125,6 +136,7 @@ def _plan(args) -> None:
     from parscale_jax.errors import UserError
     raise UserError(f"the fit has no group {group!r} (groups: {', '.join(doc['groups'])}); use --dataset")
   g = doc["groups"][group]
+  _require_identified(args.fit, group, g)
   max_fitted = max(p["P"] for p in g["points"])
   Ps = args.P or (1, 2, 4, 8, 16, 32)
   beyond = sorted(p for p in Ps if p > max_fitted)

@@ -206,7 +206,8 @@ def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
           if not line.strip():
             continue
           try:
-            record = json.loads(line.decode("utf-8"))
+            # A byte-order mark may open a UTF-8 file (Windows editors write one).
+            record = json.loads(line.decode("utf-8-sig" if i == 1 else "utf-8"))
           except UnicodeDecodeError as e:
             raise UserError(f"data.source: {path}:{i}: not UTF-8 text ({e.reason} at byte "
                             f"{e.start}); JSON lines must be UTF-8") from None

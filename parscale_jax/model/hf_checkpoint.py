@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -212,4 +213,8 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
       array = array.T
     tensors[name] = np.ascontiguousarray(array)
   save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+  # safetensors creates the file readable by its owner only; a model is shared like config.json.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path / "model.safetensors", 0o666 & ~umask)
   (path / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")

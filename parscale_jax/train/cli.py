@@ -30,11 +30,20 @@ def _eval(args) -> None:
   print(json.dumps(evaluate_checkpoint(args.checkpoint, data, args.batch_size)))
 
 
+# Fewer validation tokens leave rho and the stream losses to chance (2 tokens gave rho 0 and a
+# predicted multiplier of 1,500).
+MIN_DIVERSITY_TOKENS = 1024
+
+
 def _diversity(args) -> None:
   from parscale_jax.analysis.results import paper_law
   from parscale_jax.data.pipeline import DataConfig
+  from parscale_jax.errors import UserError
   from parscale_jax.train.evaluate import diversity_checkpoint
 
+  if args.tokens < MIN_DIVERSITY_TOKENS:
+    raise UserError(f"--tokens {args.tokens}: rho and the stream losses need at least "
+                    f"{MIN_DIVERSITY_TOKENS} validation tokens")
   data = DataConfig(source=args.data, text_key=args.text_key, tokenizer=args.tokenizer,
                     seq_len=args.seq_len, val_tokens=args.tokens, data_dir=args.data_dir)
   alpha = args.alpha if args.alpha is not None else paper_law(args.paper_group).alpha
