@@ -101,6 +101,8 @@ def test_published_runs_count_as_done_in_a_fresh_clone(tmp_path, data_dir):
   assert sorted(p.name for p in published.iterdir()) == ["hidden_size=32", "hidden_size=48"]
   files = sorted(p.name for p in (published / "hidden_size=32").iterdir())
   assert files == ["config.yaml", "metrics.jsonl", "result.json"]  # No checkpoints, no model.
+  local = repo / "results" / "pub" / "runs" / "hidden_size=32"  # Done: the model, no checkpoints.
+  assert (local / "final" / "model.safetensors").exists() and not (local / "checkpoints").exists()
   losses = {p.name: json.loads((p / "result.json").read_text())["eval_loss"] for p in published.iterdir()}
 
   (repo / ".gitignore").write_text("/results/\n")
