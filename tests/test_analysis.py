@@ -248,3 +248,20 @@ def test_load_fit_refuses_parameters_the_law_cannot_have(tmp_path, key, value, m
   (tmp_path / "fit.json").write_text(json.dumps(doc))
   with pytest.raises(UserError, match=message):
     load_fit(tmp_path / "fit.json")
+
+
+def test_a_sweep_ends_on_its_verdicts_and_the_paper_refit(tmp_path):
+  import shutil
+
+  from conftest import REPO
+  from parscale_jax.sweep.cli import verdict_lines
+  source = REPO / "analysis" / "results" / "cpu_grid_mlp"
+  for name in ("fit.json", "fit_N_backbone.json"):
+    shutil.copy(source / name, tmp_path / name)
+  lines = verdict_lines(tmp_path)
+  assert len(lines) == 3
+  assert lines[0].startswith("verdict (N: non-embedding parameters, ParScale's own included)")
+  assert "law not identified" in lines[0] and "No claim about k" in lines[0]
+  assert "k = 0.109, 95 % interval [0.012, 0.266]" in lines[1]
+  assert lines[2].startswith("the paper's losses, refitted by the same code: k = 0.393 [0.343, 0.459]")
+  assert verdict_lines(tmp_path / "nothing") == []

@@ -26,6 +26,30 @@ def _run(args) -> None:
     print(f"plots:  {results / 'fit'}/*.png")
   if not args.no_analysis:
     print(f"report: {results / 'report.md'}")
+    for line in verdict_lines(results / "fit"):
+      print(line)
+
+
+def verdict_lines(fit_dir: Path) -> list[str]:
+  """What the sweep's fit says, under each parameter count, beside the paper's law refitted by the
+  same code: the lines a sweep ends on."""
+  import json
+
+  from parscale_jax.analysis.report import verdict
+  from parscale_jax.analysis.results import paper_fit
+
+  lines = []
+  for path in [fit_dir / "fit.json", *sorted(fit_dir.glob("fit_*.json"))]:
+    if path.exists():
+      doc = json.loads(path.read_text())
+      lines += [f"verdict (N: {doc['N']}): " + verdict(name, g).replace("**", "")
+                for name, g in doc["groups"].items()]
+  if lines:
+    paper = paper_fit().doc["groups"]["stack-v2-python"]
+    lo, hi = paper["ci95"]["k"]
+    lines.append(f"the paper's losses, refitted by the same code: k = {paper['k']:.3f} "
+                 f"[{lo:.3f}, {hi:.3f}] (Stack-V2-Python, 0.5B-4.4B parameters, 42B tokens)")
+  return lines
 
 
 def _report(args) -> None:
