@@ -287,3 +287,22 @@ def test_a_duplicate_yaml_key_is_refused_in_one_line_by_train_sweep_and_compile(
     err = capsys.readouterr().err.strip()
     assert "appears twice in one mapping" in err and "\n" not in err, err
   assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_manifest_is_one_line_without_tracebacks(tmp_path, data_dir):
+  """Half of the state's OCDBT manifest: orbax fails, and tensorstore's reads still in flight used
+  to print dozens of 'Event loop is closed' tracebacks after the one line."""
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 10, checkpoint_every=5)
+  (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+  cli = lambda: subprocess.run([sys.executable, "-m", "parscale_jax.cli", "train", str(tmp_path / "c.yaml"),
+                                "--workdir", str(tmp_path / "run"), "--no-progress"],
+                               capture_output=True, text=True)
+  assert cli().returncode == 0
+  shutil.rmtree(tmp_path / "run" / "final")
+  (tmp_path / "run" / "result.json").unlink()
+  manifest = tmp_path / "run" / "checkpoints" / "10" / "state" / "manifest.ocdbt"
+  manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
+  out = cli()
+  assert out.returncode == 2
+  assert out.stderr.count("\n") == 1 and "cannot be restored" in out.stderr, out.stderr[:3000]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 
 import grain
@@ -90,11 +91,37 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
     raise _disk_full(directory, "No space left on device") from None
 
 
+def _is_closed_loop(error) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """When a restore fails, tensorstore reads still in flight call back into orbax's event loop,
+  which is closed by then; each prints a traceback ("Event loop is closed") from its thread, dozens
+  around the one line that says what is wrong. Those alone are dropped, for the rest of the
+  process."""
+  if getattr(sys.excepthook, "drops_closed_loop", False):
+    return
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def quiet_excepthook(kind, value, tb):
+    if not _is_closed_loop(value):
+      excepthook(kind, value, tb)
+
+  def quiet_unraisablehook(unraisable):
+    if not _is_closed_loop(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  quiet_excepthook.drops_closed_loop = True
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, data_iterator):
   """Restores (state, meta) at `step` with arrays placed by `shardings`; `data_iterator` is set to
   the saved position."""
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_state, shardings)
+  _drop_closed_loop_callbacks()  # Before: the first callbacks come while the error unwinds.
   try:
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target),
