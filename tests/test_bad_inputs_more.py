@@ -306,3 +306,18 @@ def test_a_truncated_checkpoint_manifest_is_one_line_without_tracebacks(tmp_path
   out = cli()
   assert out.returncode == 2
   assert out.stderr.count("\n") == 1 and "cannot be restored" in out.stderr, out.stderr[:3000]
+
+
+@pytest.mark.slow
+def test_checkpoints_without_config_yaml_are_not_given_a_wrong_one(tmp_path, data_dir):
+  config = tiny_train_dict(data_dir, tokens=8 * 32 * 10, checkpoint_every=5)
+  assert train(config_from_dict(config), tmp_path / "run", progress=False)["status"] == "done"
+  for name in ("config.yaml", "result.json"):
+    (tmp_path / "run" / name).unlink()
+  shutil.rmtree(tmp_path / "run" / "final")
+  wrong = tiny_train_dict(data_dir, tokens=8 * 32 * 10, checkpoint_every=5, model={"P": 4})
+  with pytest.raises(UserError, match="cannot be restored"):
+    train(config_from_dict(wrong), tmp_path / "run", progress=False)
+  assert not (tmp_path / "run" / "config.yaml").exists()
+  assert train(config_from_dict(config), tmp_path / "run", progress=False)["status"] == "done"
+  assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["P"] == 2

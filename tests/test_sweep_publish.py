@@ -302,3 +302,20 @@ def test_a_second_sweep_publishing_to_the_same_folder_is_refused_before_it_train
     assert "holds the runs of sweep 'first', not 'second'" in out.stderr and out.stderr.count("\n") == 1
   assert not (tmp_path / "results" / "second" / "runs" / "P=1" / "result.json").exists()
   assert {p: p.read_bytes() for p in published.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_an_unreadable_published_result_is_named_and_published_again(tmp_path, data_dir):
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 3)
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": "c", "base": "base.yaml", "grid": {"model.P": [1]},
+           "analysis": {"fit": False, "publish": "published"}}
+  (tmp_path / "c.yaml").write_text(yaml.safe_dump(sweep))
+  assert _parscale(tmp_path, "sweep", "run", "c.yaml", "--no-progress").returncode == 0
+  copy = tmp_path / "published" / "runs" / "P=1" / "result.json"
+  good = json.loads(copy.read_text())
+  copy.write_text(copy.read_text()[:40])
+  out = _parscale(tmp_path, "sweep", "report", "c.yaml")
+  assert out.returncode == 0, out.stderr
+  assert f"{copy.relative_to(tmp_path)}: unreadable; published again" in out.stderr
+  assert json.loads(copy.read_text())["eval_loss"] == good["eval_loss"]

@@ -220,8 +220,11 @@ def publish_finished(spec: SweepSpec, results_dir: Path) -> None:
     return
   for run in spec.runs:
     local = read_result(results_dir / "runs" / run.run_id)
-    if local and local.get("status") == "done" and not (
-        published / "runs" / run.run_id / "result.json").exists():
+    copy = published / "runs" / run.run_id / "result.json"
+    if copy.exists() and read_result(copy.parent) is None:  # Cut or edited by hand: not trusted.
+      print(f"{copy}: unreadable; " + ("published again from the finished run" if local and
+            local.get("status") == "done" else "the run counts as not done"), file=sys.stderr)
+    if local and local.get("status") == "done" and read_result(copy.parent) is None:
       publish_run(results_dir, run.run_id, published)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from flax import nnx
 
+from parscale_jax.atomic import write_text_atomic
 from parscale_jax.configlib import ConfigError, yaml_load
 from parscale_jax.errors import UserError
 from parscale_jax.hostmem import reuse_step_memory
@@ -138,18 +139,26 @@ def fresh_train_state(config: TrainConfig, mesh, optimizer):
   return graphdef, _fresh_state(config, create, state_shardings, optimizer, graphdef), state_shardings
 
 
-def _check_workdir(workdir: Path, config: TrainConfig) -> None:
-  """Refuses to resume a run under another config; a workdir with nothing to resume is reused."""
+def _check_workdir(workdir: Path, config: TrainConfig) -> bool:
+  """Refuses to resume a run under another config; a workdir with nothing to resume is reused.
+  True when config.yaml is to be written once the checkpoint has restored under this config
+  (checkpoints without a config.yaml: written now, a wrong config would replace the lost one)."""
   saved = workdir / "config.yaml"
-  current = config_to_dict(config)
   has_checkpoint = checkpointing.latest_saved_step(workdir / "checkpoints") is not None
   if saved.exists() and has_checkpoint:
     changed = config_differences(yaml_load(saved.read_text()), config)
     if changed:
       raise ConfigError(f"{workdir} holds a run with a different config (differs in: "
                         f"{', '.join(changed)}); use another --workdir")
-  else:
-    saved.write_text(yaml.safe_dump(current, sort_keys=False))
+    return False
+  if has_checkpoint:
+    return True
+  _write_config(workdir, config)
+  return False
+
+
+def _write_config(workdir: Path, config: TrainConfig) -> None:
+  write_text_atomic(workdir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def check_mesh(config: TrainConfig, mesh) -> int:
@@ -195,12 +204,14 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
 
 def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time,
                   until_step=None) -> dict:
-  _check_workdir(workdir, config)
+  config_after_restore = _check_workdir(workdir, config)
   record = RunRecord(workdir, run_id)
   run = None
   try:
     run = _Run(config, workdir, run_id, mesh, n_shards, start_time)
     state, meta = run.restore_or_init()
+    if config_after_restore:
+      _write_config(workdir, config)
     stop = until_step or config.steps
     if run.start_step > stop:
       raise UserError(f"{workdir}: its checkpoint is at step {run.start_step}, past the requested "
