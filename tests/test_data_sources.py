@@ -115,3 +115,22 @@ def test_jsonl_opening_with_a_byte_order_mark_is_read(tmp_path):
   path.write_bytes(b"\xef\xbb\xbf" + b'{"text": "first"}\n{"text": "second"}\n')
   assert list(read_records("jsonl", [path], tmp_path, "text")) == [("bom.jsonl:1", b"first"),
                                                                    ("bom.jsonl:2", b"second")]
+
+
+def test_file_names_that_are_not_utf8_and_lone_surrogates_build(tmp_path):
+  """A folder with a Latin-1 file name, and JSON lines with a "\\ud800" escape: both build."""
+  import os
+
+  from parscale_jax.data.corpus import read_records, source_files, utf8_name
+  folder = tmp_path / "files"
+  folder.mkdir()
+  for name, text in ((b"caf\xe9.py", b"x = 1\n" * 20), (b"plain.py", b"y = 2\n" * 20)):
+    with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+      f.write(text)
+  root, files = source_files(str(folder))
+  assert sorted(utf8_name(p.relative_to(root).as_posix()) for p in files) == ["caf\\xe9.py", "plain.py"]
+  path = tmp_path / "odd.jsonl"
+  path.write_text('{"text": "a \\ud800 b"}\n{"text": "fine"}\n')
+  assert [t for _, t in read_records("jsonl", [path], tmp_path, "text")] == [b"a ? b", b"fine"]
+  from parscale_jax.data.pipeline import DataConfig, prepare_corpus
+  prepare_corpus(DataConfig(source=str(folder), data_dir=str(tmp_path / "built"), val_percent=50))

@@ -48,12 +48,23 @@ def source_files(source: str) -> tuple[Path, list[Path]]:
       root = root.parent
   if not files:
     raise UserError(f"data.source: no files found for {source!r}")
-  return root, sorted(files, key=lambda p: p.relative_to(root).as_posix())
+  return root, sorted(files, key=lambda p: utf8_name(p.relative_to(root).as_posix()))
 
 
 def is_validation(relative_path: str, val_percent: int) -> bool:
   digest = hashlib.sha256(relative_path.encode()).digest()
   return int.from_bytes(digest[:4], "little") % 100 < val_percent
+
+
+def utf8_name(name: str) -> str:
+  """A file name as text that UTF-8 can encode: the bytes of a name that is not UTF-8 (which
+  Python holds as surrogate escapes) are written as \\xNN."""
+  return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def utf8_bytes(text: str) -> bytes:
+  """UTF-8 bytes of a text; a lone surrogate (JSON's "\\ud800" escape) becomes "?"."""
+  return text.encode("utf-8", "replace")
 
 
 def content_hash(source: str) -> str:
@@ -63,7 +74,7 @@ def content_hash(source: str) -> str:
   digest = hashlib.sha256()
   for p in files:
     st = p.stat()
-    digest.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    digest.update(f"{utf8_name(p.relative_to(root).as_posix())}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
   return digest.hexdigest()[:12]
 
 
@@ -125,7 +136,7 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
     if fmt is not None:
       return self._record_splits(fmt, [p for p in files if fmt != "arrow" or p.suffix == ".arrow"],
                                  root, val_percent)
-    rel = [(p, p.relative_to(root).as_posix()) for p in files if p.stat().st_size > 0]
+    rel = [(p, utf8_name(p.relative_to(root).as_posix())) for p in files if p.stat().st_size > 0]
     if len(rel) < 2:
       raise UserError(f"data.source: {self.builder_config.source!r} has {len(rel)} non-empty "
                       f"file(s); a train and a validation split need at least 2")
@@ -199,7 +210,7 @@ def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
   import json
 
   for path in files:
-    rel = path.relative_to(root).as_posix() if path != root else path.name
+    rel = utf8_name(path.relative_to(root).as_posix() if path != root else path.name)
     if fmt == "jsonl":
       with open(path, "rb") as f:
         for i, line in enumerate(f, 1):
@@ -219,7 +230,7 @@ def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
           if not isinstance(record[text_key], str):
             raise UserError(f"data.text_key: {path}:{i}: field {text_key!r} is not a string")
           if record[text_key]:
-            yield f"{rel}:{i}", record[text_key].encode("utf-8")
+            yield f"{rel}:{i}", utf8_bytes(record[text_key])
       continue
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -242,7 +253,7 @@ def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
       raise UserError(f"data.text_key: column {text_key!r} of {path} is empty")
     for i, text in enumerate(texts):
       if text:
-        yield f"{rel}:{i}", text.encode("utf-8")
+        yield f"{rel}:{i}", utf8_bytes(text)
 
 
 def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5, text_key: str = "text"):
