@@ -110,3 +110,12 @@ def test_plan_and_cost_refuse_a_fit_that_does_not_identify_the_law(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "does not identify the law" in err and "lower bound" in err and "\n" not in err
+
+
+def test_a_budget_that_binds_nothing_is_said(capsys):
+  from parscale_jax.cli import main
+  assert main(["plan", "--max-memory-gb", "1e9", "--json"]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc["unbound"].startswith("the budget binds nothing")
+  assert main(["plan", "--max-memory-gb", "8", "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["unbound"] is None

@@ -169,6 +169,8 @@ def _plan(args) -> None:
         + (f"  [EXTRAPOLATED: the law was fitted on P <= {max_fitted:g}]" if result.extrapolated else ""))
   if result.comparison:
     print(f"Runner-up:   {result.comparison}")
+  if result.unbound:
+    print(f"Note:        {result.unbound}")
   print(f"Pareto front (loss, memory, latency): {len(result.front)} models; law from {args.fit} ({group}), "
         f"{device.name}, batch {args.batch}, {args.input_tokens} in + {args.output_tokens} out tokens")
 

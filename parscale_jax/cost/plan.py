@@ -70,9 +70,12 @@ class Plan:
   front: list[Candidate]  # Pareto front: no candidate is better on loss, memory and latency.
   assumptions: dict
   extrapolated: bool = False  # The recommendation's P lies beyond the P the law was fitted on.
+  # Set when the budget binds nothing: the recommendation is the largest model considered.
+  unbound: str | None = None
 
   def as_dict(self) -> dict:
     return {"recommended": self.recommended.as_dict(), "extrapolated": self.extrapolated,
+            "unbound": self.unbound,
             "runner_up": self.runner_up.as_dict() if self.runner_up else None,
             "comparison": self.comparison, "flip_share": self.flip_share,
             "front": [c.as_dict() for c in self.front], "assumptions": self.assumptions}
@@ -177,10 +180,16 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
       comparison += (f"; within the fit's uncertainty the choice flips ({100 * flip:.0f} % of "
                      f"bootstrap fits)")
   extrapolated = max_fitted_P is not None and best.P > max_fitted_P
+  unbound = None
+  largest = max(c.N for c in cands if c.P == best.P)
+  if constraint.target_loss is None and best.N >= largest:
+    unbound = (f"the budget binds nothing: the recommendation is the largest model considered "
+               f"({largest / 1e9:.3g}B, the top of the size range); give a smaller budget or a "
+               f"larger --size")
   assumptions = {"device": dataclasses.asdict(device), "workload": dataclasses.asdict(workload),
                  "seq_len": seq_len, "constraint": dataclasses.asdict(constraint), "P": list(Ps),
                  "family": {"layers": base.num_layers, "heads": base.num_heads,
                             "kv_heads": base.num_kv_heads, "vocab": base.vocab_size,
                             "prefix_tokens": base.prefix_tokens},
                  "fit": fit_source, "max_fitted_P": max_fitted_P, "law": dict(zip(("E", "A", "alpha", "k"), theta.tolist()))}
-  return Plan(best, runner, comparison, flip, pareto_front(cands), assumptions, extrapolated)
+  return Plan(best, runner, comparison, flip, pareto_front(cands), assumptions, extrapolated, unbound)
