@@ -319,3 +319,18 @@ def test_an_unreadable_published_result_is_named_and_published_again(tmp_path, d
   assert out.returncode == 0, out.stderr
   assert f"{copy.relative_to(tmp_path)}: unreadable; published again" in out.stderr
   assert json.loads(copy.read_text())["eval_loss"] == good["eval_loss"]
+
+
+@pytest.mark.slow
+def test_status_marks_runs_trained_with_other_settings(tmp_path, data_dir):
+  base = tiny_train_dict(data_dir, tokens=8 * 32 * 3)
+  (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+  sweep = {"name": "s", "base": "base.yaml", "grid": {"model.P": [1]}, "analysis": {"fit": False}}
+  (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+  assert _parscale(tmp_path, "sweep", "run", "s.yaml", "--no-progress").returncode == 0
+  (tmp_path / "s.yaml").write_text(yaml.safe_dump({**sweep, "set": {"optim.lr": 1e-4}}))
+  out = _parscale(tmp_path, "sweep", "status", "s.yaml")
+  assert out.returncode == 0, out.stderr
+  line = next(l for l in out.stdout.splitlines() if l.startswith("P=1"))
+  assert " stale " in line and "trained with other settings (differs in: optim.lr)" in line
+  assert "stale: 1" in out.stdout

@@ -78,10 +78,13 @@ def _status(args) -> None:
   print(f"{'run':<48} {'status':<8} {'loss':>8}  detail")
   for run in spec.runs:
     state = run_state(results, run, published)
-    counts[state] = counts.get(state, 0) + 1
     result = run_result(results, run.run_id, published) or {}
     loss = result.get("eval_loss")
     detail = result.get("reason") or ""
+    changed = _trained_otherwise(run, results, published)
+    if changed:  # Its loss is not this file's result.
+      state, detail = "stale", f"trained with other settings (differs in: {', '.join(changed)})"
+    counts[state] = counts.get(state, 0) + 1
     ckpts = results / "runs" / run.run_id / "checkpoints"
     if state == "pending" and ckpts.exists():
       steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
@@ -89,6 +92,19 @@ def _status(args) -> None:
     loss_text = "-" if loss is None else format(loss, ".4f")
     print(f"{run.run_id:<48} {state:<8} {loss_text:>8}  {detail}")
   print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
+
+
+def _trained_otherwise(run, results: Path, published) -> list[str]:
+  """The settings in which the run's saved config (here, else published) differs from the file's."""
+  from parscale_jax.configlib import yaml_load
+  from parscale_jax.train.config import config_differences
+
+  for folder in (results, published):
+    saved = None if folder is None else folder / "runs" / run.run_id / "config.yaml"
+    if saved is not None and saved.exists():
+      return config_differences(yaml_load(saved.read_text()), run.train_config(results),
+                                ignore=("wandb", "init_from"))
+  return []
 
 
 def _check(args) -> None:
