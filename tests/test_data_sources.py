@@ -134,3 +134,21 @@ def test_file_names_that_are_not_utf8_and_lone_surrogates_build(tmp_path):
   assert [t for _, t in read_records("jsonl", [path], tmp_path, "text")] == [b"a ? b", b"fine"]
   from parscale_jax.data.pipeline import DataConfig, prepare_corpus
   prepare_corpus(DataConfig(source=str(folder), data_dir=str(tmp_path / "built"), val_percent=50))
+
+
+def test_an_edit_that_keeps_size_and_mtime_changes_the_corpus_hash(tmp_path):
+  import os
+  import time
+
+  from parscale_jax.data.corpus import content_hash
+  folder = tmp_path / "src"
+  folder.mkdir()
+  (folder / "a.py").write_text("x = 1\n")
+  (folder / "b.py").write_text("y = 2\n")
+  before = content_hash(str(folder))
+  stat = (folder / "a.py").stat()
+  time.sleep(0.01)
+  (folder / "a.py").write_text("x = 9\n")  # Same size...
+  os.utime(folder / "a.py", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and mtime put back.
+  assert (folder / "a.py").stat().st_mtime_ns == stat.st_mtime_ns
+  assert content_hash(str(folder)) != before

@@ -68,13 +68,15 @@ def utf8_bytes(text: str) -> bytes:
 
 
 def content_hash(source: str) -> str:
-  """A hash of the file list with each file's size and modification time: a built dataset is
-  reused only while its files are unchanged."""
+  """A hash of the file list with each file's size, modification and change times: a built
+  dataset is reused only while its files are unchanged. The change time (ctime) moves with every
+  write and cannot be set back, so an edit that keeps a file's size and mtime is seen too."""
   root, files = source_files(source)
   digest = hashlib.sha256()
   for p in files:
     st = p.stat()
-    digest.update(f"{utf8_name(p.relative_to(root).as_posix())}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    digest.update(f"{utf8_name(p.relative_to(root).as_posix())}\0{st.st_size}\0{st.st_mtime_ns}"
+                  f"\0{st.st_ctime_ns}\n".encode())
   return digest.hexdigest()[:12]
 
 
