@@ -16,6 +16,8 @@ os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 # Tests run tiny programs once: XLA's backend optimisations cost more compile time than they save.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
+import parscale_jax  # noqa: E402,F401  Before any test module imports JAX: no TPU runtime without a TPU.
+
 REPO = Path(__file__).resolve().parents[1]
 # Golden checkpoints and outputs of the reference implementation (tests/fixtures/README.md).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
