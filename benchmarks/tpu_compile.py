@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import parscale_jax  # noqa: F401  (before jax: no TPU runtime on a host without TPUs)
-from parscale_jax.aot.check import REMAT_ORDER, check_training, roofline
+from parscale_jax.aot.check import fitting_setting, roofline, settings
 from parscale_jax.aot.cli import PAPER_SHAPE
 from parscale_jax.aot.programs import step_cost
 from parscale_jax.aot.topology import chip, topology_devices
@@ -28,39 +26,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_record  # noqa: E402
 
 SIZES = ["paper-0.5b", "paper-0.7b", "paper-1.1b", "paper-1.6b", "paper-2.8b", "paper-4.4b"]
-
-
-def settings(batch: int, chips: int) -> list[tuple[str, int]]:
-  """(remat, grad_accum) from the cheapest: no remat before dots before full, fewer micro-batches
-  first; grad_accum down to one row per chip."""
-  accums = [a for a in (1, 2, 4, 8, 16, 32, 64, 128, 256) if batch % a == 0 and (batch // a) % chips == 0]
-  return [(remat, a) for remat in REMAT_ORDER for a in accums]
-
-
-def first_fit(base, devices, device, start: int, log):
-  """(index in settings, report) of the first setting from `start` that fits, skipping ahead by the
-  measured memory (activations shrink with the micro-batch); (None, last report) if none does."""
-  options = settings(base.batch_size, len(devices))
-  i, report = start, None
-  while i < len(options):
-    remat, accum = options[i]
-    config = dataclasses.replace(base, grad_accum=accum, model=dataclasses.replace(base.model, remat=remat))
-    t = time.perf_counter()
-    report = check_training(config, devices, device)
-    log(f"    remat={remat} grad_accum={accum}: "
-        + (f"{report['peak_bytes'] / 2**30:.1f} GiB" if report.get("peak_bytes") else "?")
-        + (" fits" if report["fits"] else " no") + f" ({time.perf_counter() - t:.0f} s)")
-    if report["fits"]:
-      return i, config, report
-    need, state = report.get("peak_bytes"), report.get("state_bytes")
-    steps = 1
-    if need and state and 0.95 * device.memory > state:  # Micro-batches the measured memory needs.
-      steps = max(1, math.ceil(math.log2(max((need - state) / (0.95 * device.memory - state), 1))))
-    j = i
-    while steps and j + 1 < len(options) and options[j + 1][0] == remat:
-      j, steps = j + 1, steps - 1
-    i = j if j > i else i + 1
-  return None, None, report
 
 
 def main() -> None:
@@ -88,7 +53,7 @@ def main() -> None:
         log(f"{topology} {size} P={P}")
         base = config_from_dict({**json.loads(json.dumps(PAPER_SHAPE)), "mesh": {"data": 1, "fsdp": len(devices)}})
         base = dataclasses.replace(base, model=dataclasses.replace(base.model, **_preset(size), P=P))
-        index, config, report = first_fit(base, devices, device, start, log)
+        index, config, report = fitting_setting(base, devices, device, log, start)
         row = {"topology": topology, "chips": len(devices), "chip": device.name, "size": size, "P": P,
                "fits": index is not None}
         if index is not None:

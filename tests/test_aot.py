@@ -145,3 +145,27 @@ def test_compile_for_this_process_devices(capsys):
   assert report["chip"]["name"] == "this CPU (measured)" and report["fits"]
   assert report["train"]["param_bytes"] == 4 * param_counts(
       config_from_dict({"model": {"size": "l4-50k", "P": 2}}).model).total
+
+
+def test_search_takes_the_cheapest_setting_that_fits(monkeypatch):
+  """Without remat nothing fits; with dots, 8 micro-batches or more: the search skips ahead by the
+  measured memory and stops at (dots, 8), having compiled few settings."""
+  from parscale_jax.aot import check as aot_check
+  from parscale_jax.cost.devices import DEVICES
+  device = DEVICES["tpu-v5e"]
+  tried = []
+
+  def fake(config, devices, device):
+    remat, accum = config.model.remat, config.grad_accum
+    tried.append((remat, accum))
+    state = 2 ** 30
+    activations = (40 if remat == "none" else 100) * 2 ** 30 / accum
+    peak = state + (activations if remat != "none" else 10 * activations + 100 * 2 ** 30)
+    return {"fits": peak <= device.memory, "peak_bytes": peak, "state_bytes": state}
+
+  monkeypatch.setattr(aot_check, "check_training", fake)
+  config = config_from_dict({**SMALL, "batch_size": 64})
+  index, chosen, report = aot_check.fitting_setting(config, [None] * 4, device)
+  assert (chosen.model.remat, chosen.grad_accum) == ("dots", 8) and report["fits"]
+  assert aot_check.settings(64, 4)[index] == ("dots", 8)
+  assert len(tried) < len(aot_check.settings(64, 4)) // 2

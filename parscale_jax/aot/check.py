@@ -56,40 +56,39 @@ def check_training(config: TrainConfig, devices, device: Device) -> dict:
     return _refused(e, device, accounted)
 
 
-def fitting_setting(config: TrainConfig, devices, device: Device, log=lambda s: None):
-  """(config, train report) of the first setting that fits, in REMAT_ORDER and then doubling
-  grad_accum up to one row per chip and micro-batch; (config, last report) when none does."""
-  n = len(devices)
-  report = None
-  for remat in REMAT_ORDER:
-    accum = 1
-    while True:
-      rows = config.batch_size // accum
-      if config.batch_size % accum or rows % n:
-        break
-      candidate = dataclasses.replace(config, grad_accum=accum,
-                                      model=dataclasses.replace(config.model, remat=remat))
-      report = check_training(candidate, devices, device)
-      log(f"  remat={remat} grad_accum={accum}: "
-          + (f"{report['peak_bytes'] / 2**30:.1f} GiB" if report.get("peak_bytes") else "?")
-          + (" fits" if report["fits"] else " does not fit"))
-      if report["fits"]:
-        return candidate, report
-      accum *= _accum_factor(report, device, candidate)
-  return config, report
+def settings(batch: int, chips: int) -> list[tuple[str, int]]:
+  """(remat, grad_accum) from the cheapest: no remat before dots before full, fewer micro-batches
+  first, down to one row per chip."""
+  accums = [a for a in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+            if batch % a == 0 and (batch // a) % chips == 0]
+  return [(remat, a) for remat in REMAT_ORDER for a in accums]
 
 
-def _accum_factor(report: dict, device: Device, config: TrainConfig) -> int:
-  """How much more accumulation the activations need, assuming they shrink with the micro-batch:
-  a power of two, at least 2."""
-  needed, fixed = report.get("peak_bytes"), report.get("state_bytes")
-  if not needed or not fixed or needed <= fixed:
-    return 2
-  room = 0.95 * device.memory - fixed  # The state is donated: its update is written in place.
-  if room <= 0:
-    return 2 ** 20  # No micro-batch fits beside the state: go to the next remat policy.
-  factor = (needed - fixed) / room
-  return max(2, 2 ** math.ceil(math.log2(max(factor, 1.0))))
+def fitting_setting(config: TrainConfig, devices, device: Device, log=lambda s: None, start: int = 0):
+  """(index in settings(), config, train report) of the first setting from `start` that fits;
+  (None, config, last report) when none does. A setting that does not fit skips ahead by what its
+  memory says: the activations shrink with the micro-batch."""
+  options = settings(config.batch_size, len(devices))
+  i, report = start, None
+  while i < len(options):
+    remat, accum = options[i]
+    candidate = dataclasses.replace(config, grad_accum=accum,
+                                    model=dataclasses.replace(config.model, remat=remat))
+    report = check_training(candidate, devices, device)
+    log(f"  remat={remat} grad_accum={accum}: "
+        + (f"{report['peak_bytes'] / 2**30:.1f} GiB" if report.get("peak_bytes") else "?")
+        + (" fits" if report["fits"] else " does not fit"))
+    if report["fits"]:
+      return i, candidate, report
+    need, state = report.get("peak_bytes"), report.get("state_bytes")
+    steps = 1
+    if need and state and 0.95 * device.memory > state:
+      steps = max(1, math.ceil(math.log2(max((need - state) / (0.95 * device.memory - state), 1))))
+    j = i
+    while steps and j + 1 < len(options) and options[j + 1][0] == remat:
+      j, steps = j + 1, steps - 1
+    i = j if j > i else i + 1
+  return None, config, report
 
 
 def check(config: TrainConfig, topology: str, *, search: bool = False, flops: bool = True,
@@ -100,7 +99,7 @@ def check(config: TrainConfig, topology: str, *, search: bool = False, flops: bo
   device = chip(devices)
   config = _mesh_for(config, len(devices))
   if search:
-    config, train = fitting_setting(config, devices, device, log)
+    _, config, train = fitting_setting(config, devices, device, log)
   else:
     train = check_training(config, devices, device)
   if flops and train["fits"]:  # (The probes of a step that does not fit would not fit either.)

@@ -52,7 +52,7 @@ class Branch:
   start_step: int  # The branch's first step is start_step + 1.
 
 
-def expand(config: dict, ladder: LadderConfig, trunk_id: str, where: str) -> list[tuple[int, dict, Branch]]:
+def expand(config: dict, ladder: LadderConfig, trunk_id: str) -> list[tuple[int, dict, Branch]]:
   """(budget, branch config, Branch) for each budget of one grid point's config."""
   from parscale_jax.train.config import config_from_dict
   from parscale_jax.train.optimizer import decay_start
@@ -66,7 +66,7 @@ def expand(config: dict, ladder: LadderConfig, trunk_id: str, where: str) -> lis
     parsed = config_from_dict(branch)
     start = decay_start(parsed.optim, parsed.steps)
     if parsed.steps - start < 1 or start <= warmup:
-      raise ConfigError(f"{where}: budget {budget} ({parsed.steps} steps) is too short for a "
+      raise ConfigError(f"ladder: budget {budget} ({parsed.steps} steps) is too short for a "
                         f"{warmup}-step warmup and a {ladder.cooldown:g} cooldown")
     out.append((budget, branch, start))
   # The trunk is never finished: it pauses at each cooldown start (its length only bounds them).

@@ -206,7 +206,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if ladder is not None:
           specs = [RunSpec(run_id(stage.name, {**values, "tokens": budget}), stage.name,
                            {**values, "tokens": budget}, branch_config, parent, branch)
-                   for budget, branch_config, branch in expand(config, ladder, rid, f"run {rid}")]
+                   for budget, branch_config, branch in expand(config, ladder, rid)]
         for spec in specs:
           spec.train_config(Path("."))
       except ConfigError as e:
