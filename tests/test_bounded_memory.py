@@ -41,5 +41,6 @@ def test_a_24_mb_document_trains_in_bounded_memory(tmp_path):
        "--no-progress"], capture_output=True, text=True, cwd=__import__("conftest").REPO)
   assert out.returncode == 0, out.stderr[-2000:]
   peak_gb = int(out.stdout.split("peak_kb")[1]) / 2**20
-  # The stdlib corpus trains at about 0.6 GB; a whole-document pipeline took 20 GB for 64 MB.
-  assert peak_gb < 1.5, peak_gb
+  # The stdlib corpus trains at about 0.6 GB; this run peaked at up to 2.3 GB in a full suite on
+  # 2 loaded cores (0.6-1.5 GB alone); a whole-document pipeline took 20 GB for 64 MB (~7 GB here).
+  assert peak_gb < 3.0, peak_gb
