@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 
 import jax
@@ -99,7 +100,6 @@ _UNITS = {"B": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
 def _needed_bytes(text: str) -> int | None:
   """"Used 27.31G of 15.75G hbm" -> bytes used, where XLA says so."""
-  import re
   match = re.search(r"Used ([0-9.]+)([BKMGT])i?B? of ([0-9.]+)([BKMGT])", text)
   if not match:
     return None
@@ -112,7 +112,7 @@ def compile_training(config: TrainConfig, devices) -> Compiled:
   from parscale_jax.train.trainer import build_training, check_mesh
 
   mesh = sharding.make_mesh(config.mesh, devices)
-  n_shards = check_mesh(config, mesh)
+  check_mesh(config, mesh)  # The batch must split over the mesh, as train requires.
   training = build_training(config, mesh)
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                        training.abstract_state, training.state_shardings)
@@ -122,7 +122,6 @@ def compile_training(config: TrainConfig, devices) -> Compiled:
   state_bytes = shard_bytes(training.abstract_state, training.state_shardings)
   param_bytes = sum(shard_bytes(training.abstract_state[k], training.state_shardings[k])
                     for k in ("params", "frozen"))
-  del n_shards
   return _compile("train step", lambda: training.train_step.lower(state, rows), accounted,
                   state_bytes, param_bytes)
 
