@@ -27,13 +27,13 @@ def main() -> None:
   rows, totals = [], {"vectorised": 0.0, "scipy_loop": 0.0}
   for name, pts in load_points("paper").items():
     t = time.perf_counter()
-    theta_loop, f_loop = fit_scipy_loop(form, pts.N, pts.P, pts.loss)
+    theta_loop, f_loop = fit_scipy_loop(form, pts.X, pts.loss)
     loop_s = time.perf_counter() - t
     t = time.perf_counter()
-    theta, f = fit_point(form, pts.N, pts.P, pts.loss)
+    theta, f = fit_point(form, pts.X, pts.loss)
     point_s = time.perf_counter() - t
     t = time.perf_counter()
-    samples = bootstrap(form, theta, pts.N, pts.P, pts.loss, args.bootstrap)
+    samples = bootstrap(form, theta, pts.X, pts.loss, args.bootstrap)
     boot_s = time.perf_counter() - t
     totals["scipy_loop"] += loop_s
     totals["vectorised"] += point_s + boot_s

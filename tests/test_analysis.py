@@ -10,7 +10,7 @@ import pytest
 from parscale_jax.analysis import load_fit
 from parscale_jax.analysis.fit_table import fit_table
 from parscale_jax.analysis.fitting import fit_group
-from parscale_jax.analysis.law import FORMS
+from parscale_jax.analysis.law import DATA_FORMS, FORMS
 from parscale_jax.analysis.optimize import fit_point
 from parscale_jax.analysis.tables import Points, load_points
 from parscale_jax.errors import UserError
@@ -72,7 +72,7 @@ def test_synthetic_law_is_recovered_and_ln_p_wins():
   N = np.repeat(np.geomspace(1e6, 3e7, 5), 4)
   P = np.tile([1.0, 2.0, 4.0, 8.0], 5)
   L = FORMS["parscale"].predict(truth, N, P)[0]
-  theta, f = fit_point(FORMS["parscale"], N, P, L)
+  theta, f = fit_point(FORMS["parscale"], (N, P), L)
   np.testing.assert_allclose(theta, truth[0], rtol=1e-3)
   assert f < 1e-12
   noisy = L * np.exp(np.random.default_rng(0).normal(0, 2e-4, L.shape))
@@ -265,3 +265,61 @@ def test_a_sweep_ends_on_its_verdicts_and_the_paper_refit(tmp_path):
   assert "k = 0.109, 95 % interval [0.012, 0.266]" in lines[1]
   assert lines[2].startswith("the paper's losses, refitted by the same code: k = 0.393 [0.343, 0.459]")
   assert verdict_lines(tmp_path / "nothing") == []
+
+
+def _ladder_rows(truth, sizes, noise=0.0):
+  """A budget ladder's table: every (N, P, D) from the law with a data term, 2 seeds."""
+  rng = np.random.default_rng(1)
+  rows = []
+  for n in sizes:
+    for p in (1, 2, 4, 8):
+      for d in (614400, 1228800, 2457600, 4915200, 9830400):
+        loss = DATA_FORMS["parscale_data"].predict(truth, np.array([n]), np.array([float(p)]),
+                                                   np.array([float(d)]))[0, 0]
+        for seed in (0, 1):
+          rows.append({"N": n, "P": p, "tokens": d, "seed": seed, "status": "done",
+                       "loss": loss * np.exp(rng.normal(0, noise))})
+  return rows
+
+
+def test_budget_ladder_fits_the_law_with_a_data_term():
+  truth = np.array([[1.0, 0.02, 0.4, 0.4, 0.005, 0.5]])  # E, A, alpha, k, B, beta
+  rows = _ladder_rows(truth, (2e5, 4e5, 8e5))
+  points = load_points(rows)["all"]
+  assert points.D is not None and len(points) == 3 * 4 * 5
+  # Exact data: the data-term form recovers its parameters.
+  theta, f = fit_point(DATA_FORMS["parscale_data"], points.X, points.loss)
+  np.testing.assert_allclose(theta, truth[0], rtol=2e-3)
+  g = fit_group("ladder", load_points(_ladder_rows(truth, (2e5, 4e5, 8e5), noise=3e-4))["all"],
+                n_bootstrap=100, compare=False)
+  # The (N, P) law is fitted at the longest budget only; its points are that budget's.
+  assert g["tokens"] == 9830400 and g["n_points"] == 12
+  form = g["data_term"]["forms"]["parscale_data"]
+  assert len(form["points"]) == 60 and form["r2"] > 0.99
+  lo, hi = form["ci95"]["k"]
+  assert lo <= 0.4 <= hi and abs(form["params"]["k"] - 0.4) < 0.1
+  assert form["longest_budget_from_shorter"]["mean_abs_error"] < 0.01
+  assert g["data_term"]["budgets"] == [614400, 1228800, 2457600, 4915200, 9830400]
+  assert "diversity_data" in g["data_term"]["forms"]
+
+
+def test_one_budget_is_no_token_axis():
+  rows = [{"N": n, "P": p, "loss": 3.0 - 0.1 * p - n / 1e6, "tokens": 2457600}
+          for n in (1e5, 2e5, 4e5) for p in (1, 2, 4)]
+  assert load_points(rows)["all"].D is None
+
+
+def test_budget_ladder_report_and_plot(tmp_path):
+  from parscale_jax.analysis.plots import plot_all
+  from parscale_jax.analysis.report import fit_markdown
+  from parscale_jax.analysis.results import FitResult
+
+  truth = np.array([[1.0, 0.02, 0.4, 0.4, 0.005, 0.5]])
+  doc = fit_table(_ladder_rows(truth, (2e5, 4e5), noise=3e-4), tmp_path, n_bootstrap=0,
+                  compare=False, log=lambda s: None)
+  assert load_fit(tmp_path / "fit.json").law().k == pytest.approx(doc["groups"]["all"]["k"])
+  paths = plot_all(FitResult(doc), tmp_path)
+  assert tmp_path / "loss_vs_D.png" in paths
+  text = fit_markdown(doc)
+  assert "Token axis (all): the law above is fitted at the longest budget, D = 9.83e+06" in text
+  assert "| parscale_data | E " in text and "loss_vs_D.png" in text

@@ -57,10 +57,51 @@ def test_ladder_expands_to_one_run_per_budget_sharing_a_stable_run(tmp_path, dat
     ({"ladder": {"budgets": [512]}}, "too short"),
     ({"grid": {"tokens": [2560]}}, "drop 'tokens' from the grid"),
     ({"ladder": {"budgets": [2560], "cooldwn": 0.2}}, "unknown key 'ladder.cooldwn'"),
+    ({"analysis": {"fit_variants": ["P3"]}}, "fit_variants names unknown variant 'P3'"),
+    ({"analysis": {"fit_variants": ["P1", "prefix"]}},
+     "variant .prefix. sets export_final, model.single_stream_prefix; a fitted grid's variants may set only model.P"),
 ])
 def test_bad_ladders_are_refused(tmp_path, data_dir, doc, message):
+  if "analysis" in doc:
+    doc.update(VARIANTS)
   with pytest.raises(ConfigError, match=message):
     load_sweep(_sweep(tmp_path, data_dir, **doc))
+
+
+VARIANTS = {"variants": {"P1": {"model.P": 1}, "P2": {"model.P": 2}, "P4": {"model.P": 4},
+                         "prefix": {"model.P": 1, "model.single_stream_prefix": True, "export_final": False}},
+            "grid": {"variant": ["P1", "prefix", "P2", "P4"], "seed": [0, 1]}}
+
+
+def test_ladder_report_fits_the_variants_over_every_budget(tmp_path, data_dir):
+  """The fitted variants form one N x P x D grid (the prefix variant stays out): the law at the
+  longest budget, and the law with a data term over all of them."""
+  from parscale_jax.analysis.law import DATA_FORMS
+  from parscale_jax.sweep.report import _fit_section
+
+  spec = load_sweep(_sweep(tmp_path, data_dir, analysis={"fit_variants": ["P1", "P2", "P4"],
+                                                         "bootstrap": 0}, **VARIANTS))
+  truth = np.array([[1.0, 0.02, 0.4, 0.4, 0.005, 0.5]])
+  rng = np.random.default_rng(0)
+  rows = []
+  for N in (2e5, 4e5, 8e5):
+    for variant, P in (("P1", 1), ("prefix", 1), ("P2", 2), ("P4", 4)):
+      for D in (614400, 1228800, 2457600, 4915200):
+        for seed in (0, 1):
+          loss = DATA_FORMS["parscale_data"].predict(truth, np.array([N]), np.array([float(P)]),
+                                                      np.array([float(D)]))[0, 0]
+          rows.append({"run_id": f"{N}_{variant}_{D}_{seed}", "stage": "main", "size": f"s{N:g}",
+                       "N": N, "N_backbone": N, "P": P, "seed": seed, "tokens": D, "status": "done",
+                       "loss": loss * np.exp(rng.normal(0, 3e-4)) + (0.5 if variant == "prefix" else 0),
+                       "grid.variant": variant, "grid.tokens": D, "grid.seed": seed})
+  lines = _fit_section(spec, tmp_path / "fit", rows, log=lambda s: None)
+  doc = json.loads((tmp_path / "fit" / "fit.json").read_text())
+  g = doc["groups"]["all"]  # One group: neither the variant nor the budget is a setting.
+  assert g["tokens"] == 4915200 and g["n_points"] == 9  # 3 sizes x P 1, 2, 4; no prefix rows.
+  assert len(g["data_term"]["forms"]["parscale_data"]["points"]) == 36
+  assert abs(g["data_term"]["forms"]["parscale_data"]["params"]["k"] - 0.4) < 0.1
+  assert any("Token axis (all)" in line for line in lines)
+  assert (tmp_path / "fit" / "loss_vs_D.png").exists()
 
 
 @pytest.mark.slow

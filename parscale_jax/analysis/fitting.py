@@ -1,10 +1,12 @@
 """Fitting one group of points: the law, its uncertainty, extrapolation, and competing forms."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from parscale_jax.analysis.law import (FORMS, HUBER_DELTA, LOWER_BOUND, LawForm, multiplier,
-                                       r_squared)
+from parscale_jax.analysis.law import (DATA_FORMS, FORMS, HUBER_DELTA, LOWER_BOUND, LawForm,
+                                       multiplier, r_squared)
 from parscale_jax.analysis.optimize import bootstrap, fit_many, fit_point, polish
 from parscale_jax.analysis.tables import Points, check_fittable
 from parscale_jax.errors import UserError
@@ -22,9 +24,9 @@ def point_weights(points: Points, mode: str):
   return w / w.mean()
 
 
-def _warm_fit(form: LawForm, theta, N, P, L, weights):
-  theta, f = fit_many(form, theta[None], N, P, L, weights)
-  return polish(form, theta[0], N, P, L, weights)
+def _warm_fit(form: LawForm, theta, X, L, weights):
+  theta, f = fit_many(form, theta[None], X, L, weights)
+  return polish(form, theta[0], X, L, weights)
 
 
 def held_out(form: LawForm, theta_full, points: Points, weights, mask_sets):
@@ -33,8 +35,8 @@ def held_out(form: LawForm, theta_full, points: Points, weights, mask_sets):
   for held in mask_sets:
     keep = ~held
     w = None if weights is None else weights[keep]
-    theta, _ = _warm_fit(form, theta_full, points.N[keep], points.P[keep], points.loss[keep], w)
-    pred = form.predict(theta[None], points.N[held], points.P[held])[0]
+    theta, _ = _warm_fit(form, theta_full, points.select(keep).X, points.loss[keep], w)
+    pred = form.predict(theta[None], *points.select(held).X)[0]
     errors.append(pred - points.loss[held])
   return np.concatenate(errors)
 
@@ -45,8 +47,8 @@ def extrapolation(form: LawForm, points: Points, weights) -> dict:
   held = size == size.max()
   keep = ~held
   w = None if weights is None else weights[keep]
-  theta, _ = fit_point(form, points.N[keep], points.P[keep], points.loss[keep], w)
-  pred = form.predict(theta[None], points.N[held], points.P[held])[0]
+  theta, _ = fit_point(form, points.select(keep).X, points.loss[keep], w)
+  pred = form.predict(theta[None], *points.select(held).X)[0]
   err = pred - points.loss[held]
   return {"held_out": "largest size", "params": dict(zip(form.names, theta.tolist())),
           "points": [{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q)}
@@ -62,8 +64,8 @@ def compare_forms(points: Points, weights) -> dict:
   loso = [size == s for s in np.unique(size)]
   out = {}
   for name, form in FORMS.items():
-    theta, f = fit_point(form, points.N, points.P, points.loss, weights)
-    pred = form.predict(theta[None], points.N, points.P)[0]
+    theta, f = fit_point(form, points.X, points.loss, weights)
+    pred = form.predict(theta[None], *points.X)[0]
     rss = float(np.sum((np.log(pred) - np.log(points.loss)) ** 2))
     n, k = len(points), len(form.names)
     err = held_out(form, theta, points, weights, loso)
@@ -106,15 +108,21 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
               seed: int = 0, compare: bool = True) -> dict:
   """The paper's fit of one group, with bootstrap intervals, extrapolation, comparison and a
   verdict: `identified` is False, with `not_identified` reasons, when the data do not pin the law
-  down; `k_excludes_zero` is then None, since no claim about k can be made."""
+  down; `k_excludes_zero` is then None, since no claim about k can be made.
+
+  Points at several token budgets (points.D) get the law over (N, P) at the longest budget, and
+  under `data_term` the laws with a data term over every budget (see fit_data_terms)."""
   form = FORMS["parscale"]
   if n_bootstrap < 0 or 0 < n_bootstrap < MIN_BOOTSTRAP:
     raise UserError(f"bootstrap: {n_bootstrap} resamples; a 95 % interval needs at least "
                     f"{MIN_BOOTSTRAP} (0 for none)")
+  every_budget = points
+  if points.D is not None:
+    points = dataclasses.replace(points.select(points.D == points.D.max()), D=None)
   check_fittable(name, points, len(form.names))
   weights = point_weights(points, weights_mode)
-  theta, f = fit_point(form, points.N, points.P, points.loss, weights)
-  pred = form.predict(theta[None], points.N, points.P)[0]
+  theta, f = fit_point(form, points.X, points.loss, weights)
+  pred = form.predict(theta[None], *points.X)[0]
   result = dict(zip(form.names, theta.tolist()))
   result.update(objective=f, r2=r_squared(pred, points.loss), n_points=len(points),
                 weights=weights_mode, huber_delta=HUBER_DELTA,
@@ -125,7 +133,7 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
                                                  points.loss_sem if points.loss_sem is not None
                                                  else [None] * len(points))])
   if n_bootstrap:
-    samples = bootstrap(form, theta, points.N, points.P, points.loss, n_bootstrap, seed, weights)
+    samples = bootstrap(form, theta, points.X, points.loss, n_bootstrap, seed, weights)
     lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
     result["ci95"] = {k: [float(a), float(b)] for k, a, b in zip(form.names, lo, hi)}
     mult = {str(p): multiplier(samples[:, 3], p) for p in MULTIPLIER_P}
@@ -146,4 +154,57 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
     result["extrapolation"] = extrapolation(form, points, weights)
     if compare:
       result["comparison"] = compare_forms(points, weights)
+  if every_budget.D is not None:
+    result["tokens"] = float(every_budget.D.max())
+    result["data_term"] = fit_data_terms(name, every_budget, n_bootstrap=n_bootstrap,
+                                         weights_mode=weights_mode, seed=seed)
   return result
+
+
+def data_term_identification(g: dict, form: LawForm) -> list[str]:
+  reasons = [f"{key} = {g['params'][key]:.3g} is at its lower bound" for key in form.names
+             if g["params"][key] <= AT_BOUND]
+  if not g["r2"] >= R2_MIN:
+    reasons.append(f"R² = {g['r2']:.3f} is below {R2_MIN}")
+  for key, (lo, hi) in g.get("ci95", {}).items():
+    if lo > 0 and hi / lo > CI_RATIO_MAX:
+      reasons.append(f"the 95 % interval of {key} spans {np.log10(hi / lo):.0f} orders of magnitude")
+  return reasons
+
+
+def fit_data_terms(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mode: str = "none",
+                   seed: int = 0) -> dict:
+  """The laws over (N, P, D) (law.DATA_FORMS) fitted to every budget: parameters, R², AIC,
+  bootstrap intervals, the error predicting the longest budget from the shorter ones, and whether
+  the data identify each form."""
+  weights = point_weights(points, weights_mode)
+  longest = points.D == points.D.max()
+  out = {"budgets": sorted(float(d) for d in np.unique(points.D)), "forms": {}}
+  for form in DATA_FORMS.values():
+    if len(points) <= len(form.names):
+      out["forms"][form.name] = {"formula": form.formula, "skipped":
+                                 f"{len(points)} points for {len(form.names)} parameters"}
+      continue
+    theta, f = fit_point(form, points.X, points.loss, weights)
+    pred = form.predict(theta[None], *points.X)[0]
+    rss = float(np.sum((np.log(pred) - np.log(points.loss)) ** 2))
+    n = len(points)
+    g = {"formula": form.formula, "params": dict(zip(form.names, theta.tolist())), "objective": f,
+         "r2": r_squared(pred, points.loss), "aic": float(n * np.log(rss / n) + 2 * len(form.names)),
+         "points": [{"N": float(a), "P": float(b), "D": float(d), "loss": float(l), "predicted": float(q),
+                     **({"loss_sem": float(e)} if points.loss_sem is not None and np.isfinite(e) else {})}
+                    for a, b, d, l, q, e in zip(*points.X, points.loss, pred,
+                                                points.loss_sem if points.loss_sem is not None
+                                                else [np.nan] * n)]}
+    if n_bootstrap:
+      samples = bootstrap(form, theta, points.X, points.loss, n_bootstrap, seed, weights)
+      lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
+      g["ci95"] = {k: [float(a), float(b)] for k, a, b in zip(form.names, lo, hi)}
+    if (~longest).sum() > len(form.names):
+      held = held_out(form, theta, points, weights, [longest])
+      g["longest_budget_from_shorter"] = {"mean_abs_error": float(np.mean(np.abs(held))),
+                                          "max_abs_error": float(np.max(np.abs(held)))}
+    reasons = data_term_identification(g, form)
+    g["identified"], g["not_identified"] = not reasons, reasons
+    out["forms"][form.name] = g
+  return out

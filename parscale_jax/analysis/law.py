@@ -1,7 +1,8 @@
 """The parallel scaling law and its competitors, as vectorised numpy functions.
 
-Every form maps parameters theta [S, K] (S candidate fits) and points N [M], P [M] to predicted
-losses [S, M]. N is the non-embedding parameter count, ParScale's own parameters included.
+Every form maps parameters theta [S, K] (S candidate fits) and points N [M], P [M] (and, for the
+forms with a data term, training tokens D [M]) to predicted losses [S, M]. N is the non-embedding
+parameter count, ParScale's own parameters included (or the backbone's, as a fit says).
 """
 from __future__ import annotations
 
@@ -54,6 +55,32 @@ def p_independent(theta, N, P):
   return E + _x(A, N, np.ones_like(P)) ** alpha
 
 
+def _data_term(B, beta, D):
+  """(B·1e9 / D)^beta: the loss that D training tokens leave above the parameters' own limit."""
+  return (B * 1e9 / D) ** beta
+
+
+def parscale_with_data(theta, N, P, D):
+  """L = E + (A·1e9 / (N·(k·ln P + 1)))^alpha + (B·1e9 / D)^beta — the paper's law with a data
+  term (Chinchilla's form): streams multiply the parameters, not the tokens."""
+  E, A, alpha, k, B, beta = (theta[:, i:i + 1] for i in range(6))
+  return E + _x(A, N, multiplier(k, P)) ** alpha + _data_term(B, beta, D)
+
+
+def stream_correlation(rho_end, D_rho, D):
+  """rho(D) = rho_end + (1 - rho_end)·exp(-D / (D_rho·1e6)): streams start alike (rho 1) and
+  decorrelate towards rho_end as they train (D_rho in millions of tokens)."""
+  return rho_end + (1.0 - rho_end) * np.exp(-D / (D_rho * 1e6))
+
+
+def diversity_with_data(theta, N, P, D):
+  """L = E + (A·1e9/N)^alpha · ((P-1)·rho(D) + 1) / P + (B·1e9 / D)^beta — the saturating
+  (diversity) form, its correlation rho falling with tokens as `stream_correlation`."""
+  E, A, alpha, B, beta, rho_end, D_rho = (theta[:, i:i + 1] for i in range(7))
+  rho = stream_correlation(rho_end, D_rho, D)
+  return E + _x(A, N, 1.0) ** alpha * ((P - 1.0) * rho + 1.0) / P + _data_term(B, beta, D)
+
+
 @dataclasses.dataclass(frozen=True)
 class LawForm:
   name: str
@@ -61,6 +88,7 @@ class LawForm:
   predict: Callable
   grid: tuple[tuple[float, ...], ...]  # Starting values per parameter; all combinations are tried.
   formula: str
+  covariates: tuple[str, ...] = ("N", "P")  # What predict takes after theta.
 
 
 _E0 = tuple(np.exp([-1.0, -0.5, 0.0]))
@@ -83,6 +111,26 @@ FORMS: dict[str, LawForm] = {
 }
 
 
+_B0 = tuple(np.exp([-8.0, -5.0, -2.0]))
+_BETA0 = (0.3, 0.7)
+
+# Laws over (N, P, D), fitted where a table has runs at several token budgets. k stays at index 3
+# of the paper's form with data, as in the paper's law.
+DATA_FORMS: dict[str, LawForm] = {
+    "parscale_data": LawForm("parscale_data", ("E", "A", "alpha", "k", "B", "beta"),
+                             parscale_with_data,
+                             (_E0, _A0[::2], (0.5, 1.0), (0.2, 0.6), _B0, _BETA0),
+                             "L = E + (A*1e9 / (N*(k*ln P + 1)))^alpha + (B*1e9 / D)^beta",
+                             ("N", "P", "D")),
+    "diversity_data": LawForm("diversity_data", ("E", "A", "alpha", "B", "beta", "rho_end", "D_rho"),
+                              diversity_with_data,
+                              (_E0, _A0[::2], (0.5, 1.0), _B0, _BETA0, (0.3, 0.8), (1.0, 5.0)),
+                              "L = E + (A*1e9/N)^alpha * ((P-1)*rho(D) + 1)/P + (B*1e9 / D)^beta, "
+                              "rho(D) = rho_end + (1 - rho_end)*exp(-D / (D_rho*1e6))",
+                              ("N", "P", "D")),
+}
+
+
 def start_grid(form: LawForm) -> np.ndarray:
   """All combinations of the starting values, [S, K], clipped to the lower bound."""
   mesh = np.meshgrid(*form.grid, indexing="ij")
@@ -94,11 +142,11 @@ def huber(r, delta=HUBER_DELTA):
   return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
-def objective(form: LawForm, theta, N, P, L, weights=None, delta=HUBER_DELTA):
-  """Summed Huber loss of log(prediction) - log(L), one value per row of theta; inf where the
-  prediction is not positive and finite."""
+def objective(form: LawForm, theta, X, L, weights=None, delta=HUBER_DELTA):
+  """Summed Huber loss of log(prediction) - log(L) at covariates X (the form's, e.g. (N, P)), one
+  value per row of theta; inf where the prediction is not positive and finite."""
   with np.errstate(all="ignore"):
-    pred = form.predict(np.atleast_2d(theta), N, P)
+    pred = form.predict(np.atleast_2d(theta), *X)
     r = np.log(pred) - np.log(L)
     terms = huber(r, delta) * (1.0 if weights is None else weights)
     value = np.sum(terms, axis=-1)

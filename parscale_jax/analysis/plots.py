@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from parscale_jax.analysis import law as law_forms  # noqa: E402
 from parscale_jax.analysis.results import FitResult, NotIdentifiedWarning  # noqa: E402
+from parscale_jax.analysis.tables import Points  # noqa: E402
 
 
 def _panels(fit: FitResult, title: str):
@@ -120,7 +121,6 @@ def loss_vs_n(fit, out):
 
 def loss_vs_p(fit, out):
   fig, panels = _panels(fit, "Loss vs P, per model size (curves: fitted law)")
-  from parscale_jax.analysis.tables import Points
   for name, g, law, ax in panels:
     N, P, L, _ = _points(g)
     sem = _sem(g)
@@ -171,9 +171,47 @@ def residuals(fit, out):
   return _save(fig, out, "residuals")
 
 
+def loss_vs_d(fit, out) -> list[Path]:
+  """Loss against training tokens per P and size, with the law with a data term (groups fitted
+  over several budgets only)."""
+  groups = [g for g in fit.groups if "data_term" in fit.doc["groups"][g]]
+  if not groups:
+    return []
+  fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.6), squeeze=False)
+  fig.suptitle("Loss vs training tokens D, per P (markers and line styles: sizes; curves: "
+               "law with a data term)", fontsize=10)
+  for name, ax in zip(groups, axes[0]):
+    form = fit.doc["groups"][name]["data_term"]["forms"]["parscale_data"]
+    pts = form["points"]
+    N, P, D, L = (np.array([q[c] for q in pts]) for c in ("N", "P", "D", "loss"))
+    sem = np.array([q.get("loss_sem", np.nan) for q in pts])
+    size = Points(N, P, L).size_index()
+    colors = value_colors(P)
+    theta = np.array([[form["params"][k] for k in law_forms.DATA_FORMS["parscale_data"].names]])
+    grid = np.geomspace(D.min(), D.max(), 60)
+    for s in sorted(set(size)):
+      for p in sorted(set(P)):
+        sel = (size == s) & (P == p)
+        if not sel.any():
+          continue
+        label = f"P={p:g}" if s == 0 else None
+        ax.errorbar(D[sel], L[sel], yerr=np.nan_to_num(sem[sel]), fmt="os^D"[s % 4], ms=4, capsize=2,
+                    lw=0, elinewidth=1, color=colors[p], label=label, zorder=3)
+        n = N[sel][0]
+        ax.plot(grid, law_forms.parscale_with_data(theta, np.full_like(grid, n), np.full_like(grid, p),
+                                                   grid)[0],
+                color=colors[p], lw=1.0, ls=("-", "--", ":", "-.")[s % 4])
+    sizes = ", ".join(f"{'os^D'[s % 4]} N≈{_human(N[size == s].min())}" for s in sorted(set(size)))
+    ok = "" if form.get("identified", True) else " (law not identified)"
+    _clip_to_data(ax, L)
+    _label(ax, "D (training tokens)", "validation loss",
+           f"{name}: k={form['params']['k']:.3g}, beta={form['params']['beta']:.3g}{ok}\n{sizes}")
+  return _save(fig, out, "loss_vs_D")
+
+
 def plot_all(fit: FitResult, out: str | Path) -> list[Path]:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   with warnings.catch_warnings():  # Plots of a not-identified fit carry its verdict instead.
     warnings.simplefilter("ignore", NotIdentifiedWarning)
-    return [p for f in (loss_vs_n, loss_vs_p, multiplier, residuals) for p in f(fit, out)]
+    return [p for f in (loss_vs_n, loss_vs_p, multiplier, residuals, loss_vs_d) for p in f(fit, out)]

@@ -70,10 +70,38 @@ def fit_markdown(doc: dict, plots_dir: str | None = ".") -> str:
                 "| form | objective | R² | AIC | LOSO RMSE |", "|---|---|---|---|---|"]
       for form, r in c["forms"].items():
         lines.append(f"| {form} | {r['objective']:.4e} | {r['r2']:.4f} | {r['aic']:.2f} | {r['loso_rmse']:.4f} |")
+  lines += token_axis_lines(doc)
   if plots_dir is not None:
+    if any("data_term" in g for g in doc["groups"].values()):
+      lines += ["", f"![loss vs D]({plots_dir}/loss_vs_D.png)"]
     lines += ["", f"![loss vs N]({plots_dir}/loss_vs_N.png)", f"![loss vs P]({plots_dir}/loss_vs_P.png)",
               f"![multiplier]({plots_dir}/multiplier.png)", f"![residuals]({plots_dir}/residuals.png)"]
   return "\n".join(lines) + "\n"
+
+
+def token_axis_lines(doc: dict) -> list[str]:
+  """The laws with a data term, for groups fitted over several token budgets."""
+  lines = []
+  for name, g in doc["groups"].items():
+    if "data_term" not in g:
+      continue
+    t = g["data_term"]
+    lines += ["", f"Token axis ({name}): the law above is fitted at the longest budget, D = "
+              f"{g['tokens']:.4g} tokens. Over every budget ({', '.join(f'{d:.3g}' for d in t['budgets'])}):", "",
+              "| form | parameters (95 % intervals) | R² | AIC | longest budget predicted from the shorter (MAE) | identified |",
+              "|---|---|---|---|---|---|"]
+    for form, r in t["forms"].items():
+      if "skipped" in r:
+        lines.append(f"| {form} | skipped: {r['skipped']} | | | | |")
+        continue
+      params = ", ".join(f"{k} {v:.3g}{_ci(r, k)}" for k, v in r["params"].items())
+      held = r.get("longest_budget_from_shorter", {}).get("mean_abs_error")
+      lines.append(f"| {form} | {params} | {r['r2']:.4f} | {r['aic']:.2f} | "
+                   f"{'–' if held is None else f'{held:.4f}'} | "
+                   f"{'yes' if r['identified'] else 'no: ' + '; '.join(r['not_identified'])} |")
+    lines += ["", "Formulas: " + "; ".join(f"{form}: `{r['formula']}`" for form, r in t["forms"].items()),
+              "D in tokens; B in units of 1e9 tokens; D_rho in millions of tokens."]
+  return lines
 
 
 def write_report(doc: dict, out: Path, title: str, preamble: str = "") -> Path:

@@ -26,17 +26,29 @@ class Points:
   loss: np.ndarray
   loss_sem: np.ndarray | None = None  # Standard error of each point's loss, where known.
   seeds: np.ndarray | None = None  # Runs averaged into each point.
+  D: np.ndarray | None = None  # Training tokens, where the table has several budgets.
 
   def __len__(self):
     return len(self.N)
 
+  @property
+  def X(self) -> tuple[np.ndarray, ...]:
+    """The covariates a law takes: (N, P), or (N, P, D) with several budgets."""
+    return (self.N, self.P) if self.D is None else (self.N, self.P, self.D)
+
+  def select(self, mask) -> Points:
+    """The points where mask holds."""
+    pick = lambda a: None if a is None else a[mask]
+    return Points(self.N[mask], self.P[mask], self.loss[mask], pick(self.loss_sem),
+                  pick(self.seeds), pick(self.D))
+
   def size_index(self) -> np.ndarray:
-    """Which model size each point is: the rank of N among points with the same P (N grows a
-    little with P through ParScale's own parameters)."""
+    """Which model size each point is: the rank of N among the distinct N with the same P (N
+    grows a little with P through ParScale's own parameters)."""
     out = np.empty(len(self.N), int)
     for p in np.unique(self.P):
       idx = np.flatnonzero(self.P == p)
-      out[idx[np.argsort(self.N[idx])]] = np.arange(len(idx))
+      out[idx] = np.unique(self.N[idx], return_inverse=True)[1]
     return out
 
 
@@ -73,9 +85,10 @@ def _number(value, column: str, where: str) -> float:
 
 
 def load_points(source: str | Path | list[dict], group_by: str | None = None,
-                n_column: str = "N") -> dict[str, Points]:
+                n_column: str = "N", tokens_column: str = "tokens") -> dict[str, Points]:
   """Groups of points from a table path, from rows (dicts) already in memory, or from the paper's
-  table for source == 'paper'. n_column names the parameter count to fit against."""
+  table for source == 'paper'. n_column names the parameter count to fit against; where the
+  finished rows hold several values of tokens_column (a budget ladder), each point also has its D."""
   if isinstance(source, list):
     rows, name = source, "table"
   elif str(source) == "paper":
@@ -88,13 +101,19 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
   missing = [c for c in required + ((group_by,) if group_by else ()) if c not in rows[0]]
   if missing:
     raise UserError(f"{name}: missing column {missing[0]!r} (needs {', '.join(required)})")
-  grouped: dict[str, dict[tuple[float, float], list]] = {}
+  done = [(i, row) for i, row in enumerate(rows, 1) if row.get("status", "done") in ("done", None, "")]
+  budgets = {row.get(tokens_column) for _, row in done} - {None, ""}
+  with_D = len(budgets) > 1
+  grouped: dict[str, dict[tuple[float, ...], list]] = {}
   seen: dict[tuple, int] = {}
-  for i, row in enumerate(rows, 1):
-    if row.get("status", "done") not in ("done", None, ""):
-      continue
+  for i, row in done:
     where = f"{name} row {i}"
     n, p, loss = (_number(row[c], c, where) for c in required)
+    d = ()
+    if with_D:
+      d = (_number(row.get(tokens_column), tokens_column, where),)
+      if d[0] <= 0:
+        raise UserError(f"{where}: {tokens_column} must be positive ({d[0]:g})")
     if n <= 0 or loss <= 0 or p < 1:
       raise UserError(f"{where}: N and loss must be positive and P >= 1 (N={n}, P={p}, loss={loss})")
     if p != int(p):
@@ -102,15 +121,15 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
     # Rows of one (N, P) are seeds; the same row twice (same seed or run, or with neither the same
     # loss) would count as a seed with no scatter.
     named = [row.get(c) for c in ("seed", "run_id", "stage") if row.get(c) not in (None, "")]
-    identity = (row.get(group_by) if group_by else None, n, p, *(named or [loss]))
+    identity = (row.get(group_by) if group_by else None, n, p, *d, *(named or [loss]))
     if identity in seen:
-      raise UserError(f"{where} repeats row {seen[identity]} (the same N, P and seed); remove "
+      raise UserError(f"{where} repeats row {seen[identity]} (the same N, P{', ' + tokens_column if d else ''} and seed); remove "
                       f"the duplicate, or give each seed its own `seed` value")
     seen[identity] = i
     sem = row.get("loss_sem")
     sem = _number(sem, "loss_sem", where) if sem not in (None, "") else None
     group = str(row[group_by]) if group_by else "all"
-    grouped.setdefault(group, {}).setdefault((n, p), []).append((loss, sem))
+    grouped.setdefault(group, {}).setdefault((n, p, *d), []).append((loss, sem))
   if not grouped:
     raise UserError(f"{name}: no finished runs to fit")
   out = {}
@@ -123,7 +142,8 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
     out[group] = Points(N=np.array([k[0] for k in keys]), P=np.array([k[1] for k in keys]),
                         loss=np.array([l.mean() for l in losses]),
                         loss_sem=None if np.all(np.isnan(sem)) else sem,
-                        seeds=np.array([len(l) for l in losses]))
+                        seeds=np.array([len(l) for l in losses]),
+                        D=np.array([k[2] for k in keys]) if with_D else None)
   return out
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 
-# The paper's training shape (experiments/paper.yaml) where no config file is given.
-PAPER_SHAPE = {"model": {"size": "paper-0.5b", "dtype": "bfloat16", "prefix_tokens": 48},
+# The paper's training shape (experiments/paper.yaml) where no config file is given, rematerialised
+# with 32 micro-batches a step as sweeps/paper_*.yaml train it (without, no paper size fits a slice).
+PAPER_SHAPE = {"model": {"size": "paper-0.5b", "dtype": "bfloat16", "prefix_tokens": 48, "remat": "full"},
                "data": {"seq_len": 2048},
                "optim": {"lr": 3.0e-4, "schedule": "wsd", "warmup_fraction": 0.1},
-               "tokens": 42_000_000_000, "batch_size": 1024}
+               "tokens": 42_000_000_000, "batch_size": 1024, "grad_accum": 32}
 
 GIB = 2 ** 30
 
@@ -25,6 +27,8 @@ def compile_config(args, chips: int):
     if flag is not None:
       overrides.insert(0, f"{key}={flag}")
   data = apply_overrides(data, overrides)
+  if not args.config and "grad_accum=" not in " ".join(overrides):  # --batch 8: 8 micro-batches at most
+    data["grad_accum"] = math.gcd(data["grad_accum"], data["batch_size"])
   data.setdefault("mesh", {"data": 1, "fsdp": chips})
   return config_from_dict(data)
 

@@ -98,9 +98,14 @@ def _fit_section(spec, fit_dir: Path, fit_rows: list[dict], log) -> list[str]:
   from parscale_jax.analysis.report import fit_markdown
   from parscale_jax.analysis.results import FitResult, write_fit
 
-  # One law per setting (stage and any grid axis besides size, P and seed): runs that differ in,
-  # say, learning rate are never averaged as if they were seeds.
-  fit_rows = [dict(r, setting=setting_label(r)) for r in fit_rows]
+  # One law per setting (stage and any grid axis besides size, P, seed and token budget): runs
+  # that differ in, say, learning rate are never averaged as if they were seeds. Budgets are the
+  # law's D; the variants named in fit_variants (each only a P) are one grid.
+  if spec.analysis.fit_variants:
+    fit_rows = [{k: v for k, v in r.items() if k != "grid.variant"} for r in fit_rows
+                if r.get("grid.variant") in spec.analysis.fit_variants]
+  fit_rows = [dict(r, setting=setting_label({k: v for k, v in r.items() if k != "grid.tokens"}))
+              for r in fit_rows]
   several = len({r["setting"] for r in fit_rows}) > 1
   primary = spec.analysis.n_column
   other = "N_backbone" if primary == "N" else "N"

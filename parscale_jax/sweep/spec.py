@@ -66,6 +66,9 @@ class AnalysisConfig:
   contrasts: tuple[tuple[str, ...], ...] = ()
   # Fit the law; false for sweeps whose axes are no N x P grid (variant ablations).
   fit: bool = True
+  # Variants fitted together as one N x P grid (each may set only model.P), e.g. [P1, P2, P4, P8];
+  # default: each variant is its own setting.
+  fit_variants: tuple[str, ...] = ()
   # Another sweep's published folder (relative to the sweep file): each run minus that sweep's
   # run of the same size, P, seed and tokens, paired, in the report (e.g. ladder against cosine).
   compare_to: str | None = None
@@ -222,6 +225,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if len(pair) != 2 or any(v not in variants for v in pair):
       raise ConfigError(f"{path}: analysis.contrasts entry {list(pair)} must name two variants "
                         f"(defined: {', '.join(map(str, variants)) or 'none'})")
+  for v in analysis.fit_variants:
+    if v not in variants:
+      raise ConfigError(f"{path}: analysis.fit_variants names unknown variant {v!r} "
+                        f"(defined: {', '.join(map(str, variants)) or 'none'})")
+    if set(variants[v]) - {"model.P"}:
+      raise ConfigError(f"{path}: analysis.fit_variants: variant {v!r} sets "
+                        f"{', '.join(sorted(set(variants[v]) - {'model.P'}))}; a fitted grid's "
+                        f"variants may set only model.P")
   if analysis.compare_to is not None and not (path.parent / analysis.compare_to / "table.csv").exists():
     raise ConfigError(f"{path}: analysis.compare_to: {analysis.compare_to} has no table.csv")
   bad = [s for s in analysis.fit_stages if s not in names]
