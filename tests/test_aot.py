@@ -169,3 +169,26 @@ def test_search_takes_the_cheapest_setting_that_fits(monkeypatch):
   assert (chosen.model.remat, chosen.grad_accum) == ("dots", 8) and report["fits"]
   assert aot_check.settings(64, 4)[index] == ("dots", 8)
   assert len(tried) < len(aot_check.settings(64, 4)) // 2
+
+
+def test_out_of_memory_messages_give_the_bytes_needed():
+  from parscale_jax.aot.programs import needed_bytes
+  assert needed_bytes("RESOURCE_EXHAUSTED: Used 27.31G of 15.75G hbm. Exceeded by 11.56G") == int(27.31 * 2 ** 30)
+  # Temporaries alone: the state (parameters and optimizer) comes on top.
+  text = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+          "temporaries (18.66T) exceeds available HBM (95.74G).")
+  assert needed_bytes(text, state_bytes=3 * 2 ** 30) == int(18.66 * 2 ** 40) + 3 * 2 ** 30
+  assert needed_bytes("RESOURCE_EXHAUSTED: something else") is None
+
+
+def test_compile_without_a_config_takes_the_paper_sweeps_setting():
+  """No config: the paper's shape as sweeps/paper_*.yaml train it (remat full, 32 micro-batches);
+  a --batch that 32 does not divide takes the largest accumulation that divides it."""
+  import argparse
+  from parscale_jax.aot.cli import compile_config
+  args = lambda **kw: argparse.Namespace(config=None, set=[], size="paper-1.6b", P=8, batch=None, seq=None, **kw)
+  paper = compile_config(args(), 8)
+  assert (paper.model.remat, paper.grad_accum, paper.batch_size, paper.mesh.fsdp) == ("full", 32, 1024, 8)
+  assert compile_config(argparse.Namespace(config=None, set=[], size=None, P=None, batch=24, seq=None), 4).grad_accum == 8
+  assert compile_config(argparse.Namespace(config=None, set=["grad_accum=1"], size=None, P=None, batch=None,
+                                           seq=None), 4).grad_accum == 1

@@ -129,3 +129,20 @@ def test_vs_reference_worker_times_our_side_in_its_own_process(tmp_path):
     assert math.isfinite(worker.ask({"turn": True})["seconds"])
   finally:
     worker.close()
+
+
+def test_tpu_compile_table_in_the_readme_is_the_json():
+  """Each row of the README's compiled-for-TPU table is a row of results/tpu_compile.json."""
+  import json
+  import re
+  rows = json.loads((REPO / "benchmarks" / "results" / "tpu_compile.json").read_text())["rows"]
+  text = (REPO / "benchmarks" / "README.md").read_text()
+  shown = re.findall(r"^\| (paper-[0-9.]+b), (\d) \| (no remat|remat dots|remat full), grad_accum (\d+) \| "
+                     r"([0-9.]+) \| ([0-9.]+) \| (\w+) \| ([0-9.]+) \|$", text, re.M)
+  assert shown
+  for size, P, remat, accum, gib, ratio, bound, mfu in shown:
+    row = next(r for r in rows if r["topology"] == "v5p:2x2x2" and r["size"] == size and r["P"] == int(P))
+    assert row["remat"] == {"no remat": "none", "remat dots": "dots", "remat full": "full"}[remat]
+    assert row["grad_accum"] == int(accum) and row["bound"] == bound
+    assert round(row["peak_bytes"] / 2 ** 30, 1) == float(gib)
+    assert round(row["flops_ratio"], 3) == float(ratio) and round(row["mfu_bound"], 2) == float(mfu)

@@ -77,7 +77,7 @@ def _compile(name: str, lower, accounted_flops: float, state_bytes: int, param_b
       text = str(e)
       if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
         raise
-      raise OutOfMemory(name, _first_line(text), _needed_bytes(text, state_bytes), state_bytes) from None
+      raise OutOfMemory(name, _first_line(text), needed_bytes(text, state_bytes), state_bytes) from None
   seconds = time.perf_counter() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
@@ -98,7 +98,7 @@ def _first_line(text: str) -> str:
 _UNITS = {"B": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
 
-def _needed_bytes(text: str, state_bytes: int = 0) -> int | None:
+def needed_bytes(text: str, state_bytes: int = 0) -> int | None:
   """Bytes needed, where XLA says so: "Used 27.31G of 15.75G hbm", or "the total memory required
   for HLO temporaries (18.66T) exceeds ..." (temporaries alone: the state comes on top)."""
   match = re.search(r"Used ([0-9.]+)([BKMGT])i?B? of ([0-9.]+)([BKMGT])", text)
