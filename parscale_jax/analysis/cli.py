@@ -13,6 +13,7 @@ def _fit(args) -> None:
   from parscale_jax.analysis.report import write_report
   from parscale_jax.analysis.results import FitResult
   from parscale_jax.errors import UserError
+  from parscale_jax.rundir import REPORT, ResultsDir
 
   if (args.input is None) == (args.reference is None):
     raise UserError("give an INPUT table or --reference paper (one of them)")
@@ -21,7 +22,7 @@ def _fit(args) -> None:
     out = Path(args.out)
   elif args.reference:
     out = Path("results") / "paper"
-  elif (Path(args.input).parent / "sweep.json").exists():
+  elif ResultsDir(Path(args.input).parent).mark.exists():
     # A sweep's folder: its own fit (with the sweep's settings) is the one its report shows.
     out = Path(args.input).parent / "refit"
     print(f"{Path(args.input).parent} holds a sweep: its fit stays as the sweep wrote it; this fit "
@@ -35,7 +36,7 @@ def _fit(args) -> None:
     write_report(doc, out, "Parallel scaling law fit")
   print(f"wrote {out / 'fit.json'}")
   if not args.no_plots:
-    for path in sorted(out.glob("*.png")) + [out / "report.md"]:
+    for path in sorted(out.glob("*.png")) + [out / REPORT]:
       print(f"wrote {path}")
 
 
