@@ -323,3 +323,29 @@ def test_budget_ladder_report_and_plot(tmp_path):
   text = fit_markdown(doc)
   assert "Token axis (all): the law above is fitted at the longest budget, D = 9.83e+06" in text
   assert "| parscale_data | E " in text and "loss_vs_D.png" in text
+
+
+def test_a_new_law_form_is_one_entry(monkeypatch):
+  """A toy competitor added to law.FORMS alone is fitted, compared and given its multiplier."""
+  from parscale_jax.analysis import law
+
+  def linear_in_p(theta, N, P):  # L = E + (A*1e9 / (N*(1 + c*(P - 1))))^alpha
+    p = toy.params(theta)
+    return p["E"] + (p["A"] * 1e9 / (N * (1 + p["c"] * (P - 1)))) ** p["alpha"]
+
+  toy = law.LawForm("linear", ("E", "A", "alpha", "c"), linear_in_p,
+                    (law.E0, law.A0, law.ALPHA0, (0.1, 0.3)), "L = E + (A*1e9/(N*(1+c*(P-1))))^alpha",
+                    n_multiplier=lambda p, P: 1 + p["c"] * (P - 1))
+  monkeypatch.setitem(law.FORMS, "linear", toy)
+  truth = np.array([1.2, 0.05, 0.3, 0.2])
+  N = np.repeat(np.geomspace(1e6, 3e7, 4), 4)
+  P = np.tile([1.0, 2.0, 4.0, 8.0], 4)
+  L = toy.predict(truth[None], N, P)[0]
+  g = fit_group("toy", Points(N, P, L), n_bootstrap=0)
+  assert g["comparison"]["best_by_aic"] == "linear"
+  fitted = g["comparison"]["forms"]["linear"]["params"]
+  assert fitted["c"] == pytest.approx(0.2, rel=1e-3)
+  assert toy.multiplier(toy.theta(fitted), 8) == pytest.approx(1 + 0.2 * 7, rel=1e-3)
+  # The same inverse serves every form: N at which P = 4 reaches the predicted loss of N = 5e6.
+  n = toy.params_for_loss(truth, toy.predict(truth[None], np.array([5e6]), np.array([4.0]))[0, 0], 4)
+  assert n == pytest.approx(5e6, rel=1e-9)

@@ -71,9 +71,15 @@ def test_one_owner_for_the_law_the_run_record_and_package_paths():
   import re
   package = REPO / "parscale_jax"
   sources = {p: p.read_text() for p in package.rglob("*.py")}
-  # k·ln P + 1 is written once, in analysis/law.py; everything else calls law.multiplier.
+  # k·ln P + 1 is written once, in scaling.py; everything else calls it or the law's multiplier.
   formula = re.compile(r"\*\s*(np|math)\.log\((P|p|best\.P)\b")
-  assert [p.name for p, s in sources.items() if formula.search(s)] == ["law.py"]
+  assert [p.name for p, s in sources.items() if formula.search(s)] == ["scaling.py"]
+  # The law's parameters are used by name: no position or spelled-out tuple outside its module.
+  positional = re.compile(r'theta\[3\]|\[:, 3(:4)?\]|\("E", "A", "alpha", "k"\)')
+  assert [p.name for p, s in sources.items() if positional.search(s)] in ([], ["law.py"])
+  # Training needs no analysis (the numbers it shares with it live below both).
+  train = [p.name for p, s in sources.items() if p.parent.name == "train" and "parscale_jax.analysis" in s]
+  assert train == []
   assert not [p.name for p, s in sources.items() if "parents[" in s]
   # result.json is written by RunRecord alone (the sweep publishes copies of finished runs).
   writers = [p.name for p, s in sources.items()

@@ -147,7 +147,7 @@ def multiplier(fit, out):
     samples = np.asarray(g.get("bootstrap", {}).get("samples", []))
     if samples.size:
       with np.errstate(all="ignore"):  # A runaway fit's draws overflow; they fall off the axis.
-        band = law_forms.multiplier(samples[:, 3:4], pgrid[None])
+        band = law_forms.LAW.multiplier(samples, pgrid)
         lo, hi = np.nanpercentile(band, [2.5, 97.5], axis=0)
       ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
       # Up to the band and the curve, but never beyond 10x: a runaway k must not flatten the plot.

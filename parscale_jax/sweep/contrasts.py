@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.analysis.stats import mean_se_interval, paired_differences, standard_error
+from parscale_jax.stats import mean_se_interval, paired_differences, standard_error
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.rundir import DIVERSITY, ResultsDir, local_or_published
 

@@ -15,6 +15,7 @@ from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
 from parscale_jax.errors import UserError
 from parscale_jax.model.hf_checkpoint import checkpoint_folder, load_pretrained
 from parscale_jax.rundir import FINAL
+from parscale_jax.stats import standard_error
 from parscale_jax.train.run_record import read_result
 from parscale_jax.train.step import eval_step, split_model
 
@@ -28,7 +29,7 @@ def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tup
     chunk = jax.device_put(padded[i:i + batch], rows_sharding)
     losses.append(np.asarray(eval_fn(state["params"], state["frozen"], chunk)))
   per_row = np.concatenate(losses)[:n].astype(np.float64)
-  sem = float(per_row.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+  sem = standard_error(per_row)
   return float(per_row.mean()), sem
 
 
