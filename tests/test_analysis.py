@@ -349,3 +349,21 @@ def test_a_new_law_form_is_one_entry(monkeypatch):
   # The same inverse serves every form: N at which P = 4 reaches the predicted loss of N = 5e6.
   n = toy.params_for_loss(truth, toy.predict(truth[None], np.array([5e6]), np.array([4.0]))[0, 0], 4)
   assert n == pytest.approx(5e6, rel=1e-9)
+
+
+def test_plots_say_what_their_bars_and_axes_are(tmp_path):
+  from parscale_jax.analysis.plots import error_bars, n_axis, plot_all
+  from parscale_jax.analysis.results import FitResult
+
+  rows = [{"N": n, "P": p, "loss": 3.0 - 0.1 * np.log(p) - 0.2 * np.log(n / 1e5), "loss_sem": 0.01}
+          for n in (1e5, 2e5, 4e5) for p in (1, 2, 4)]
+  doc = fit_table(rows, tmp_path, n_bootstrap=0, compare=False, n_column="N", log=lambda s: None)
+  g = doc["groups"]["all"]
+  assert error_bars(g) == "bars: ± validation SE (one seed)"  # One run per point: not a seed SE.
+  seeded = [dict(r, seed=s, loss=r["loss"] + 0.01 * s) for r in rows for s in (0, 1)]
+  assert error_bars(fit_table(seeded, None, n_bootstrap=0, compare=False, log=lambda s: None)
+                    ["groups"]["all"]) == "bars: ± SE over seeds"
+  backbone = fit_table([dict(r, N_backbone=r["N"]) for r in rows], None, n_bootstrap=0, compare=False,
+                       n_column="N_backbone", log=lambda s: None)
+  assert "backbone" in n_axis(FitResult(backbone)) and "included" in n_axis(FitResult(doc))
+  assert {p.name for p in plot_all(FitResult(doc), tmp_path)} >= {"multiplier.png", "residuals.png"}

@@ -128,10 +128,13 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
                 weights=weights_mode, huber_delta=HUBER_DELTA,
                 multiplier={str(p): float(form.multiplier(theta, p)) for p in MULTIPLIER_P},
                 points=[{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q),
-                         **({"loss_sem": float(s)} if points.loss_sem is not None else {})}
-                        for n, p, l, q, s in zip(points.N, points.P, points.loss, pred,
-                                                 points.loss_sem if points.loss_sem is not None
-                                                 else [None] * len(points))])
+                         **({"loss_sem": float(s)} if points.loss_sem is not None else {}),
+                         **({"seeds": int(r)} if r is not None else {})}
+                        for n, p, l, q, s, r in zip(points.N, points.P, points.loss, pred,
+                                                    points.loss_sem if points.loss_sem is not None
+                                                    else [None] * len(points),
+                                                    points.seeds if points.seeds is not None
+                                                    else [None] * len(points))])
   if n_bootstrap:
     samples = bootstrap(form, theta, points.X, points.loss, n_bootstrap, seed, weights)
     lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
