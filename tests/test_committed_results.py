@@ -135,8 +135,6 @@ def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
       if r["task"] == task and r["setting"] == setting) for f in (min, max)))
   assert f"train step {span('train', 'hugetlb')} at P = 1–8" in readme
   assert f"one-thread step {span('grid', 'hugetlb')}, decoding {span('decode', 'hugetlb')}" in readme
-  assert (f"train step {span('train', 'glibc')}, grid {span('grid', 'glibc')}, decoding "
-          f"{span('decode', 'glibc')}") in readme
 
 
 def test_readme_cost_and_plan_lines_are_what_the_commands_print(capsys):
