@@ -19,6 +19,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     raise
 
 
+def copy_file_atomic(source: Path, target: Path) -> None:
+  """Copies `source` over `target` in one step (bytes, so plots too)."""
+  target = Path(target)
+  tmp = _temporary(target)
+  try:
+    tmp.write_bytes(Path(source).read_bytes())
+    os.replace(tmp, target)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+
+
 def _temporary(path: Path) -> Path:
   return path.with_name(f".{path.name}.{os.getpid()}.tmp")  # A name unique to this process.
 

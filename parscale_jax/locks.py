@@ -8,7 +8,7 @@ from pathlib import Path
 class DirLock:
   """A lock on `directory`, held through the file `directory/name`."""
 
-  def __init__(self, directory: Path, name: str = ".lock"):
+  def __init__(self, directory: Path, name: str):
     directory.mkdir(parents=True, exist_ok=True)
     self.file = open(directory / name, "a+")
 

@@ -323,3 +323,47 @@ def test_budget_ladder_report_and_plot(tmp_path):
   text = fit_markdown(doc)
   assert "Token axis (all): the law above is fitted at the longest budget, D = 9.83e+06" in text
   assert "| parscale_data | E " in text and "loss_vs_D.png" in text
+
+
+def test_a_new_law_form_is_one_entry(monkeypatch):
+  """A toy competitor added to law.FORMS alone is fitted, compared and given its multiplier."""
+  from parscale_jax.analysis import law
+
+  def linear_in_p(theta, N, P):  # L = E + (A*1e9 / (N*(1 + c*(P - 1))))^alpha
+    p = toy.params(theta)
+    return p["E"] + (p["A"] * 1e9 / (N * (1 + p["c"] * (P - 1)))) ** p["alpha"]
+
+  toy = law.LawForm("linear", ("E", "A", "alpha", "c"), linear_in_p,
+                    (law.E0, law.A0, law.ALPHA0, (0.1, 0.3)), "L = E + (A*1e9/(N*(1+c*(P-1))))^alpha",
+                    n_multiplier=lambda p, P: 1 + p["c"] * (P - 1))
+  monkeypatch.setitem(law.FORMS, "linear", toy)
+  truth = np.array([1.2, 0.05, 0.3, 0.2])
+  N = np.repeat(np.geomspace(1e6, 3e7, 4), 4)
+  P = np.tile([1.0, 2.0, 4.0, 8.0], 4)
+  L = toy.predict(truth[None], N, P)[0]
+  g = fit_group("toy", Points(N, P, L), n_bootstrap=0)
+  assert g["comparison"]["best_by_aic"] == "linear"
+  fitted = g["comparison"]["forms"]["linear"]["params"]
+  assert fitted["c"] == pytest.approx(0.2, rel=1e-3)
+  assert toy.multiplier(toy.theta(fitted), 8) == pytest.approx(1 + 0.2 * 7, rel=1e-3)
+  # The same inverse serves every form: N at which P = 4 reaches the predicted loss of N = 5e6.
+  n = toy.params_for_loss(truth, toy.predict(truth[None], np.array([5e6]), np.array([4.0]))[0, 0], 4)
+  assert n == pytest.approx(5e6, rel=1e-9)
+
+
+def test_plots_say_what_their_bars_and_axes_are(tmp_path):
+  from parscale_jax.analysis.plots import error_bars, n_axis, plot_all
+  from parscale_jax.analysis.results import FitResult
+
+  rows = [{"N": n, "P": p, "loss": 3.0 - 0.1 * np.log(p) - 0.2 * np.log(n / 1e5), "loss_sem": 0.01}
+          for n in (1e5, 2e5, 4e5) for p in (1, 2, 4)]
+  doc = fit_table(rows, tmp_path, n_bootstrap=0, compare=False, n_column="N", log=lambda s: None)
+  g = doc["groups"]["all"]
+  assert error_bars(g) == "bars: ± validation SE (one seed)"  # One run per point: not a seed SE.
+  seeded = [dict(r, seed=s, loss=r["loss"] + 0.01 * s) for r in rows for s in (0, 1)]
+  assert error_bars(fit_table(seeded, None, n_bootstrap=0, compare=False, log=lambda s: None)
+                    ["groups"]["all"]) == "bars: ± SE over seeds"
+  backbone = fit_table([dict(r, N_backbone=r["N"]) for r in rows], None, n_bootstrap=0, compare=False,
+                       n_column="N_backbone", log=lambda s: None)
+  assert "backbone" in n_axis(FitResult(backbone)) and "included" in n_axis(FitResult(doc))
+  assert {p.name for p in plot_all(FitResult(doc), tmp_path)} >= {"multiplier.png", "residuals.png"}

@@ -77,7 +77,7 @@ def test_ladder_report_fits_the_variants_over_every_budget(tmp_path, data_dir):
   """The fitted variants form one N x P x D grid (the prefix variant stays out): the law at the
   longest budget, and the law with a data term over all of them."""
   from parscale_jax.analysis.law import DATA_FORMS
-  from parscale_jax.sweep.report import _fit_section
+  from parscale_jax.sweep.report import fit_section
 
   spec = load_sweep(_sweep(tmp_path, data_dir, analysis={"fit_variants": ["P1", "P2", "P4"],
                                                          "bootstrap": 0}, **VARIANTS))
@@ -94,7 +94,7 @@ def test_ladder_report_fits_the_variants_over_every_budget(tmp_path, data_dir):
                        "N": N, "N_backbone": N, "P": P, "seed": seed, "tokens": D, "status": "done",
                        "loss": loss * np.exp(rng.normal(0, 3e-4)) + (0.5 if variant == "prefix" else 0),
                        "grid.variant": variant, "grid.tokens": D, "grid.seed": seed})
-  lines = _fit_section(spec, tmp_path / "fit", rows, log=lambda s: None)
+  lines = fit_section(spec, tmp_path / "fit", rows, log=lambda s: None)
   doc = json.loads((tmp_path / "fit" / "fit.json").read_text())
   g = doc["groups"]["all"]  # One group: neither the variant nor the budget is a setting.
   assert g["tokens"] == 4915200 and g["n_points"] == 9  # 3 sizes x P 1, 2, 4; no prefix rows.

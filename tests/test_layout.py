@@ -36,6 +36,13 @@ def test_no_import_circle():
       visit(module, [module])
 
 
+def re_grep(pattern: str) -> list[str]:
+  """Lines of the package matching `pattern`, as path:line."""
+  import re
+  return [f"{p.relative_to(REPO)}:{i}" for p in (REPO / "parscale_jax").rglob("*.py")
+          for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(pattern, line)]
+
+
 def _py_files_outside_the_package():
   return [p for d in ("tests", "benchmarks", "scripts") for p in (REPO / d).rglob("*.py")]
 
@@ -64,13 +71,39 @@ def test_one_owner_for_the_law_the_run_record_and_package_paths():
   import re
   package = REPO / "parscale_jax"
   sources = {p: p.read_text() for p in package.rglob("*.py")}
-  # k·ln P + 1 is written once, in analysis/law.py; everything else calls law.multiplier.
+  # k·ln P + 1 is written once, in scaling.py; everything else calls it or the law's multiplier.
   formula = re.compile(r"\*\s*(np|math)\.log\((P|p|best\.P)\b")
-  assert [p.name for p, s in sources.items() if formula.search(s)] == ["law.py"]
+  assert [p.name for p, s in sources.items() if formula.search(s)] == ["scaling.py"]
+  # The law's parameters are used by name: no position or spelled-out tuple outside its module.
+  positional = re.compile(r'theta\[3\]|\[:, 3(:4)?\]|\("E", "A", "alpha", "k"\)')
+  assert [p.name for p, s in sources.items() if positional.search(s)] in ([], ["law.py"])
+  # Training needs no analysis (the numbers it shares with it live below both).
+  train = [p.name for p, s in sources.items() if p.parent.name == "train" and "parscale_jax.analysis" in s]
+  assert train == []
   assert not [p.name for p, s in sources.items() if "parents[" in s]
   # result.json is written by RunRecord alone (the sweep publishes copies of finished runs).
   writers = [p.name for p, s in sources.items()
              if re.search(r"write_json_atomic\([^)]*result\.json", s)]
   assert writers == [] and "class RunRecord" in sources[package / "train" / "run_record.py"]
-  readers = [p.name for p, s in sources.items() if '"metrics.jsonl"' in s and "json.loads" in s]
+  readers = [p.name for p, s in sources.items() if "RunDir(" in s and ".metrics" in s and "json.loads" in s]
   assert readers == ["metrics.py"]
+
+
+def test_run_and_results_folder_names_are_spelled_in_rundir_alone():
+  """Every file and folder name of a run or a results folder is a constant of rundir.py; a
+  module that spells one itself (as a string of its own) would drift from the others."""
+  from parscale_jax import rundir
+
+  names = {v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)} | {"runs", "trunks"}
+  assert {"result.json", "config.yaml", "checkpoints", "final", "sweep.json", "table.csv"} <= names
+  offenders = []
+  for path in (REPO / "parscale_jax").rglob("*.py"):
+    if path.name == "rundir.py":
+      continue
+    tree = ast.parse(path.read_text())
+    in_fstrings = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Constant) and node.value in names and id(node) not in in_fstrings:
+        offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+  assert not offenders, offenders
+  assert len(re_grep(r'"runs" /')) == 1

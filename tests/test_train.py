@@ -291,11 +291,12 @@ def test_resume_accepts_a_config_saved_before_a_key_existed_and_new_wandb_settin
 
 
 @pytest.mark.slow
-def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
+def _one_step_updates(data_dir, model=None) -> dict:
+  """Each parameter's change in one optimizer step, at prefix_lr_scale 1 and 10."""
   updates = {}
   for scale in (1.0, 10.0):
-    config = config_from_dict(tiny_train_dict(data_dir, optim={"prefix_lr_scale": scale,
-                                                                  "warmup_fraction": 0.0}))
+    config = config_from_dict(tiny_train_dict(data_dir, model=model or {}, optim={"prefix_lr_scale": scale,
+                                                                                     "warmup_fraction": 0.0}))
     mesh = trainer.sharding.make_mesh(config.mesh)
     optimizer = trainer.make_optimizer(config.optim, config.steps)
     graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
@@ -305,6 +306,11 @@ def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
     rows = np.random.default_rng(0).integers(0, 256, (1, 8, 33), dtype=np.int32)
     state, _ = step(state, rows)  # One step: the same gradients, so only the scale differs.
     updates[scale] = jax.tree.map(lambda a, b: np.asarray(a) - b, state["params"], before)
+  return updates
+
+
+def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
+  updates = _one_step_updates(data_dir)
   flat1 = jax.tree_util.tree_flatten_with_path(updates[1.0])[0]
   flat10 = dict(jax.tree_util.tree_flatten_with_path(updates[10.0])[0])
   checked = set()
@@ -315,6 +321,42 @@ def test_prefix_lr_scale_multiplies_only_the_prefix_update(data_dir):
     np.testing.assert_allclose(u10, ratio * u1, rtol=2e-3, atol=1e-7, err_msg=name)
     checked.add("prefix" if ratio == 10.0 else "other")
   assert checked == {"prefix", "other"}
+
+
+class ToyPrefix:
+  """A prefix form for the test: one table per stream, its keys' negation as values."""
+
+  @staticmethod
+  def build(c, rngs):
+    from parscale_jax.model.prefix import PrefixParam
+    shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
+    return {"toy_table": PrefixParam(0.02 * jax.random.normal(rngs.params(), shape))}
+
+  @staticmethod
+  def prefixes(model):
+    return model.toy_table[...], -model.toy_table[...]
+
+
+def test_a_new_prefix_form_is_one_class_and_trains_as_a_prefix(data_dir, monkeypatch):
+  """Registered alone, a new form is built, trained at prefix_lr_scale and not weight-decayed,
+  whatever its attribute is called (the optimizer selects the prefix by its parameter type)."""
+  from parscale_jax.model import prefix
+  from parscale_jax.train.optimizer import decay_mask, prefix_mask
+
+  monkeypatch.setitem(prefix.PREFIX_FORMS, "toy", ToyPrefix)
+  model = {"P": 2, "prefix_param": "toy"}
+  updates = _one_step_updates(data_dir, model)
+  for path, u1 in jax.tree_util.tree_flatten_with_path(updates[1.0])[0]:
+    name = jax.tree_util.keystr(path)
+    u10 = dict(jax.tree_util.tree_flatten_with_path(updates[10.0])[0])[path]
+    np.testing.assert_allclose(u10, (10.0 if "toy_table" in name else 1.0) * u1, rtol=2e-3, atol=1e-7,
+                               err_msg=name)
+  config = config_from_dict(tiny_train_dict(data_dir, model=model))
+  from parscale_jax.model import create_model
+  params = nnx.state(create_model(config.model), nnx.Param)
+  assert bool(prefix_mask(params)["toy_table"].value) and not bool(decay_mask(params)["toy_table"].value)
+  with pytest.raises(ConfigError, match="model.prefix_param: 'tiny' is not one of"):
+    config_from_dict(tiny_train_dict(data_dir, model={"P": 2, "prefix_param": "tiny"}))
 
 
 @pytest.mark.slow
@@ -353,3 +395,21 @@ def test_weight_decay_mask_is_the_same_for_scanned_and_listed_layers():
   decayed = {"/".join(p) for p, v in masks[True].items() if v}
   assert "backbone/layers/mlp/up_proj/weight" in decayed and "lm_head/weight" in decayed
   assert not any(n.endswith(("bias", "scale", "prefix_k", "embedding")) for n in decayed)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_before_the_prefix_had_its_own_type_resumes_exactly(tmp_path, data_dir,
+                                                                                 monkeypatch):
+  """Checkpoints written when the prefix was a plain ParScaleParam restore into PrefixParam and
+  resume to the loss of an uninterrupted run, bit for bit. (No weight decay and no prefix scale:
+  the optimizer then treats both types alike, as the old code did by name.)"""
+  from parscale_jax.model import prefix
+
+  config = config_from_dict(tiny_train_dict(data_dir, optim={"weight_decay": 0.0}))
+  whole = train(config, tmp_path / "whole", progress=False)
+  new_build = prefix.RawPrefix.build
+  as_before = lambda c, rngs: {k: prefix.ParScaleParam(v[...]) for k, v in new_build(c, rngs).items()}
+  monkeypatch.setattr(prefix.RawPrefix, "build", staticmethod(as_before))
+  assert train(config, tmp_path / "old", progress=False, until_step=20)["status"] == "paused"
+  monkeypatch.setattr(prefix.RawPrefix, "build", staticmethod(new_build))
+  assert train(config, tmp_path / "old", progress=False)["eval_loss"] == whole["eval_loss"]

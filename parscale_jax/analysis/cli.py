@@ -1,6 +1,7 @@
-"""`parscale fit` and `parscale plot`."""
+"""`parscale fit`, `parscale plot` and `parscale diversity`."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ def _fit(args) -> None:
   from parscale_jax.analysis.report import write_report
   from parscale_jax.analysis.results import FitResult
   from parscale_jax.errors import UserError
+  from parscale_jax.rundir import REPORT, ResultsDir
 
   if (args.input is None) == (args.reference is None):
     raise UserError("give an INPUT table or --reference paper (one of them)")
@@ -21,7 +23,7 @@ def _fit(args) -> None:
     out = Path(args.out)
   elif args.reference:
     out = Path("results") / "paper"
-  elif (Path(args.input).parent / "sweep.json").exists():
+  elif ResultsDir(Path(args.input).parent).mark.exists():
     # A sweep's folder: its own fit (with the sweep's settings) is the one its report shows.
     out = Path(args.input).parent / "refit"
     print(f"{Path(args.input).parent} holds a sweep: its fit stays as the sweep wrote it; this fit "
@@ -35,7 +37,7 @@ def _fit(args) -> None:
     write_report(doc, out, "Parallel scaling law fit")
   print(f"wrote {out / 'fit.json'}")
   if not args.no_plots:
-    for path in sorted(out.glob("*.png")) + [out / "report.md"]:
+    for path in sorted(out.glob("*.png")) + [out / REPORT]:
       print(f"wrote {path}")
 
 
@@ -48,7 +50,55 @@ def _plot(args) -> None:
     print(path)
 
 
+MIN_DIVERSITY_TOKENS = 1024
+
+
+def _diversity(args) -> None:
+  from parscale_jax.analysis.results import paper_law
+  from parscale_jax.data.pipeline import DataConfig
+  from parscale_jax.errors import UserError
+  from parscale_jax.train.evaluate import diversity_checkpoint
+
+  if args.tokens < MIN_DIVERSITY_TOKENS:
+    raise UserError(f"--tokens {args.tokens}: rho and the stream losses need at least "
+                    f"{MIN_DIVERSITY_TOKENS} validation tokens")
+  data = DataConfig(source=args.data, text_key=args.text_key, tokenizer=args.tokenizer,
+                    seq_len=args.seq_len, val_tokens=args.tokens, data_dir=args.data_dir)
+  alpha = args.alpha if args.alpha is not None else paper_law(args.paper_group).alpha
+  doc = diversity_checkpoint(args.checkpoint, data, alpha, args.batch_size)
+  if args.json:
+    print(json.dumps(doc))
+    return
+  losses = "  ".join(f"{x:.4f}" for x in doc["stream_losses"])
+  print(f"{doc['checkpoint']}: P={doc['P']} over {doc['tokens']} tokens of {doc['source']}")
+  print(f"stream losses     {losses}")
+  print(f"aggregate loss    {doc['aggregate_loss']:.4f}")
+  print(f"rho               {doc['rho']:.4f}  (mean over stream pairs)")
+  print(f"predicted N mult. {doc['predicted_multiplier']:.3f}  (alpha {alpha:.3f})")
+
+
 def register(sub) -> None:
+  from parscale_jax.configlib import positive_float, positive_int
+
+  d = sub.add_parser("diversity", help="each stream's loss and the correlation of the streams' "
+                                       "residuals (rho) of a P > 1 run or folder")
+  d.add_argument("--checkpoint", required=True, help="a finished run directory or a Hugging Face folder")
+  d.add_argument("--data", default="stdlib", help="data source (as data.source in a config)")
+  d.add_argument("--text-key", default="text", help="text field of records or TFDS features")
+  d.add_argument("--tokenizer", default="byte",
+                 help="byte, or hf:PATH/tokenizer.json (a folder's own tokenizer.json is used if present)")
+  d.add_argument("--data-dir", default="~/.cache/parscale_jax/tfds",
+                 help="where data sources are built (as data.data_dir)")
+  d.add_argument("--tokens", type=positive_int, default=65536, help="validation tokens to measure")
+  d.add_argument("--seq-len", type=positive_int, default=128, help="tokens per row")
+  d.add_argument("--batch-size", type=positive_int, default=8, help="rows per forward pass")
+  d.add_argument("--alpha", type=positive_float,
+                 help="the law's alpha for the predicted multiplier (default: the paper's fit)")
+  d.add_argument("--paper-group", default="stack-v2-python", choices=["stack-v2-python", "pile"],
+                 help="the paper's dataset whose fitted alpha is the default")
+  d.add_argument("--json", action="store_true", help="print JSON")
+  d.set_defaults(func=_diversity)
+
   p = sub.add_parser("fit", help="fit the parallel scaling law to a loss table")
   p.add_argument("input", nargs="?", help="CSV or JSON lines with columns N, P, loss (a sweep's table)")
   p.add_argument("--reference", choices=["paper"], help="fit the paper's published table instead")

@@ -5,8 +5,8 @@ import dataclasses
 
 import numpy as np
 
-from parscale_jax.analysis.law import (DATA_FORMS, FORMS, HUBER_DELTA, LOWER_BOUND, LawForm,
-                                       multiplier, r_squared)
+from parscale_jax.analysis.law import (DATA_FORMS, FORMS, HUBER_DELTA, LAW, LOWER_BOUND, LawForm,
+                                       r_squared)
 from parscale_jax.analysis.optimize import bootstrap, fit_many, fit_point, polish
 from parscale_jax.analysis.tables import Points, check_fittable
 from parscale_jax.errors import UserError
@@ -89,7 +89,7 @@ MIN_BOOTSTRAP = 100  # Fewer resamples cannot place the 2.5 and 97.5 percentiles
 
 def identification(g: dict) -> list[str]:
   """Why a fitted group does not identify the law (empty when it does)."""
-  reasons = [f"{key} = {g[key]:.3g} is at its lower bound" for key in ("E", "A", "alpha", "k")
+  reasons = [f"{key} = {g[key]:.3g} is at its lower bound" for key in LAW.names
              if g[key] <= AT_BOUND]
   if g["k"] > K_MAX:
     reasons.append(f"k = {g['k']:.3g} runs off (streams worth more than {K_MAX:g}x ln P parameters)")
@@ -112,7 +112,7 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
 
   Points at several token budgets (points.D) get the law over (N, P) at the longest budget, and
   under `data_term` the laws with a data term over every budget (see fit_data_terms)."""
-  form = FORMS["parscale"]
+  form = LAW
   if n_bootstrap < 0 or 0 < n_bootstrap < MIN_BOOTSTRAP:
     raise UserError(f"bootstrap: {n_bootstrap} resamples; a 95 % interval needs at least "
                     f"{MIN_BOOTSTRAP} (0 for none)")
@@ -126,20 +126,23 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
   result = dict(zip(form.names, theta.tolist()))
   result.update(objective=f, r2=r_squared(pred, points.loss), n_points=len(points),
                 weights=weights_mode, huber_delta=HUBER_DELTA,
-                multiplier={str(p): float(multiplier(theta[3], p)) for p in MULTIPLIER_P},
+                multiplier={str(p): float(form.multiplier(theta, p)) for p in MULTIPLIER_P},
                 points=[{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q),
-                         **({"loss_sem": float(s)} if points.loss_sem is not None else {})}
-                        for n, p, l, q, s in zip(points.N, points.P, points.loss, pred,
-                                                 points.loss_sem if points.loss_sem is not None
-                                                 else [None] * len(points))])
+                         **({"loss_sem": float(s)} if points.loss_sem is not None else {}),
+                         **({"seeds": int(r)} if r is not None else {})}
+                        for n, p, l, q, s, r in zip(points.N, points.P, points.loss, pred,
+                                                    points.loss_sem if points.loss_sem is not None
+                                                    else [None] * len(points),
+                                                    points.seeds if points.seeds is not None
+                                                    else [None] * len(points))])
   if n_bootstrap:
     samples = bootstrap(form, theta, points.X, points.loss, n_bootstrap, seed, weights)
     lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
     result["ci95"] = {k: [float(a), float(b)] for k, a, b in zip(form.names, lo, hi)}
-    mult = {str(p): multiplier(samples[:, 3], p) for p in MULTIPLIER_P}
+    mult = {str(p): form.multiplier(samples, p).ravel() for p in MULTIPLIER_P}
     result["multiplier_ci95"] = {p: [float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))]
                                  for p, m in mult.items()}
-    result["k_excludes_zero"] = bool(lo[3] > 1e-6)
+    result["k_excludes_zero"] = bool(result["ci95"]["k"][0] > 1e-6)
     result["bootstrap"] = {"n": int(len(samples)), "requested": n_bootstrap, "seed": seed,
                            "samples": np.round(samples, 8).tolist()}
   result["decreasing_in_N"] = {

@@ -11,19 +11,10 @@ from typing import Callable
 
 import numpy as np
 
+from parscale_jax.scaling import diversity_multiplier, multiplier
+
 HUBER_DELTA = 1e-3  # The paper's Huber threshold on log-loss residuals.
 LOWER_BOUND = 1e-8  # The paper's lower bound on every parameter.
-
-
-def multiplier(k, P):
-  """k·ln P + 1: how many times the parameters P streams are worth, by the paper's law."""
-  return k * np.log(P) + 1.0
-
-
-def diversity_multiplier(P, rho, alpha):
-  """(P / ((P - 1)·rho + 1))^(1/alpha): the parameters P streams whose residuals correlate by rho
-  are worth, by the paper's theory (the `diversity` form below)."""
-  return (P / ((P - 1.0) * rho + 1.0)) ** (1.0 / alpha)
 
 
 def _x(A, N, denominator):
@@ -89,42 +80,76 @@ class LawForm:
   grid: tuple[tuple[float, ...], ...]  # Starting values per parameter; all combinations are tried.
   formula: str
   covariates: tuple[str, ...] = ("N", "P")  # What predict takes after theta.
+  # How many times N the parameters P streams are worth: m(params, P), params by name. Every (N, P)
+  # form here is L = E + (A·1e9 / (N·m))^alpha, which `params_for_loss` inverts. None for the
+  # forms over tokens, whose worth of streams also depends on D.
+  n_multiplier: Callable | None = None
+
+  def params(self, theta) -> dict:
+    """theta [K] -> {name: value}; theta [S, K] -> {name: column [S, 1]} (broadcasts against
+    points, as predict does)."""
+    theta = np.asarray(theta, float)
+    if theta.ndim == 1:
+      return {name: theta[i] for i, name in enumerate(self.names)}
+    return {name: theta[:, i:i + 1] for i, name in enumerate(self.names)}
+
+  def theta(self, params) -> np.ndarray:
+    """{name: value} (a mapping, e.g. a fit.json group) -> theta [K] in this form's order."""
+    return np.array([float(params[name]) for name in self.names])
+
+  def multiplier(self, theta, P):
+    """The N multiplier P streams are worth under theta ([K], or [S, K] giving [S, len(P)])."""
+    return self.n_multiplier(self.params(theta), np.asarray(P, float))
+
+  def params_for_loss(self, theta, loss, P):
+    """N at which P streams reach `loss` under theta [K] (inf where the loss is at or below E)."""
+    p, loss = self.params(theta), np.asarray(loss, float)
+    with np.errstate(all="ignore"):
+      n = p["A"] * 1e9 / ((loss - p["E"]) ** (1.0 / p["alpha"]) * self.multiplier(theta, P))
+    return np.where(loss > p["E"], n, np.inf)
 
 
-_E0 = tuple(np.exp([-1.0, -0.5, 0.0]))
-_A0 = tuple(np.exp([-4.0, -2.0, 0.0, 2.0, 4.0]))
-_ALPHA0 = (0.0, 0.5, 1.0, 1.5, 2.0)
+# Starting values shared by the forms (a new form may use them).
+E0 = tuple(np.exp([-1.0, -0.5, 0.0]))
+A0 = tuple(np.exp([-4.0, -2.0, 0.0, 2.0, 4.0]))
+ALPHA0 = (0.0, 0.5, 1.0, 1.5, 2.0)
 
+# The law and its competitors; a new form is one entry (the sweep reports compare them all).
 FORMS: dict[str, LawForm] = {
     "parscale": LawForm("parscale", ("E", "A", "alpha", "k"), parscale,
-                        (_E0, _A0, _ALPHA0, (0.2, 0.4, 0.6, 0.8)),
-                        "L = E + (A*1e9 / (N*(k*ln P + 1)))^alpha"),
+                        (E0, A0, ALPHA0, (0.2, 0.4, 0.6, 0.8)),
+                        "L = E + (A*1e9 / (N*(k*ln P + 1)))^alpha",
+                        n_multiplier=lambda p, P: multiplier(p["k"], P)),
     "diversity": LawForm("diversity", ("E", "A", "alpha", "rho"), diversity,
-                         (_E0, _A0, _ALPHA0, (0.2, 0.4, 0.6, 0.8)),
+                         (E0, A0, ALPHA0, (0.2, 0.4, 0.6, 0.8)),
                          "L = (A*1e9 / (N*P^(1/alpha)*DIVERSITY))^alpha + E, "
-                         "DIVERSITY = [(P-1)*rho + 1]^(-1/alpha)"),
+                         "DIVERSITY = [(P-1)*rho + 1]^(-1/alpha)",
+                         n_multiplier=lambda p, P: diversity_multiplier(P, p["rho"], p["alpha"])),
     "power": LawForm("power", ("E", "A", "alpha", "gamma"), power_in_p,
-                     (_E0, _A0, _ALPHA0, (0.05, 0.1, 0.2, 0.4)),
-                     "L = E + (A*1e9 / (N*P^gamma))^alpha"),
+                     (E0, A0, ALPHA0, (0.05, 0.1, 0.2, 0.4)),
+                     "L = E + (A*1e9 / (N*P^gamma))^alpha",
+                     n_multiplier=lambda p, P: P ** p["gamma"]),
     "p_independent": LawForm("p_independent", ("E", "A", "alpha"), p_independent,
-                             (_E0, _A0, _ALPHA0), "L = E + (A*1e9 / N)^alpha"),
+                             (E0, A0, ALPHA0), "L = E + (A*1e9 / N)^alpha",
+                             n_multiplier=lambda p, P: np.ones_like(P)),
 }
+LAW = FORMS["parscale"]  # The paper's law: what fits, reports, plans and costs use.
 
 
-_B0 = tuple(np.exp([-8.0, -5.0, -2.0]))
-_BETA0 = (0.3, 0.7)
+B0 = tuple(np.exp([-8.0, -5.0, -2.0]))
+BETA0 = (0.3, 0.7)
 
 # Laws over (N, P, D), fitted where a table has runs at several token budgets. k stays at index 3
 # of the paper's form with data, as in the paper's law.
 DATA_FORMS: dict[str, LawForm] = {
     "parscale_data": LawForm("parscale_data", ("E", "A", "alpha", "k", "B", "beta"),
                              parscale_with_data,
-                             (_E0, _A0[::2], (0.5, 1.0), (0.2, 0.6), _B0, _BETA0),
+                             (E0, A0[::2], (0.5, 1.0), (0.2, 0.6), B0, BETA0),
                              "L = E + (A*1e9 / (N*(k*ln P + 1)))^alpha + (B*1e9 / D)^beta",
                              ("N", "P", "D")),
     "diversity_data": LawForm("diversity_data", ("E", "A", "alpha", "B", "beta", "rho_end", "D_rho"),
                               diversity_with_data,
-                              (_E0, _A0[::2], (0.5, 1.0), _B0, _BETA0, (0.3, 0.8), (1.0, 5.0)),
+                              (E0, A0[::2], (0.5, 1.0), B0, BETA0, (0.3, 0.8), (1.0, 5.0)),
                               "L = E + (A*1e9/N)^alpha * ((P-1)*rho(D) + 1)/P + (B*1e9 / D)^beta, "
                               "rho(D) = rho_end + (1 - rho_end)*exp(-D / (D_rho*1e6))",
                               ("N", "P", "D")),

@@ -52,6 +52,23 @@ def _sem(g) -> np.ndarray | None:
   return sem if np.isfinite(sem).any() else None
 
 
+def error_bars(g) -> str:
+  """What the error bars are: the SE over seeds, or a single run's validation SE."""
+  seeds = [p.get("seeds") for p in g["points"]]
+  if all(n is None for n in seeds):  # A fit.json from before it recorded seeds.
+    return "bars: ± SE"
+  if all(n is not None and n > 1 for n in seeds):
+    return "bars: ± SE over seeds"
+  if all(n == 1 for n in seeds):
+    return "bars: ± validation SE (one seed)"
+  return "bars: ± SE over seeds, validation SE where one seed"
+
+
+def n_axis(fit: FitResult) -> str:
+  """The x axis of a loss-vs-N plot: the count the fit used."""
+  return f"N ({fit.doc.get('N', 'non-embedding parameters')})"
+
+
 def _dots(ax, x, y, sem, color, label):
   """Points, with ± one standard error over seeds as error bars where known."""
   if sem is None:
@@ -75,18 +92,20 @@ def _human(x: float) -> str:
   return f"{x:.3g}"
 
 
-def _label(ax, xlabel: str, ylabel: str, title: str, log_base: int = 10, legend_size: int = 8):
+def _label(ax, xlabel: str, ylabel: str, title: str, log_base: int = 10, legend_size: int = 8,
+           bars: str = "bars: ± SE over seeds", subs=(1.0, 2.0, 5.0)):
   ax.set_xscale("log", base=log_base)
   if log_base == 10:  # Plain numbers at 1-2-5 steps: a log axis over less than a decade keeps labels.
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: _human(x)))
   else:
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-  ax.set_title(title + ("" if not ax.containers else "  (bars: ± SE over seeds)"), fontsize=9)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+  ax.set_title(title + ("" if not ax.containers else f"\n({bars})"), fontsize=9)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -113,9 +132,10 @@ def loss_vs_n(fit, out):
       ax.plot(inside, law.predict(inside, p), color=colors[p], lw=1.2)
       for end in (np.geomspace(N.min() / 1.3, N.min(), 10), np.geomspace(N.max(), N.max() * 1.3, 10)):
         ax.plot(end, law.predict(end, p), color=colors[p], lw=1.0, ls="--")
+    ax.plot([], [], color="gray", lw=1.0, ls="--", label="law beyond the data")
     _clip_to_data(ax, L)
-    _label(ax, "N (non-embedding parameters)", "validation loss",
-           f"{name}: k={law.k:.3g}, alpha={law.alpha:.3g}, E={law.E:.3g}{_status(g)}")
+    _label(ax, n_axis(fit), "validation loss",
+           f"{name}: k={law.k:.3g}, alpha={law.alpha:.3g}, E={law.E:.3g}{_status(g)}", bars=error_bars(g))
   return _save(fig, out, "loss_vs_N")
 
 
@@ -134,7 +154,7 @@ def loss_vs_p(fit, out):
     ax.set_xticks(sorted(set(P)))
     _clip_to_data(ax, L)
     _label(ax, "P (parallel streams)", "validation loss", f"{name}{_status(g)}", log_base=2,
-           legend_size=7)
+           legend_size=7, bars=error_bars(g))
   return _save(fig, out, "loss_vs_P")
 
 
@@ -143,17 +163,24 @@ def multiplier(fit, out):
   for name, g, law, ax in panels:
     p_max = max(p["P"] for p in g["points"])  # The data's range: no extrapolation in P.
     pgrid = np.linspace(1, p_max, 100)
+    ax.set_xticks(sorted({p["P"] for p in g["points"]}))
+    if not g.get("identified", True):  # As the report: no multiplier from a law the data do not pin.
+      ax.text(0.5, 0.5, "law not identified:\nno multiplier", ha="center", va="center",
+              transform=ax.transAxes)
+      ax.set_xlim(1, max(p_max, 2))
+      ax.set_ylim(0.9, 2.0)
+      _label(ax, "P", "parameter multiplier", f"{name}{_status(g)}", log_base=2)
+      continue
     ax.plot(pgrid, law.multiplier(pgrid), color="C0", label=f"k={law.k:.3g}")
     samples = np.asarray(g.get("bootstrap", {}).get("samples", []))
     if samples.size:
       with np.errstate(all="ignore"):  # A runaway fit's draws overflow; they fall off the axis.
-        band = law_forms.multiplier(samples[:, 3:4], pgrid[None])
+        band = law_forms.LAW.multiplier(samples, pgrid)
         lo, hi = np.nanpercentile(band, [2.5, 97.5], axis=0)
       ax.fill_between(pgrid, lo, hi, color="C0", alpha=0.25, label="95 % interval")
       # Up to the band and the curve, but never beyond 10x: a runaway k must not flatten the plot.
       top = np.nanmax(np.concatenate([hi, law.multiplier(pgrid)]))
       ax.set_ylim(0.9, 1.05 * (min(float(top), 10.0) if np.isfinite(top) else 10.0))
-    ax.set_xticks(sorted({p["P"] for p in g["points"]}))
     _label(ax, "P", "parameter multiplier", f"{name}{_status(g)}", log_base=2)
   return _save(fig, out, "multiplier")
 
@@ -167,7 +194,7 @@ def residuals(fit, out):
       sel = P == p
       ax.scatter(N[sel], L[sel] - pred[sel], color=colors[p], label=f"P={p:g}")
     ax.axhline(0, color="gray", lw=0.8)
-    _label(ax, "N", "residual", f"{name}: R²={g['r2']:.4f}{_status(g)}")
+    _label(ax, n_axis(fit), "residual", f"{name}: R²={g['r2']:.4f}{_status(g)}", subs=(1.0,))
   return _save(fig, out, "residuals")
 
 

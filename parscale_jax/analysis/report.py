@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from parscale_jax.atomic import write_text_atomic
+from parscale_jax.rundir import REPORT
+
 
 def _ci(g, key):
   ci = g.get("ci95", {}).get(key)
@@ -105,6 +108,6 @@ def token_axis_lines(doc: dict) -> list[str]:
 
 
 def write_report(doc: dict, out: Path, title: str, preamble: str = "") -> Path:
-  path = Path(out) / "report.md"
-  path.write_text(f"# {title}\n\n{preamble}{fit_markdown(doc)}")
+  path = Path(out) / REPORT
+  write_text_atomic(path, f"# {title}\n\n{preamble}{fit_markdown(doc)}")
   return path

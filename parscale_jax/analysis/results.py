@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.analysis.law import FORMS, multiplier, parscale
+from parscale_jax.analysis.law import LAW
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.errors import UserError
 
@@ -27,7 +27,7 @@ N_MEANING = {"N": "non-embedding parameters, ParScale's own included",
 
 
 def fit_document(groups: dict, source: str, n_column: str = "N") -> dict:
-  return {"version": VERSION, "law": FORMS["parscale"].formula, "source": source,
+  return {"version": VERSION, "law": LAW.formula, "source": source,
           "N": N_MEANING.get(n_column, n_column), "groups": groups}
 
 
@@ -59,16 +59,20 @@ class FittedLaw:
                     f"({'; '.join(self.not_identified)}): its predictions are no finding",
                     NotIdentifiedWarning, stacklevel=3)
 
+  @property
+  def theta(self) -> np.ndarray:
+    """The parameters in the law's order (law.LAW.names)."""
+    return LAW.theta(dataclasses.asdict(self))
+
   def predict(self, N, P):
     """Predicted loss at non-embedding parameters N and P streams."""
     self._warn()
-    theta = np.array([[self.E, self.A, self.alpha, self.k]])
     N, P = np.broadcast_arrays(np.asarray(N, float), np.asarray(P, float))
-    return parscale(theta, N.ravel(), P.ravel())[0].reshape(N.shape)[()]
+    return LAW.predict(self.theta[None], N.ravel(), P.ravel())[0].reshape(N.shape)[()]
 
   def multiplier(self, P):
     """k·ln P + 1: how many times the parameters P streams are worth."""
-    return multiplier(self.k, np.asarray(P, float))
+    return LAW.multiplier(self.theta, P)
 
   def equivalent_params(self, N, P):
     """The parameter count that a single stream would need to match N parameters at P streams."""
@@ -77,10 +81,7 @@ class FittedLaw:
 
   def params_for_loss(self, loss, P=1):
     """N at which P streams reach `loss` (inf where the loss is at or below E)."""
-    loss = np.asarray(loss, float)
-    with np.errstate(all="ignore"):
-      n = self.A * 1e9 / ((loss - self.E) ** (1.0 / self.alpha) * self.multiplier(P))
-    return np.where(loss > self.E, n, np.inf)
+    return LAW.params_for_loss(self.theta, loss, P)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +100,8 @@ class FitResult:
     if group not in self.doc["groups"]:
       raise UserError(f"fit has no group {group!r} (groups: {', '.join(self.groups)})")
     g = self.doc["groups"][group]
-    return FittedLaw(g["E"], g["A"], g["alpha"], g["k"], group,
-                     tuple(g.get("not_identified") or ()))
+    return FittedLaw(**{name: g[name] for name in LAW.names}, group=group,
+                     not_identified=tuple(g.get("not_identified") or ()))
 
   def predict(self, N, P, group: str | None = None):
     return self.law(group).predict(N, P)
@@ -123,11 +124,11 @@ def load_fit(path: str | Path) -> FitResult:
   for name, g in doc["groups"].items():
     if not isinstance(g, dict):
       raise UserError(f"{path}: group {name!r} is not a mapping")
-    for key in ("E", "A", "alpha", "k", "objective", "r2"):
+    for key in (*LAW.names, "objective", "r2"):
       # bool is an int in Python: `k: true` is no number.
       if isinstance(g.get(key), bool) or not isinstance(g.get(key), (int, float)) or not math.isfinite(g[key]):
         raise UserError(f"{path}: group {name!r} has no valid {key!r}")
-    for key in ("E", "A", "alpha", "k"):  # The law's parameters are positive (fitted >= 1e-8).
+    for key in LAW.names:  # The law's parameters are positive (fitted >= 1e-8).
       if g[key] <= 0:
         raise UserError(f"{path}: group {name!r} has {key} = {g[key]:g}; the law needs {key} > 0")
   return FitResult(doc)

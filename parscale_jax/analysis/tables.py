@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from parscale_jax.analysis.data import paper_table
-from parscale_jax.analysis.stats import standard_error
+from parscale_jax.stats import standard_error
 from parscale_jax.errors import UserError
 
 @dataclasses.dataclass

@@ -120,6 +120,7 @@ def register(sub) -> None:
 def _plan(args) -> None:
   import numpy as np
 
+  from parscale_jax.analysis.law import LAW
   from parscale_jax.analysis.results import load_fit, paper_fit
   from parscale_jax.cost.devices import DEVICES, measure_cpu
   from parscale_jax.cost.model import Workload
@@ -151,7 +152,7 @@ def _plan(args) -> None:
   constraint = Constraint(args.max_memory_gb, args.max_latency_ms, args.target_loss, args.train_flops,
                           args.train_tokens)
   workload = Workload(args.batch, args.input_tokens, args.output_tokens, prefix_mode=args.prefix_mode)
-  result = plan([g[k] for k in ("E", "A", "alpha", "k")], preset(args.size, prefix_tokens=48), device,
+  result = plan(LAW.theta(g), preset(args.size, prefix_tokens=48), device,
                 constraint, samples=samples, Ps=Ps, workload=workload,
                 fit_source=f"{args.fit}, {group}", max_fitted_P=max_fitted)
   if args.plot:

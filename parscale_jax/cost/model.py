@@ -16,7 +16,7 @@ import math
 
 from scipy.optimize import brentq
 
-from parscale_jax.analysis.law import multiplier
+from parscale_jax.scaling import multiplier
 from parscale_jax.cost.devices import Device
 from parscale_jax.errors import UserError
 from parscale_jax.model.accounting import param_counts

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from parscale_jax.analysis.law import multiplier, parscale
+from parscale_jax.analysis.law import LAW
 from parscale_jax.cost.devices import Device
 from parscale_jax.cost.model import Workload, inference_cost, scaled_config
 from parscale_jax.errors import UserError
@@ -82,7 +82,7 @@ class Plan:
 
 
 def _losses(theta, N, P) -> np.ndarray:
-  return parscale(np.atleast_2d(theta), np.asarray(N, float), np.asarray(P, float))
+  return LAW.predict(np.atleast_2d(theta), np.asarray(N, float), np.asarray(P, float))
 
 
 def candidate(config: ModelConfig, theta, samples, device: Device, w: Workload, seq_len: int,
@@ -145,9 +145,7 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
   bootstrap draws [S, 4], for intervals and the flip share; n_values: backbone sizes to consider
   (default: 40 sizes from 1/8 to 8 times base's); max_fitted_P: the largest P the law was fitted
   on, beyond which a recommendation is flagged as an extrapolation."""
-  if hasattr(theta, "alpha"):  # A FittedLaw.
-    theta = (theta.E, theta.A, theta.alpha, theta.k)
-  theta = np.asarray(theta, float)
+  theta = np.asarray(theta.theta if hasattr(theta, "theta") else theta, float)  # A FittedLaw, or theta.
   if n_values is None:
     n0 = param_counts(dataclasses.replace(base, P=1)).backbone
     n_values = np.geomspace(n0 / 8, n0 * 8, 40)
@@ -161,7 +159,7 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
   runner = rival
   if best.P > 1:
     # P = 1 at the recommendation's predicted loss, solved exactly: what the streams are worth.
-    equal = scaled_config(dataclasses.replace(base, P=1), best.N * float(multiplier(theta[3], best.P)))
+    equal = scaled_config(dataclasses.replace(base, P=1), best.N * float(LAW.multiplier(theta, best.P)))
     runner = candidate(equal, theta, samples, device, workload, seq_len, tokens)
   comparison = ""
   if runner is not None:
@@ -191,5 +189,5 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
                  "family": {"layers": base.num_layers, "heads": base.num_heads,
                             "kv_heads": base.num_kv_heads, "vocab": base.vocab_size,
                             "prefix_tokens": base.prefix_tokens},
-                 "fit": fit_source, "max_fitted_P": max_fitted_P, "law": dict(zip(("E", "A", "alpha", "k"), theta.tolist()))}
+                 "fit": fit_source, "max_fitted_P": max_fitted_P, "law": dict(zip(LAW.names, theta.tolist()))}
   return Plan(best, runner, comparison, flip, pareto_front(cands), assumptions, extrapolated, unbound)

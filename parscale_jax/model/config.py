@@ -33,10 +33,11 @@ class ModelConfig:
   # Prefix init std (the reference leaves its prefix uninitialised, hence its NaNs). 0.5 made
   # P = 4 worse by 0.025 +- 0.002 nats than 0.02 at l4-200k (analysis/results/cpu_streams).
   prefix_init_std: float = 0.02
-  # How training parameterises the prefix. raw: the prefix tensors themselves. mlp: the paper's
-  # reparameterisation (prefix tuning, Li & Liang 2021): per layer, a table of P vectors through an
-  # MLP (tanh) that outputs each stream's key and value prefix; export folds it into a raw prefix.
-  prefix_param: Literal["raw", "mlp"] = "raw"
+  # How training parameterises the prefix (a form of model/prefix.py). raw: the prefix tensors
+  # themselves. mlp: the paper's reparameterisation (prefix tuning, Li & Liang 2021): per layer, a
+  # table of P vectors through an MLP (tanh) that outputs each stream's key and value prefix;
+  # export folds it into a raw prefix.
+  prefix_param: str = "raw"
   prefix_mlp_dim: int = 128  # mlp: each stream's table vector per layer.
   prefix_mlp_hidden: int = 512  # mlp: the MLP's hidden width.
   # The layer stack as one scanned layer over stacked weights, so that compile time stays flat in
@@ -58,6 +59,9 @@ class ModelConfig:
 
   def __post_init__(self):
     check_choices(self, "model.")
+    from parscale_jax.model.prefix import PREFIX_FORMS  # The forms are modules: JAX loads late.
+    if self.prefix_param not in PREFIX_FORMS:
+      raise ConfigError(f"model.prefix_param: {self.prefix_param!r} is not one of {list(PREFIX_FORMS)}")
     if self.size is not None and (self.size not in PRESETS or any(
         getattr(self, k) != v for k, v in PRESETS[self.size].items())):
       object.__setattr__(self, "size", None)  # Frozen: the one place a field is normalised.

@@ -10,10 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from parscale_jax.atomic import write_text_atomic
 from parscale_jax.configlib import ConfigError
 from parscale_jax.errors import UserError
 from parscale_jax.model.config import ModelConfig
 from parscale_jax.model.parscale import ParScaleLM, abstract_model, combine_prefix
+from parscale_jax.rundir import RunDir
 
 
 class CheckpointError(UserError):
@@ -138,8 +140,8 @@ def checkpoint_folder(path: str | Path) -> Path:
   if not isinstance(path, (str, Path)):
     raise CheckpointError(f"a checkpoint path must be a string or Path, got {type(path).__name__}")
   path = Path(path).expanduser()
-  if (path / "final" / "config.json").exists():
-    return path / "final"
+  if RunDir(path).exported:
+    return RunDir(path).final
   if not (path / "config.json").exists():
     raise CheckpointError(f"{path}: neither a finished run directory nor a Hugging Face checkpoint "
                           f"folder (no config.json)")
@@ -217,4 +219,4 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(path / "model.safetensors", 0o666 & ~umask)
-  (path / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
+  write_text_atomic(path / "config.json", json.dumps(config_to_hf(model.config), indent=2) + "\n")

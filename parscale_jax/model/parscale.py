@@ -16,10 +16,7 @@ from flax import nnx
 from parscale_jax.errors import UserError
 from parscale_jax.model.config import ModelConfig
 from parscale_jax.model.layers import DecoderLayer, Dense, dtype_of, rms_norm, static_rope_tables
-
-
-class ParScaleParam(nnx.Param):
-  """ParScale's own parameters (prefix and aggregator): what a frozen-backbone run trains."""
+from parscale_jax.model.prefix import PREFIX_FORMS, ParScaleParam
 
 
 class Backbone(nnx.Module):
@@ -93,42 +90,6 @@ def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
   return nnx.merge(graphdef, stacked)
 
 
-# E[tanh(z)^2] for z ~ N(0, 1): the mean square of the prefix MLP's hidden units at initialisation.
-_TANH_MEAN_SQUARE = 0.3943
-
-
-class PrefixMLP(nnx.Module):
-  """The reparameterised prefix: per layer l, prefix_p = W2_l · tanh(W1_l · table[p, l] + b1_l) + b2_l,
-  shaped into the key and value prefix [P, L, K, T, H] of every stream.
-
-  One MLP per layer, shared by the streams (as prefix tuning and the paper's appendix describe it:
-  the layers' prefixes differ in role, the streams' only by their table vectors). Initialised so
-  that the produced prefix has the raw prefix's std (prefix_init_std): the table N(0, 1), W1 with
-  std dim^-1/2 (unit-variance pre-activations), W2 scaled by the tanh units' rms; biases zero. The
-  two forms then start from the same prefix distribution and differ only in how they train."""
-
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-    c = config
-    m, h, layers = c.prefix_mlp_dim, c.prefix_mlp_hidden, c.num_layers
-    out = 2 * c.num_kv_heads * c.prefix_tokens * c.head_dim
-    normal = lambda std, shape: nnx.initializers.normal(std)(rngs.params(), shape)
-    self.table = ParScaleParam(normal(1.0, (c.P, layers, m)))
-    self.w1 = ParScaleParam(normal(m ** -0.5, (layers, m, h)))
-    self.b1 = ParScaleParam(jnp.zeros((layers, h)))
-    self.w2 = ParScaleParam(normal(c.prefix_init_std / (h * _TANH_MEAN_SQUARE) ** 0.5,
-                                   (layers, h, out)))
-    self.b2 = ParScaleParam(jnp.zeros((layers, out)))
-    self.shape = (c.P, layers, 2, c.num_kv_heads, c.prefix_tokens, c.head_dim)
-
-  def __call__(self) -> tuple[jax.Array, jax.Array]:
-    """(prefix_k, prefix_v), each [P, L, K, T, H] in float32."""
-    hidden_PxLxH = jnp.tanh(jnp.einsum("plm,lmh->plh", self.table[...], self.w1[...])
-                            + self.b1[...])
-    out_PxLxO = jnp.einsum("plh,lho->plo", hidden_PxLxH, self.w2[...]) + self.b2[...]
-    kv = out_PxLxO.reshape(self.shape)
-    return kv[:, :, 0], kv[:, :, 1]
-
-
 class Aggregator(nnx.Module):
   """Linear(P·D → D) → SiLU → Linear(D → P) over the (hidden, stream)-ordered concatenation."""
 
@@ -164,13 +125,9 @@ class ParScaleLM(nnx.Module):
     # same backbone, embedding and head whatever their P (paired comparisons rely on it).
     if not c.tie_embeddings:
       self.lm_head = Dense(c.hidden_size, c.vocab_size, c, rngs, bias=False)
-    if c.has_prefix and c.prefix_param == "mlp":
-      self.prefix_mlp = PrefixMLP(c, rngs)
-    elif c.has_prefix:
-      shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
-      init = nnx.initializers.normal(c.prefix_init_std)
-      self.prefix_k = ParScaleParam(init(rngs.params(), shape))
-      self.prefix_v = ParScaleParam(init(rngs.params(), shape))
+    if c.has_prefix:  # The form's own attributes (prefix_k/prefix_v, prefix_mlp, ...).
+      for name, value in PREFIX_FORMS[c.prefix_param].build(c, rngs).items():
+        setattr(self, name, value)
     if c.has_aggregator:
       self.aggregator = Aggregator(c, rngs)
 
@@ -246,9 +203,7 @@ class ParScaleLM(nnx.Module):
 
   def prefixes(self) -> tuple[jax.Array, jax.Array]:
     """Every stream's key and value prefix, [P, L, K, T, H] each (the MLP's output with mlp)."""
-    if self.config.prefix_param == "mlp":
-      return self.prefix_mlp()
-    return self.prefix_k[...], self.prefix_v[...]
+    return PREFIX_FORMS[self.config.prefix_param].prefixes(self)
 
   def aggregate(self, h_PxBxSxD):
     c = self.config
@@ -270,8 +225,9 @@ class ParScaleLM(nnx.Module):
 
 
 def combine_prefix(model: ParScaleLM) -> ParScaleLM:
-  """The same model with a raw prefix: a reparameterised (mlp) prefix evaluated once and stored as
-  the prefix tensors, the form inference, export and the reference use. Other models unchanged."""
+  """The same model with a raw prefix: a reparameterised prefix (mlp, or any other form) evaluated
+  once and stored as the prefix tensors, the form inference, export and the reference use. Other
+  models unchanged."""
   c = model.config
   if not c.has_prefix or c.prefix_param == "raw":
     return model

@@ -5,20 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.analysis.stats import standard_error, t_interval
-
-
-def _paired(a: dict, b: dict) -> np.ndarray:
-  """b - a over the seeds both have."""
-  return np.array([b[s] - a[s] for s in sorted(set(a) & set(b))])
-
-
-def _fmt(diffs: np.ndarray) -> str:
-  if len(diffs) == 0:
-    return ""
-  if len(diffs) == 1:
-    return f"{diffs[0]:+.4f}"
-  return f"{diffs.mean():+.4f} ± {standard_error(diffs):.4f}"
+from parscale_jax.stats import mean_se, paired_differences, standard_error, t_interval
 
 
 def settings_table(rows: list[dict]) -> str:
@@ -38,18 +25,18 @@ def settings_table(rows: list[dict]) -> str:
     sizes = sorted({s for s, p in cells if p == 1}, key=lambda s: n_of[s])
     if len(sizes) < 2:
       continue
-    gap = _paired(cells[(sizes[-1], 1)], cells[(sizes[0], 1)])
+    gap = paired_differences(cells[(sizes[0], 1)], cells[(sizes[-1], 1)])
     ratio = f" ({gap.mean() / standard_error(gap):.1f}×)" if len(gap) > 1 and standard_error(gap) > 0 else ""
     variances = [np.var(list(v.values()), ddof=1) for v in cells.values() if len(v) > 1]
     sd = f"{np.sqrt(np.mean(variances)):.4f}" if variances else ""
     gains = []
     for p in ps:
-      diffs = np.concatenate([_paired(cells[(s, 1)], cells[(s, p)]) for s in sizes
+      diffs = np.concatenate([paired_differences(cells[(s, p)], cells[(s, 1)]) for s in sizes
                               if (s, p) in cells] or [np.array([])])
-      ends = [_fmt(_paired(cells[(s, 1)], cells[(s, p)])) if (s, p) in cells else ""
+      ends = [mean_se(paired_differences(cells[(s, p)], cells[(s, 1)])) if (s, p) in cells else ""
               for s in (sizes[0], sizes[-1])]
-      gains.append(_fmt(diffs) + _interval(diffs) + f"; {ends[0]} / {ends[1]}")
-    lines.append(f"| {stage} | {_fmt(gap)}{ratio} | {sd} | " + " | ".join(gains) + " |")
+      gains.append(mean_se(diffs) + _interval(diffs) + f"; {ends[0]} / {ends[1]}")
+    lines.append(f"| {stage} | {mean_se(gap)}{ratio} | {sd} | " + " | ".join(gains) + " |")
   return "\n".join(lines) if len(lines) > 2 else ""
 
 

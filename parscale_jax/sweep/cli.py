@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from parscale_jax.rundir import CONFIG, REPORT, ResultsDir, local_or_published
+
 
 def _results(args, spec) -> Path:
   from parscale_jax.sweep.runner import default_results_dir
@@ -20,12 +22,12 @@ def _run(args) -> None:
                    analyze=not args.no_analysis)
   done = sum(r["status"] == "done" for r in rows)
   print(f"{done}/{len(rows)} runs done")
-  print(f"table:  {results / 'table.csv'}")
+  print(f"table:  {ResultsDir(results).table}")
   if (results / "fit" / "fit.json").exists() and not args.no_analysis:
     print(f"fit:    {results / 'fit' / 'fit.json'}")
     print(f"plots:  {results / 'fit'}/*.png")
   if not args.no_analysis:
-    print(f"report: {results / 'report.md'}")
+    print(f"report: {results / REPORT}")
     for line in verdict_lines(results / "fit"):
       print(line)
 
@@ -61,7 +63,7 @@ def _report(args) -> None:
   rows = report_sweep(spec, results)
   done = sum(r["status"] == "done" for r in rows)
   print(f"{done}/{len(rows)} runs done")
-  print(f"report: {results / 'report.md'}")
+  print(f"report: {results / REPORT}")
   if spec.publish_dir is not None:
     print(f"published: {spec.publish_dir}")
 
@@ -85,10 +87,9 @@ def _status(args) -> None:
     if changed:  # Its loss is not this file's result.
       state, detail = "stale", f"trained with other settings (differs in: {', '.join(changed)})"
     counts[state] = counts.get(state, 0) + 1
-    ckpts = results / "runs" / run.run_id / "checkpoints"
-    if state == "pending" and ckpts.exists():
-      steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
-      detail = f"resumes from step {max(steps)}" if steps else detail
+    resume = ResultsDir(results).run(run.run_id).latest_checkpoint()
+    if state == "pending" and resume is not None:
+      detail = f"resumes from step {resume}"
     loss_text = "-" if loss is None else format(loss, ".4f")
     print(f"{run.run_id:<48} {state:<8} {loss_text:>8}  {detail}")
   print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
@@ -96,15 +97,12 @@ def _status(args) -> None:
 
 def _trained_otherwise(run, results: Path, published) -> list[str]:
   """The settings in which the run's saved config (here, else published) differs from the file's."""
-  from parscale_jax.configlib import yaml_load
   from parscale_jax.train.config import config_differences
 
-  for folder in (results, published):
-    saved = None if folder is None else folder / "runs" / run.run_id / "config.yaml"
-    if saved is not None and saved.exists():
-      return config_differences(yaml_load(saved.read_text()), run.train_config(results),
-                                ignore=("wandb", "init_from"))
-  return []
+  found = local_or_published(results, published, run.run_id, needs=CONFIG)
+  if found is None:
+    return []
+  return config_differences(found.saved_config(), run.train_config(results), ignore=("wandb", "init_from"))
 
 
 def _check(args) -> None:

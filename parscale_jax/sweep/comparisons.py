@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.analysis.stats import standard_error, t_interval
+from parscale_jax.stats import mean_se, standard_error, t_interval
 
 
 # Axes that place a run in the N x P grid, not in a setting: P, seed and whatever sets the size.
@@ -50,13 +50,6 @@ def loss_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def _mean_sem(values) -> str:
-  values = np.asarray(values, float)
-  if len(values) < 2:
-    return f"{values.mean():+.4f}"
-  return f"{values.mean():+.4f} ± {standard_error(values):.4f}"
-
-
 def _p1_losses(done: list[dict], stage: str) -> dict | None:
   """The stage's P = 1 loss by (size, seed); None where other grid axes (a pilot's learning rate)
   give several runs per pair, so that a pairing would be ambiguous."""
@@ -93,7 +86,7 @@ def stage_comparison(rows: list[dict], reference: str) -> str:
       cells = []
       for stage in columns:
         diffs = _minus_p1(done, base, stage, p, size)
-        cells.append(_mean_sem(diffs) if len(diffs) else "")
+        cells.append(mean_se(diffs) if len(diffs) else "")
       lines.append(f"| {p} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)

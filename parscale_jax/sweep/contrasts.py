@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.analysis.stats import mean_se_interval, paired_differences, standard_error
+from parscale_jax.stats import mean_se_interval, paired_differences, standard_error
+from parscale_jax.atomic import write_text_atomic
+from parscale_jax.rundir import DIVERSITY, ResultsDir, local_or_published
 
 _PAIRING_AXES = ("grid.variant", "grid.seed")
 
@@ -74,13 +76,9 @@ def diversity_table(rows: list[dict], results_dir: Path, published: Path | None)
   for r in rows:
     if r["status"] != "done" or not r.get("grid.variant"):
       continue
-    doc = None
-    for base in (Path(results_dir), published):
-      path = None if base is None else base / "runs" / r["run_id"] / "diversity.json"
-      if path is not None and path.exists():
-        doc = json.loads(path.read_text())
-        break
-    if doc is not None:
+    found = local_or_published(results_dir, published, r["run_id"], needs=DIVERSITY)
+    if found is not None:
+      doc = json.loads(found.diversity.read_text())
       cells.setdefault((_label(_setting(r)), r["grid.variant"]), []).append(doc)
   if not cells:
     return ""
@@ -111,15 +109,14 @@ def measure_diversity(spec, results_dir: Path, rows: list[dict], published: Path
   alpha = None
   by_id = {r.run_id: r for r in spec.runs}
   for row in rows:
-    workdir = Path(results_dir) / "runs" / row["run_id"]
-    if (row["status"] != "done" or (row.get("P") or 1) < 2 or (workdir / "diversity.json").exists()
-        or not (workdir / "final" / "config.json").exists()):
+    run_dir = ResultsDir(results_dir).run(row["run_id"])
+    if row["status"] != "done" or (row.get("P") or 1) < 2 or run_dir.diversity.exists() or not run_dir.exported:
       continue
     alpha = alpha or paper_law().alpha
     data = by_id[row["run_id"]].train_config(Path(results_dir)).data
     data = dataclasses.replace(data, val_tokens=min(data.val_tokens, DIVERSITY_TOKENS))
-    doc = diversity_checkpoint(workdir, data, alpha)
-    (workdir / "diversity.json").write_text(json.dumps(doc, indent=1) + "\n")
+    doc = diversity_checkpoint(run_dir.path, data, alpha)
+    write_text_atomic(run_dir.diversity, json.dumps(doc, indent=1) + "\n")
     log(f"{row['run_id']}: rho={doc['rho']:.4f}")
     if published is not None:
       publish_run(results_dir, row["run_id"], published)

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from parscale_jax.analysis.plots import value_colors  # noqa: E402
+from parscale_jax.rundir import METRICS, ResultsDir, local_or_published  # noqa: E402
 from parscale_jax.sweep.comparisons import setting_label, settings_and_sizes  # noqa: E402
 from parscale_jax.train.metrics import read_metrics  # noqa: E402
 
@@ -50,10 +51,8 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path, published: Path 
   the `published` copy); returns the paths written (none, and any old plot removed, when no run
   has a curve)."""
   def run_dir(run_id):
-    local = Path(results_dir) / "runs" / run_id
-    if published is None or (local / "metrics.jsonl").exists():
-      return local
-    return Path(published) / "runs" / run_id
+    found = local_or_published(results_dir, published, run_id, needs=METRICS)
+    return ResultsDir(results_dir).run(run_id).path if found is None else found.path
 
   curves = {}
   for r in rows:

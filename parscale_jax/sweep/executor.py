@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from parscale_jax.locks import DirLock
+from parscale_jax.rundir import ATTEMPTS, LOCK, ResultsDir, RunDir
 
 
 def limit_threads(threads: int, cpus: list[int] | None = None) -> None:
@@ -48,11 +49,11 @@ def _die_with_parent() -> None:
 
 def RunLock(workdir: Path) -> DirLock:
   """The sweep's lock on a run's workdir (the trainer holds its own, .train.lock, inside it)."""
-  return DirLock(workdir, ".lock")
+  return DirLock(workdir, LOCK)
 
 
 def is_locked(workdir: Path) -> bool:
-  if not (workdir / ".lock").exists():
+  if not (workdir / LOCK).exists():
     return False
   try:
     lock = RunLock(workdir)
@@ -70,7 +71,7 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
   from parscale_jax.train.run_record import RunRecord, failure_reason, read_result
 
   results_dir = Path(results_dir)
-  workdir = results_dir / "runs" / run.run_id
+  workdir = ResultsDir(results_dir).run(run.run_id).path
   lock = RunLock(workdir)
   if not lock.acquire():
     return {"run_id": run.run_id, "status": "running", "skipped": "locked by another process"}
@@ -79,10 +80,10 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
     if previous and (previous.get("status") == "done" or
                      (previous.get("status") == "failed" and not retry_failed)):
       return dict(previous, skipped="finished before")
-    with open(workdir / "attempts.jsonl", "a") as f:
+    with open(workdir / ATTEMPTS, "a") as f:
       f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time()}) + "\n")
     if run.init_from_run:
-      parent = read_result(results_dir / "runs" / run.init_from_run)
+      parent = read_result(ResultsDir(results_dir).run(run.init_from_run).path)
       if not parent or parent.get("status") != "done":
         raise RuntimeError(f"init_from run {run.init_from_run} has not finished")
     from parscale_jax.train.trainer import train
@@ -109,8 +110,8 @@ def drop_checkpoints_of_finished(workdir: Path, result: dict) -> None:
   init_from read), not the checkpoints it would resume from (most of a run's disk: the optimizer
   state of the prefix MLP made the demo's results 980 MB)."""
   import shutil
-  if result.get("status") == "done" and (workdir / "final" / "config.json").exists():
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+  if result.get("status") == "done" and RunDir(workdir).exported:
+    shutil.rmtree(RunDir(workdir).checkpoints, ignore_errors=True)
 
 
 def execute_chain(runs, results_dir: str, retry_failed: bool = False) -> list[dict]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from parscale_jax.configlib import ConfigError, set_nested
 from parscale_jax.errors import UserError
+from parscale_jax.rundir import BRANCH_POINTS, ResultsDir, RunDir
 
-BRANCH_POINTS = "branch_points"  # The trunk's checkpoint at each cooldown start, kept.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +85,16 @@ def _with(config: dict, **values) -> dict:
 def prepare_branch(branch: Branch, results_dir: Path, workdir: Path, run_id: str) -> None:
   """Gives a branch with no checkpoint of its own the trunk's checkpoint at its cooldown start,
   training the trunk that far first if needed. Nothing to do for a branch that has begun."""
-  from parscale_jax.train.checkpointing import latest_saved_step
   from parscale_jax.train.config import config_from_dict
   from parscale_jax.train.trainer import train
 
-  if latest_saved_step(workdir / "checkpoints") is not None:
+  if RunDir(workdir).latest_checkpoint() is not None:
     return
-  trunk_dir = Path(results_dir) / "trunks" / branch.trunk_id
+  trunk = ResultsDir(results_dir).trunk(branch.trunk_id)
+  trunk_dir = trunk.path
   point = trunk_dir / BRANCH_POINTS / str(branch.start_step)
   if not point.is_dir():
-    reached = latest_saved_step(trunk_dir / "checkpoints")
+    reached = trunk.latest_checkpoint()
     if reached is not None and reached > branch.start_step:
       raise UserError(f"{run_id}: its trunk {trunk_dir} is past step {branch.start_step} and kept "
                       f"no checkpoint there; remove the trunk folder to train it again")
@@ -102,8 +102,8 @@ def prepare_branch(branch: Branch, results_dir: Path, workdir: Path, run_id: str
                    progress=False, until_step=branch.start_step)
     if result.get("status") == "failed":
       raise UserError(f"{run_id}: its trunk failed: {result.get('reason')}")
-    _copy_tree_atomic(trunk_dir / "checkpoints" / str(branch.start_step), point)
-  _copy_tree_atomic(point, workdir / "checkpoints" / str(branch.start_step))
+    _copy_tree_atomic(trunk.checkpoints / str(branch.start_step), point)
+  _copy_tree_atomic(point, RunDir(workdir).checkpoints / str(branch.start_step))
 
 
 def _copy_tree_atomic(source: Path, target: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from parscale_jax.rundir import ResultsDir
 from parscale_jax.train.metrics import read_metrics
 
 
@@ -35,7 +36,7 @@ class SweepProgress:
     for rid, state in states.items():
       total = self.steps[rid] * self.work_per_step[rid]
       step = self.steps[rid] if state in ("done", "failed") else _last_step(
-          self.results_dir / "runs" / rid)
+          ResultsDir(self.results_dir).run(rid).path)
       work_total += total
       work_done += step * self.work_per_step[rid]
     if self.work_at_start is None:

@@ -1,10 +1,11 @@
 """After a sweep: the fit, plots and report, and their publication where the notebook reads them."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+from parscale_jax.atomic import copy_file_atomic, write_text_atomic
 from parscale_jax.errors import UserError
+from parscale_jax.rundir import REPORT, SWEEP_MARK, TABLE, ResultsDir
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
 from parscale_jax.sweep.contrasts import (baseline_table, contrast_table, diversity_table,
@@ -53,7 +54,7 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   if spec.analysis.compare_to:
     from parscale_jax.sweep.table import read_table
     folder = spec.path.parent / spec.analysis.compare_to
-    against = baseline_table(rows, read_table(folder / "table.csv"))
+    against = baseline_table(rows, read_table(ResultsDir(folder).table))
     if against:
       text += [f"## Against {folder.name}", "", f"Validation loss of each run minus `{folder.name}`'s "
                "run of the same size, P, seed and tokens (nats per token), paired; ± is the standard "
@@ -61,9 +62,9 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   if plot_curves(results_dir, rows, results_dir, spec.publish_dir):
     text += ["## Training curves", "", "![training loss against tokens](curves.png)", ""]
   if spec.analysis.fit:
-    text += _fit_section(spec, results_dir / "fit", fit_rows, log)
-  report = results_dir / "report.md"
-  report.write_text("\n".join(text) + "\n")
+    text += fit_section(spec, results_dir / "fit", fit_rows, log)
+  report = results_dir / REPORT
+  write_text_atomic(report, "\n".join(text) + "\n")
   if spec.publish_dir is not None:
     publish(results_dir, spec.publish_dir, log)
   return report
@@ -73,23 +74,22 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
   """Copies the table, report, fit and training curves where the notebooks read them; stale
   plots and fit files go."""
   target.mkdir(parents=True, exist_ok=True)
-  shutil.copy2(results_dir / "table.csv", target / "table.csv")
+  copy_file_atomic(results_dir / TABLE, target / TABLE)
   # The fit's files sit beside the report there, not in fit/.
-  report = (results_dir / "report.md").read_text().replace("](fit/", "](")
-  (target / "report.md").write_text(report)
+  write_text_atomic(target / REPORT, (results_dir / REPORT).read_text().replace("](fit/", "]("))
   for old in target.iterdir():
-    if old.suffix in (".json", ".png", ".pdf") and old.name != "sweep.json":  # Not the owner's mark.
+    if old.suffix in (".json", ".png", ".pdf") and old.name != SWEEP_MARK:  # Not the owner's mark.
       old.unlink()
   fit_dir = results_dir / "fit"
   plots = [results_dir / name for name in ("curves.png", "curves.pdf") if (results_dir / name).exists()]
   if fit_dir.is_dir():
     plots += list(fit_dir.iterdir())
   for path in plots:
-    shutil.copy2(path, target / path.name)
+    copy_file_atomic(path, target / path.name)
   log(f"published: {target}")
 
 
-def _fit_section(spec, fit_dir: Path, fit_rows: list[dict], log) -> list[str]:
+def fit_section(spec, fit_dir: Path, fit_rows: list[dict], log) -> list[str]:
   """The fitted law's report lines, or the reason there is none. N counts every parameter (the
   paper's count) unless analysis.n_column says otherwise; where ParScale's own parameters make the
   two counts differ, the law is also fitted under the other (fit_<count>.json), and shown second."""

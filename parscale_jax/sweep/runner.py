@@ -8,9 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from parscale_jax.configlib import yaml_load
 from parscale_jax.errors import UserError
-
+from parscale_jax.rundir import ATTEMPTS, DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
 from parscale_jax.sweep.executor import chains, execute_chain, execute_chain_ray, init_worker, is_locked
 from parscale_jax.sweep.spec import SweepSpec
 from parscale_jax.sweep.table import publish_run, run_result, write_table
@@ -23,8 +22,7 @@ def default_results_dir(spec: SweepSpec) -> Path:
 
 def run_state(results_dir: Path, run, published: Path | None = None) -> str:
   """done / failed / running / pending; a run published as done (see run_result) is done."""
-  workdir = results_dir / "runs" / run.run_id
-  if is_locked(workdir):
+  if is_locked(ResultsDir(results_dir).run(run.run_id).path):
     return "running"
   result = run_result(results_dir, run.run_id, published)
   if result and result.get("status") in ("done", "failed"):
@@ -73,7 +71,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   results_dir = Path(results_dir)
   if spec.target is not None:
     check_target(spec, results_dir)
-  (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+  ResultsDir(results_dir).runs.mkdir(parents=True, exist_ok=True)
   claim_results_dir(spec, results_dir)
   claim_publish_dir(spec)
   published = spec.publish_dir
@@ -153,7 +151,7 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path, setting: str = "--resu
   from parscale_jax.atomic import create_json_exclusive
   from parscale_jax.train.config import config_differences
 
-  marker = results_dir / "sweep.json"
+  marker = ResultsDir(results_dir).mark
 
   def refuse_another_owner():
     owner = json.loads(marker.read_text()).get("name")
@@ -164,13 +162,13 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path, setting: str = "--resu
   if marker.exists():
     refuse_another_owner()
   for run in spec.runs:
-    saved = results_dir / "runs" / run.run_id / "config.yaml"
-    if not saved.exists():
+    saved = ResultsDir(results_dir).run(run.run_id)
+    if saved.saved_config() is None:
       continue
-    changed = config_differences(yaml_load(saved.read_text()), run.train_config(results_dir),
+    changed = config_differences(saved.saved_config(), run.train_config(results_dir),
                                  ignore=("wandb", "init_from"))
     if changed:
-      raise UserError(f"{saved.parent} was trained with other settings than {spec.path} gives it "
+      raise UserError(f"{saved.path} was trained with other settings than {spec.path} gives it "
                       f"(differs in: {', '.join(changed)}); use another {setting} folder")
   results_dir.mkdir(parents=True, exist_ok=True)
   # Created only if absent: of two sweeps started at once on a new folder, one is refused.
@@ -182,7 +180,7 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
   """Takes over, as done, each pending run whose config another sweep's published run was trained
   with (same model, data, seed and budget: the same computation); its files are copied into this
   sweep's run folder, result.json naming where it came from. Returns how many."""
-  from parscale_jax.sweep.table import PUBLISHED_FILES, copy_run_files
+  from parscale_jax.sweep.table import copy_run_files
   from parscale_jax.train.config import config_differences
   from parscale_jax.train.run_record import RunRecord
 
@@ -190,11 +188,11 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
     return 0
   candidates = []
   for folder in spec.reuse_dirs:
-    for result_path in sorted((folder / "runs").glob("*/result.json")):
-      result = read_result(result_path.parent)
-      config_path = result_path.parent / "config.yaml"
-      if result and result.get("status") == "done" and config_path.exists():
-        candidates.append((result_path.parent, yaml_load(config_path.read_text())))
+    for run_id in ResultsDir(folder).run_ids():
+      source = ResultsDir(folder).run(run_id)
+      result, saved = read_result(source.path), source.saved_config()
+      if result and result.get("status") == "done" and saved is not None:
+        candidates.append((source.path, saved))
   adopted = 0
   for run in spec.runs:
     if run_state(results_dir, run, spec.publish_dir) != "pending":
@@ -204,8 +202,8 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
                    if not config_differences(saved, config, ignore=("wandb", "init_from"))), None)
     if source is None:
       continue
-    target = results_dir / "runs" / run.run_id
-    copy_run_files(source, target, [n for n in PUBLISHED_FILES if n != "result.json"])
+    target = ResultsDir(results_dir).run(run.run_id).path
+    copy_run_files(source, target, [n for n in PUBLISHED_FILES if n != RESULT])
     RunRecord(target, run.run_id).adopt(read_result(source), source)  # Last: now it is done.
     log(f"{run.run_id}: done, reused from {source}")
     adopted += 1
@@ -219,8 +217,8 @@ def publish_finished(spec: SweepSpec, results_dir: Path) -> None:
   if published is None:
     return
   for run in spec.runs:
-    local = read_result(results_dir / "runs" / run.run_id)
-    copy = published / "runs" / run.run_id / "result.json"
+    local = read_result(ResultsDir(results_dir).run(run.run_id).path)
+    copy = ResultsDir(published).run(run.run_id).result
     if copy.exists() and read_result(copy.parent) is None:  # Cut or edited by hand: not trusted.
       print(f"{copy}: unreadable; " + ("published again from the finished run" if local and
             local.get("status") == "done" else "the run counts as not done"), file=sys.stderr)
@@ -232,7 +230,7 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
   """The table, report and publication of the runs finished so far; trains nothing (a sweep
   still running elsewhere keeps going)."""
   results_dir = Path(results_dir)
-  (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+  ResultsDir(results_dir).runs.mkdir(parents=True, exist_ok=True)
   claim_results_dir(spec, results_dir)
   claim_publish_dir(spec)
   publish_finished(spec, results_dir)
@@ -274,8 +272,8 @@ def _gave_up(results_dir: Path, run, log) -> bool:
   """Marks a run failed once the worker training it died MAX_WORKER_DEATHS times (deaths.jsonl,
   written when a pool breaks; a killed sweep kills no worker in this sense); True when failed."""
   from parscale_jax.train.run_record import RunRecord, read_result
-  workdir = results_dir / "runs" / run.run_id
-  deaths = workdir / "deaths.jsonl"
+  workdir = ResultsDir(results_dir).run(run.run_id).path
+  deaths = workdir / DEATHS
   result = read_result(workdir) or {}
   if not deaths.exists() or result.get("status") in ("done", "failed"):
     return False
@@ -305,13 +303,13 @@ def _record_deaths(todo, results_dir: Path, workers: set) -> None:
 
   from parscale_jax.train.run_record import read_result
   for run in todo:
-    workdir = results_dir / "runs" / run.run_id
-    attempts = workdir / "attempts.jsonl"
+    workdir = ResultsDir(results_dir).run(run.run_id).path
+    attempts = workdir / ATTEMPTS
     if not attempts.exists() or (read_result(workdir) or {}).get("status") in ("done", "failed"):
       continue
     lines = attempts.read_text().splitlines()
     if lines and json.loads(lines[-1]).get("pid") in workers:
-      with open(workdir / "deaths.jsonl", "a") as f:
+      with open(workdir / DEATHS, "a") as f:
         f.write(json.dumps({"time": time.time(), "pid": json.loads(lines[-1])["pid"]}) + "\n")
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from parscale_jax.configlib import ConfigError, from_dict, load_yaml, set_nested
+from parscale_jax.rundir import ResultsDir
 from parscale_jax.sweep.ladder import Branch, LadderConfig, expand
 from parscale_jax.train.config import TrainConfig, config_from_dict
 
@@ -94,7 +95,7 @@ class RunSpec:
   def train_config(self, results_dir: Path) -> TrainConfig:
     config = copy.deepcopy(self.config)
     if self.init_from_run:
-      config["init_from"] = str(results_dir / "runs" / self.init_from_run)
+      config["init_from"] = str(ResultsDir(results_dir).run(self.init_from_run).path)
     return config_from_dict(config)
 
 
@@ -233,7 +234,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
       raise ConfigError(f"{path}: analysis.fit_variants: variant {v!r} sets "
                         f"{', '.join(sorted(set(variants[v]) - {'model.P'}))}; a fitted grid's "
                         f"variants may set only model.P")
-  if analysis.compare_to is not None and not (path.parent / analysis.compare_to / "table.csv").exists():
+  if analysis.compare_to is not None and not ResultsDir(path.parent / analysis.compare_to).table.exists():
     raise ConfigError(f"{path}: analysis.compare_to: {analysis.compare_to} has no table.csv")
   bad = [s for s in analysis.fit_stages if s not in names]
   if bad:
@@ -243,7 +244,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     raise ConfigError(f"{path}: 'reuse' must be a list of folders of published runs")
   reuse_dirs = tuple(Path(os.path.normpath(path.parent / f)) for f in reuse)
   for folder in reuse_dirs:
-    if not (folder / "runs").is_dir():
+    if not ResultsDir(folder).runs.is_dir():
       raise ConfigError(f"{path}: reuse: {folder} holds no published runs (no runs/ folder)")
   target = raw.get("target")
   if target is not None:

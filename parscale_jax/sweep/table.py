@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from parscale_jax.atomic import write_text_atomic
+from parscale_jax.rundir import PUBLISHED_FILES, TABLE, TABLE_JSONL, ResultsDir
 from parscale_jax.sweep.comparisons import SHAPE_AXES
 from parscale_jax.sweep.spec import RunSpec
 from parscale_jax.train.run_record import read_result
@@ -16,15 +17,12 @@ COLUMNS = ("run_id", "stage", "size", "N", "N_backbone", "P", "seed", "tokens", 
            "eval_bits_per_byte", "flops", "wall_seconds", "status", "reason")
 
 
-PUBLISHED_FILES = ("result.json", "metrics.jsonl", "config.yaml", "diversity.json")
-
-
 def run_result(results_dir: Path, run_id: str, published: Path | None = None) -> dict | None:
   """A run's result: its workdir's, or where that is not done, the published copy's if that one is
   (a fresh clone of a repository has the published runs and none of the workdirs)."""
-  local = read_result(Path(results_dir) / "runs" / run_id)
+  local = read_result(ResultsDir(results_dir).run(run_id).path)
   if published is not None and (local is None or local.get("status") != "done"):
-    copy = read_result(published / "runs" / run_id)
+    copy = read_result(ResultsDir(published).run(run_id).path)
     if copy and copy.get("status") == "done":
       return copy
   return local
@@ -41,7 +39,7 @@ def copy_run_files(source: Path, target: Path, names=PUBLISHED_FILES) -> None:
 def publish_run(results_dir: Path, run_id: str, published: Path) -> None:
   """Copies a finished run's small files under published/runs/, so that a sweep can be resumed
   from a clone of the repository."""
-  copy_run_files(Path(results_dir) / "runs" / run_id, published / "runs" / run_id)
+  copy_run_files(ResultsDir(results_dir).run(run_id).path, ResultsDir(published).run(run_id).path)
 
 
 def table_row(run: RunSpec, result: dict | None) -> dict:
@@ -75,8 +73,8 @@ def write_table(results_dir: Path, runs: tuple[RunSpec, ...],
   writer.writeheader()
   for row in rows:
     writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-  write_text_atomic(results_dir / "table.csv", buf.getvalue())
-  write_text_atomic(results_dir / "table.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+  write_text_atomic(results_dir / TABLE, buf.getvalue())
+  write_text_atomic(results_dir / TABLE_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
   return rows
 
 

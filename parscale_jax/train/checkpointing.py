@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from parscale_jax.errors import UserError
+from parscale_jax.rundir import RunDir
 
 
 def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
@@ -21,17 +22,10 @@ def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
                                          create=True)
   return ocp.CheckpointManager(
-      Path(workdir).absolute() / "checkpoints", options=options,  # orbax needs absolute paths
+      RunDir(Path(workdir).absolute()).checkpoints, options=options,  # orbax needs absolute paths
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "data": grain.checkpoint.CheckpointHandler(),  # One file per process.
                      "meta": ocp.JsonCheckpointHandler()})
-
-
-def latest_saved_step(folder: Path) -> int | None:
-  """The highest step with a checkpoint folder in `folder` (a run's checkpoints/), or None."""
-  folder = Path(folder)
-  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-  return max(steps, default=None)
 
 
 @jax.jit

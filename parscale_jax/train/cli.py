@@ -1,4 +1,4 @@
-"""`parscale train CONFIG --workdir DIR [--set key=value ...]`."""
+"""`parscale train CONFIG --workdir DIR [--set key=value ...]` and `parscale eval`."""
 from __future__ import annotations
 
 import json
@@ -32,54 +32,8 @@ def _eval(args) -> None:
 
 # Fewer validation tokens leave rho and the stream losses to chance (2 tokens gave rho 0 and a
 # predicted multiplier of 1,500).
-MIN_DIVERSITY_TOKENS = 1024
-
-
-def _diversity(args) -> None:
-  from parscale_jax.analysis.results import paper_law
-  from parscale_jax.data.pipeline import DataConfig
-  from parscale_jax.errors import UserError
-  from parscale_jax.train.evaluate import diversity_checkpoint
-
-  if args.tokens < MIN_DIVERSITY_TOKENS:
-    raise UserError(f"--tokens {args.tokens}: rho and the stream losses need at least "
-                    f"{MIN_DIVERSITY_TOKENS} validation tokens")
-  data = DataConfig(source=args.data, text_key=args.text_key, tokenizer=args.tokenizer,
-                    seq_len=args.seq_len, val_tokens=args.tokens, data_dir=args.data_dir)
-  alpha = args.alpha if args.alpha is not None else paper_law(args.paper_group).alpha
-  doc = diversity_checkpoint(args.checkpoint, data, alpha, args.batch_size)
-  if args.json:
-    print(json.dumps(doc))
-    return
-  losses = "  ".join(f"{x:.4f}" for x in doc["stream_losses"])
-  print(f"{doc['checkpoint']}: P={doc['P']} over {doc['tokens']} tokens of {doc['source']}")
-  print(f"stream losses     {losses}")
-  print(f"aggregate loss    {doc['aggregate_loss']:.4f}")
-  print(f"rho               {doc['rho']:.4f}  (mean over stream pairs)")
-  print(f"predicted N mult. {doc['predicted_multiplier']:.3f}  (alpha {alpha:.3f})")
-
-
 def register(sub) -> None:
-  from parscale_jax.configlib import positive_float, positive_int
-
-  d = sub.add_parser("diversity", help="each stream's loss and the correlation of the streams' "
-                                       "residuals (rho) of a P > 1 run or folder")
-  d.add_argument("--checkpoint", required=True, help="a finished run directory or a Hugging Face folder")
-  d.add_argument("--data", default="stdlib", help="data source (as data.source in a config)")
-  d.add_argument("--text-key", default="text", help="text field of records or TFDS features")
-  d.add_argument("--tokenizer", default="byte",
-                 help="byte, or hf:PATH/tokenizer.json (a folder's own tokenizer.json is used if present)")
-  d.add_argument("--data-dir", default="~/.cache/parscale_jax/tfds",
-                 help="where data sources are built (as data.data_dir)")
-  d.add_argument("--tokens", type=positive_int, default=65536, help="validation tokens to measure")
-  d.add_argument("--seq-len", type=positive_int, default=128, help="tokens per row")
-  d.add_argument("--batch-size", type=positive_int, default=8, help="rows per forward pass")
-  d.add_argument("--alpha", type=positive_float,
-                 help="the law's alpha for the predicted multiplier (default: the paper's fit)")
-  d.add_argument("--paper-group", default="stack-v2-python", choices=["stack-v2-python", "pile"],
-                 help="the paper's dataset whose fitted alpha is the default")
-  d.add_argument("--json", action="store_true", help="print JSON")
-  d.set_defaults(func=_diversity)
+  from parscale_jax.configlib import positive_int
 
   e = sub.add_parser("eval", help="loss and bits per byte of a run or a pretrained folder on a dataset")
   e.add_argument("--checkpoint", required=True, help="a finished run directory or a Hugging Face folder")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from parscale_jax.analysis.law import diversity_multiplier
+from parscale_jax.scaling import diversity_multiplier
 from parscale_jax.errors import UserError
 from parscale_jax.model.parscale import ParScaleLM
 

@@ -14,6 +14,8 @@ from parscale_jax.data.pipeline import DataConfig, bytes_per_token, validation_r
 from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
 from parscale_jax.errors import UserError
 from parscale_jax.model.hf_checkpoint import checkpoint_folder, load_pretrained
+from parscale_jax.rundir import FINAL
+from parscale_jax.stats import standard_error
 from parscale_jax.train.run_record import read_result
 from parscale_jax.train.step import eval_step, split_model
 
@@ -27,7 +29,7 @@ def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tup
     chunk = jax.device_put(padded[i:i + batch], rows_sharding)
     losses.append(np.asarray(eval_fn(state["params"], state["frozen"], chunk)))
   per_row = np.concatenate(losses)[:n].astype(np.float64)
-  sem = float(per_row.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+  sem = standard_error(per_row)
   return float(per_row.mean()), sem
 
 
@@ -38,7 +40,7 @@ def _load(checkpoint: str | Path, data: DataConfig):
     data = dataclasses.replace(data, tokenizer=f"hf:{folder / 'tokenizer.json'}")
   model = load_pretrained(folder)
   check_vocabulary(data.tokenizer, model.config.vocab_size, "the checkpoint's vocabulary")
-  run_dir = folder.parent if folder.name == "final" else folder
+  run_dir = folder.parent if folder.name == FINAL else folder
   trained_with = (read_result(run_dir) or {}).get("tokenizer")
   if trained_with and trained_with != tokenizer_fingerprint(data.tokenizer):
     raise UserError(f"the run was trained with tokenizer {trained_with}, this evaluation would use "

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from parscale_jax.rundir import RunDir
+
 
 def read_metrics(workdir: Path, tail_bytes: int | None = None) -> list[dict]:
   """The records of a run's metrics.jsonl, in order; lines cut by a kill are skipped.
   tail_bytes: read only the end of the file (a live progress read)."""
-  path = Path(workdir) / "metrics.jsonl"
+  path = RunDir(Path(workdir)).metrics
   if not path.exists():
     return []
   with open(path, "rb") as f:
@@ -35,7 +37,7 @@ class MetricsWriter:
                run_id: str = "", config: dict | None = None):
     """wandb: a WandbConfig with a project, or None; the W&B run id is `run_id`, so that a resumed
     run appends to the same W&B run."""
-    self.path = workdir / "metrics.jsonl"
+    self.path = RunDir(workdir).metrics
     if self.path.exists():
       kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
       self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))

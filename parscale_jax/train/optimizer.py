@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import jax
 import optax
+from flax import nnx
 
+from parscale_jax.model.prefix import PrefixParam
 from parscale_jax.train.config import OptimConfig
 
 
@@ -34,30 +36,33 @@ def lr_schedule(config: OptimConfig, steps: int) -> optax.Schedule:
       boundaries=[max(warmup, 1), start])
 
 
-# The prefix and its reparameterisation (model.prefix_param: mlp): what prefix_lr_scale scales.
-PREFIX_NAMES = ("prefix_k", "prefix_v", "prefix_mlp")
-
-
 def _names(path) -> list[str]:
   return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
-def prefix_mask(params):
+def _by_variable(params, choose):
+  """A mask over params (a state of nnx Variables): choose(variable, path names) per variable,
+  held in a Variable of the same kind so the mask has the params' structure."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: any(n in PREFIX_NAMES for n in _names(path)), params)
+      lambda path, v: v.replace(bool(choose(v, _names(path)))), params,
+      is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def prefix_mask(params):
+  """The prefix forms' parameters (their type, PrefixParam): what prefix_lr_scale scales."""
+  return _by_variable(params, lambda v, names: isinstance(v, PrefixParam))
 
 
 def decay_mask(params):
   """Decay matrices only: not biases, norm scales, the prefix (a learned input, like an
   embedding) or the embedding table."""
-  def keep(path, leaf):
-    names = _names(path)
-    if any(n in (*PREFIX_NAMES, "embedding") for n in names):
+  def keep(v, names):
+    if isinstance(v, PrefixParam) or "embedding" in names:
       return False
     # Scanned layers (no layer index after "layers") carry a leading layer axis.
     scanned = "layers" in names and not names[names.index("layers") + 1].isdigit()
-    return leaf.ndim - scanned >= 2
-  return jax.tree_util.tree_map_with_path(keep, params)
+    return v.value.ndim - scanned >= 2
+  return _by_variable(params, keep)
 
 
 def make_optimizer(config: OptimConfig, steps: int) -> optax.GradientTransformation:

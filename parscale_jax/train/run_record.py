@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 
 from parscale_jax.atomic import write_json_atomic
+from parscale_jax.rundir import RunDir
 
 
 def read_result(workdir: Path) -> dict | None:
   """A run's result.json, or None (absent, or cut by a kill mid-write of an older version)."""
-  path = Path(workdir) / "result.json"
+  path = RunDir(Path(workdir)).result
   if not path.exists():
     return None
   try:
@@ -40,7 +41,7 @@ class RunRecord:
   """The result.json of one run directory."""
 
   def __init__(self, workdir: Path, run_id: str):
-    self.path = Path(workdir) / "result.json"
+    self.path = RunDir(Path(workdir)).result
     self.fields: dict = read_result(workdir) or {"run_id": run_id}
     self.fields["run_id"] = run_id
 

@@ -20,10 +20,11 @@ import yaml
 from flax import nnx
 
 from parscale_jax.atomic import write_text_atomic
-from parscale_jax.configlib import ConfigError, yaml_load
+from parscale_jax.configlib import ConfigError
 from parscale_jax.errors import UserError
 from parscale_jax.hostmem import reuse_step_memory
 from parscale_jax.locks import DirLock
+from parscale_jax.rundir import TRAIN_LOCK, RunDir
 from parscale_jax.data.pipeline import (ResumableIterator, bytes_per_token, describe_source,
                                         one_build_per_corpus, train_dataset, validation_rows)
 from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
@@ -143,10 +144,10 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> bool:
   """Refuses to resume a run under another config; a workdir with nothing to resume is reused.
   True when config.yaml is to be written once the checkpoint has restored under this config
   (checkpoints without a config.yaml: written now, a wrong config would replace the lost one)."""
-  saved = workdir / "config.yaml"
-  has_checkpoint = checkpointing.latest_saved_step(workdir / "checkpoints") is not None
-  if saved.exists() and has_checkpoint:
-    changed = config_differences(yaml_load(saved.read_text()), config)
+  saved = RunDir(workdir).saved_config()
+  has_checkpoint = RunDir(workdir).latest_checkpoint() is not None
+  if saved is not None and has_checkpoint:
+    changed = config_differences(saved, config)
     if changed:
       raise ConfigError(f"{workdir} holds a run with a different config (differs in: "
                         f"{', '.join(changed)}); use another --workdir")
@@ -158,7 +159,7 @@ def _check_workdir(workdir: Path, config: TrainConfig) -> bool:
 
 
 def _write_config(workdir: Path, config: TrainConfig) -> None:
-  write_text_atomic(workdir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+  write_text_atomic(RunDir(workdir).config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def check_mesh(config: TrainConfig, mesh) -> int:
@@ -189,7 +190,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   check_vocabulary(config.data.tokenizer, config.model.vocab_size)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    lock = DirLock(workdir, ".train.lock")
+    lock = DirLock(workdir, TRAIN_LOCK)
   except OSError as e:
     raise UserError(f"--workdir {workdir}: cannot be used as a run directory ({e.strerror})") from None
   if not lock.acquire():
@@ -255,9 +256,9 @@ def _finish(run, record: RunRecord) -> dict:
                        last_good_step=None)
   if config.export_final and run.process_index == 0:
     save_pretrained(nnx.merge(run.graphdef, run.state["params"], run.state["frozen"]),
-                    workdir / "final")
+                    RunDir(workdir).final)
     if config.data.tokenizer.startswith("hf:"):  # A Hugging Face folder carries its tokenizer.
-      shutil.copyfile(os.path.expanduser(config.data.tokenizer[3:]), workdir / "final" / "tokenizer.json")
+      shutil.copyfile(os.path.expanduser(config.data.tokenizer[3:]), RunDir(workdir).final / "tokenizer.json")
   fields = dict(train_loss=float(np.mean(run.recent_losses)) if run.recent_losses else None,
                 eval_loss=eval_loss, eval_loss_sem=eval_sem, eval_tokens=int(run.val_rows[:, 1:].size),
                 eval_bits_per_byte=eval_loss / math.log(2) / bpt if bpt else None,

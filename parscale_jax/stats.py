@@ -28,6 +28,15 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float]:
   return float(values.mean() - half), float(values.mean() + half)
 
 
+def mean_se(values, digits: int = 4) -> str:
+  """'+0.0123 ± 0.0045' (mean and standard error); the mean alone for one value; '' for none."""
+  values = np.asarray(values, float)
+  if len(values) == 0:
+    return ""
+  text = f"{values.mean():+.{digits}f}"
+  return text + (f" ± {standard_error(values):.{digits}f}" if len(values) > 1 else "")
+
+
 def mean_se_interval(values, digits: int = 4) -> str:
   """'+0.0123 ± 0.0045 [+0.0030, +0.0216]' (mean, standard error, 95 % t interval), as far as
   the number of values allows."""
