@@ -37,6 +37,7 @@ def _info(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="parscale", description=__doc__)
+  parser.add_argument("--version", action="version", version=f"parscale-jax {_version()}")
   sub = parser.add_subparsers(dest="command", required=True)
 
   info = sub.add_parser("info", help="shape, parameter counts and FLOPs of a size preset",
@@ -53,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub)
   _show_defaults(parser)
   return parser
+
+
+def _version() -> str:
+  from importlib.metadata import PackageNotFoundError, version
+  try:
+    return version("parscale-jax")
+  except PackageNotFoundError:  # Run from a checkout that was never installed.
+    return "unknown (not installed)"
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:

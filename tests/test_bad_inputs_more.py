@@ -24,7 +24,7 @@ from parscale_jax.train import checkpointing
 from parscale_jax.train.config import config_from_dict
 from parscale_jax.train.trainer import train
 
-from conftest import tiny_train_dict
+from conftest import REPO, tiny_train_dict
 
 
 def _one_line(capsys, code, *fragments):
@@ -321,3 +321,10 @@ def test_checkpoints_without_config_yaml_are_not_given_a_wrong_one(tmp_path, dat
   assert not (tmp_path / "run" / "config.yaml").exists()
   assert train(config_from_dict(config), tmp_path / "run", progress=False)["status"] == "done"
   assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["P"] == 2
+
+
+def test_version_names_the_installed_package():
+  from importlib.metadata import version
+  out = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "--version"], capture_output=True,
+                       text=True, cwd=REPO)
+  assert out.returncode == 0 and out.stdout.strip() == f"parscale-jax {version('parscale-jax')}"
