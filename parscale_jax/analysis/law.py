@@ -139,8 +139,7 @@ LAW = FORMS["parscale"]  # The paper's law: what fits, reports, plans and costs 
 B0 = tuple(np.exp([-8.0, -5.0, -2.0]))
 BETA0 = (0.3, 0.7)
 
-# Laws over (N, P, D), fitted where a table has runs at several token budgets. k stays at index 3
-# of the paper's form with data, as in the paper's law.
+# Laws over (N, P, D), fitted where a table has runs at several token budgets.
 DATA_FORMS: dict[str, LawForm] = {
     "parscale_data": LawForm("parscale_data", ("E", "A", "alpha", "k", "B", "beta"),
                              parscale_with_data,
