@@ -15,6 +15,9 @@ from parscale_jax.analysis.optimize import fit_point
 from parscale_jax.analysis.tables import Points, load_points
 from parscale_jax.errors import UserError
 
+# The fitting code's own numerics must not reach users as RuntimeWarnings (log of 0, overflow).
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 PAPER = {"stack-v2-python": dict(E=0.691237, A=0.0113062, alpha=0.189371, k=0.393463,
                                  objective=3.6767e-5, r2=0.9978),
          "pile": dict(E=1.288766, A=0.197352, alpha=0.196333, k=0.334456,

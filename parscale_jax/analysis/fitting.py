@@ -58,6 +58,13 @@ def extrapolation(form: LawForm, points: Points, weights) -> dict:
           "mean_rel_error": float(np.mean(np.abs(err) / points.loss[held]))}
 
 
+def aic(rss: float, n: int, k: int) -> float:
+  """AIC of a fit with k parameters and residual sum of squares rss (Gaussian on log residuals) over
+  n points; -inf for an exact fit."""
+  with np.errstate(divide="ignore"):
+    return float(n * np.log(rss / n) + 2 * k)
+
+
 def compare_forms(points: Points, weights) -> dict:
   """Each form's fit, R², AIC (Gaussian on log residuals) and leave-one-size-out error."""
   size = points.size_index()
@@ -71,7 +78,7 @@ def compare_forms(points: Points, weights) -> dict:
     err = held_out(form, theta, points, weights, loso)
     out[name] = {"formula": form.formula, "params": dict(zip(form.names, theta.tolist())),
                  "objective": f, "r2": r_squared(pred, points.loss),
-                 "aic": float(n * np.log(rss / n) + 2 * k),
+                 "aic": aic(rss, n, k),
                  "loso_rmse": float(np.sqrt(np.mean(err ** 2)))}
   best_aic = min(out, key=lambda k: out[k]["aic"])
   best_loso = min(out, key=lambda k: out[k]["loso_rmse"])
@@ -193,7 +200,7 @@ def fit_data_terms(name: str, points: Points, *, n_bootstrap: int = 1000, weight
     rss = float(np.sum((np.log(pred) - np.log(points.loss)) ** 2))
     n = len(points)
     g = {"formula": form.formula, "params": dict(zip(form.names, theta.tolist())), "objective": f,
-         "r2": r_squared(pred, points.loss), "aic": float(n * np.log(rss / n) + 2 * len(form.names)),
+         "r2": r_squared(pred, points.loss), "aic": aic(rss, n, len(form.names)),
          "points": [{"N": float(a), "P": float(b), "D": float(d), "loss": float(l), "predicted": float(q),
                      **({"loss_sem": float(e)} if points.loss_sem is not None and np.isfinite(e) else {})}
                     for a, b, d, l, q, e in zip(*points.X, points.loss, pred,
