@@ -4,7 +4,8 @@ A form is a class with a `build(config, rngs)` that returns the attributes it ad
 (their names are its checkpoint paths) and a `prefixes(model)` that returns every stream's key and
 value prefix, [P, L, K, T, H] each, in float32. Its trainable parameters are `PrefixParam`s: the
 optimizer selects them by that type (prefix_lr_scale, no weight decay), so a new form is one class
-here plus its name in ModelConfig.prefix_param.
+and its PREFIX_FORMS entry, whose key model.prefix_param names. ParScaleParam, the type of every
+ParScale parameter (the aggregator's too), lives here as the prefix's base type.
 """
 from __future__ import annotations
 
