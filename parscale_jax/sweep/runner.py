@@ -162,13 +162,13 @@ def claim_results_dir(spec: SweepSpec, results_dir: Path, setting: str = "--resu
   if marker.exists():
     refuse_another_owner()
   for run in spec.runs:
-    saved = ResultsDir(results_dir).run(run.run_id)
-    if saved.saved_config() is None:
+    run_dir = ResultsDir(results_dir).run(run.run_id)
+    saved = run_dir.saved_config()
+    if saved is None:
       continue
-    changed = config_differences(saved.saved_config(), run.train_config(results_dir),
-                                 ignore=("wandb", "init_from"))
+    changed = config_differences(saved, run.train_config(results_dir), ignore=("wandb", "init_from"))
     if changed:
-      raise UserError(f"{saved.path} was trained with other settings than {spec.path} gives it "
+      raise UserError(f"{run_dir.path} was trained with other settings than {spec.path} gives it "
                       f"(differs in: {', '.join(changed)}); use another {setting} folder")
   results_dir.mkdir(parents=True, exist_ok=True)
   # Created only if absent: of two sweeps started at once on a new folder, one is refused.
