@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +190,7 @@ def test_notebook_on_the_committed_results_says_which_fits_identify_the_law():
   # The paper's fit identifies the law; the committed CPU grids do not, and show no multipliers.
   assert "above 0: P streams" in text and "law not identified" in text
   assert "| all | – | – | – | not identified |" in text
+  assert "### cpu_grid_mlp" in text  # The headline grid, every parameter counted.
   assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # Embedded, not linked.
 
 
@@ -210,11 +212,23 @@ def test_notebook_pointed_at_a_sweep_shows_its_table_fit_and_plots(tmp_path):
       "".join(f"{r['run_id']},main,{r['size']},{r['N']},{r['P']},0,{r['loss']},done\n" for r in rows))
   doc = fit_table(rows, results / "fit", n_bootstrap=100, log=lambda s: None)
   plot_all(FitResult(doc), results / "fit")
-  outputs = _execute_notebook(REPO / "analysis" / "scaling_laws.ipynb", str(results))
-  text = json.dumps([o.get("data", {}) for o in outputs], ensure_ascii=False)
-  assert "### quick" in text and "n400000" in text and "paper" not in json.dumps(
-      [o.get("data", {}).get("text/plain", "") for o in outputs if o.get("output_type") == "execute_result"])
-  assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
+  pytest.importorskip("nbconvert")
+  # As a user runs it: `parscale notebook results/quick` from the folder above, a relative path.
+  notebook = str(REPO / "analysis" / "scaling_laws.ipynb")
+  out = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "notebook", "results/quick",
+                        "--notebook", notebook], capture_output=True, text=True, cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  html = (results / "scaling_laws.html").read_text()
+  assert f"wrote {Path('results/quick/scaling_laws.html')}" in out.stdout
+  assert '<h3 id="quick">quick' in html and "n400000" in html and "(['quick'], ['quick'])" in html
+  assert html.count('src="data:image/png;base64') == 4  # Embedded, not linked.
+  assert "Traceback" not in html
+  # Not a results folder: one line, nothing written.
+  bad = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "notebook", "results",
+                        "--notebook", notebook], capture_output=True, text=True, cwd=tmp_path)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
+      "results: no table.csv (not a sweep's results folder)")
+  assert not (tmp_path / "results" / "scaling_laws.html").exists()
 
 
 def test_fit_on_a_sweeps_table_leaves_the_sweeps_fit_alone(tmp_path):

@@ -1,4 +1,4 @@
-"""`parscale fit`, `parscale plot` and `parscale diversity`."""
+"""`parscale fit`, `parscale plot`, `parscale notebook` and `parscale diversity`."""
 from __future__ import annotations
 
 import json
@@ -48,6 +48,15 @@ def _plot(args) -> None:
   fit = load_fit(args.fit)
   for path in plot_all(fit, args.out or Path(args.fit).parent):
     print(path)
+
+
+def _notebook(args) -> None:
+  from parscale_jax.analysis.notebook import run_notebook
+
+  results = Path(args.results) if args.results else None
+  out = Path(args.out) if args.out else (results or Path(".")) / "scaling_laws.html"
+  print(f"running {args.notebook} on {results or 'the committed results'} ...", file=sys.stderr)
+  print(f"wrote {run_notebook(results, out, Path(args.notebook))}")
 
 
 MIN_DIVERSITY_TOKENS = 1024
@@ -120,3 +129,11 @@ def register(sub) -> None:
   q.add_argument("fit", help="fit.json")
   q.add_argument("--out", help="directory (default: beside fit.json)")
   q.set_defaults(func=_plot)
+
+  n = sub.add_parser("notebook", help="run analysis/scaling_laws.ipynb on a sweep's results (tables, "
+                                      "fits, verdicts, plots) and write it as HTML")
+  n.add_argument("results", nargs="?", help="a sweep's results folder (default: the committed results)")
+  n.add_argument("--out", help="a .html or .ipynb file (default: RESULTS/scaling_laws.html, or "
+                               "./scaling_laws.html)")
+  n.add_argument("--notebook", default="analysis/scaling_laws.ipynb", help="the notebook to run")
+  n.set_defaults(func=_notebook)
