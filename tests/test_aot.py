@@ -67,6 +67,26 @@ def test_compiles_for_a_tpu_topology_with_exact_parameter_bytes():
   assert quarter <= sharded["param_bytes"] <= quarter + 4 * 2 * config.model.P
 
 
+@pytest.mark.parametrize("P", [1, 4])
+def test_tpu_decode_updates_its_cache_in_place(P):
+  """A decode step writes one token into every layer's cache and holds no copy of the cache: its
+  temporaries stay a small fraction of the (donated) cache, scanned layers and folded streams
+  included; a prompt's attention scores are bounded by scoring it in chunks."""
+  from parscale_jax.aot.programs import compile_decoding
+  from parscale_jax.aot.topology import topology_devices
+
+  config = config_from_dict({**SMALL, "model": {**SMALL["model"], "P": P, "num_layers": 12,
+                                                 "scan_layers": True}, "mesh": {"data": 1, "fsdp": 1}})
+  devices = topology_devices("v5e:2x2")[:1]
+  batch, prompt, max_tokens = 8, 1024, 4096
+  prefill, step = compile_decoding(config, devices, batch, prompt, max_tokens)
+  m = config.model
+  cache = 2 * m.num_layers * batch * P * max_tokens * m.num_kv_heads * m.head_dim * 2  # k, v; bf16
+  assert step.alias_bytes >= cache and step.temp_bytes < 0.05 * cache
+  scores_whole_prompt = batch * P * m.num_heads * prompt * max_tokens * 4  # float32
+  assert prefill.temp_bytes < 0.5 * scores_whole_prompt
+
+
 @pytest.mark.slow
 def test_compile_cli_reports_memory_flops_and_verdict_without_libtpu_noise(tmp_path):
   (tmp_path / "small.yaml").write_text(json.dumps(SMALL))

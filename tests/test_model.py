@@ -89,6 +89,26 @@ def test_cached_logits_equal_uncached(P, impl, scan):
   assert int(cache["index"]) == 9
 
 
+def test_a_prompt_scored_in_chunks_equals_the_uncached_forward(monkeypatch):
+  """Prefill scores a prompt against the cache PREFILL_CHUNK queries at a time (here 2: a prompt
+  of 7 in 4 chunks, the last one short), after the prompt's first tokens are already cached."""
+  from parscale_jax.model import layers
+  monkeypatch.setattr(layers, "PREFILL_CHUNK", 2)
+  config = dataclasses.replace(TINY, P=2, num_layers=2, scan_layers=True)
+  model = pj.create_model(config, seed=5)
+  ids = jax.random.randint(jax.random.key(1), (3, 10), 0, config.vocab_size)
+  full = forward(model, ids)
+  graphdef, state = nnx.split(model)
+  jax.clear_caches()  # decode_step traced before with the default chunk would be reused.
+  cache = init_cache(config, 3, 10)
+  _, last, cache = decode_step(graphdef, state, ids[:, :3], cache, jax.random.key(0))
+  _, last, cache = decode_step(graphdef, state, ids[:, 3:], cache, jax.random.key(0))
+  np.testing.assert_allclose(last, full[:, 9], atol=1e-5)
+  # Every position of a whole prompt from an empty cache, not only the last.
+  logits, _ = nnx.merge(graphdef, state).forward_with_cache(ids, init_cache(config, 3, 10))
+  np.testing.assert_allclose(logits, full, atol=1e-5)
+
+
 @pytest.mark.parametrize("impl", ["vmap", "fold", "loop"])
 def test_rotary_tables_fixed_while_tracing_equal_the_traced_ones(impl):
   """model(ids) uses constant rotary tables; explicit positions make the program compute them."""

@@ -147,20 +147,23 @@ def step_cost(config: TrainConfig, devices) -> tuple[float, float]:
 
 
 def compile_decoding(config: TrainConfig, devices, batch: int, prompt_tokens: int,
-                     max_tokens: int, cache_dtype=jnp.bfloat16) -> tuple[Compiled, Compiled]:
+                     max_tokens: int, cache_dtype=jnp.bfloat16,
+                     weights_dtype=None) -> tuple[Compiled, Compiled]:
   """(prefill of `prompt_tokens`, one decode step) at `batch` rows with a cache of `max_tokens`,
-  parameters sharded as in training, the batch split over the mesh where it divides."""
+  parameters sharded as in training, the batch split over the mesh where it divides. Weights stay
+  in the training dtype unless `weights_dtype` casts the floating ones (a served model in bf16)."""
   from parscale_jax.model.decode import decode_step
 
   mesh = sharding.make_mesh(config.mesh, devices)
   graphdef, params = nnx.split(abstract_model(config.model))
   param_shardings = sharding.tree_shardings(mesh, params)
-  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+  cast = lambda dtype: weights_dtype if weights_dtype and jnp.issubdtype(dtype, jnp.floating) else dtype
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, cast(a.dtype), sharding=s),
                         params, param_shardings)
   n = len(devices)
   rows_axis = ("data", "fsdp") if batch % n == 0 else None
   cache_abstract = jax.eval_shape(lambda: init_cache(config.model, batch, max_tokens, cache_dtype))
-  cache_spec = {"k": P(None, None, rows_axis), "v": P(None, None, rows_axis), "index": P()}
+  cache_spec = {"k": P(None, rows_axis), "v": P(None, rows_axis), "index": P()}
   cache = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(mesh, cache_spec[k]))
            for k, v in cache_abstract.items()}
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=NamedSharding(mesh, P()))

@@ -48,8 +48,9 @@ class ModelConfig:
   # (keep only each layer's input, recompute the rest: about 4/3 the FLOPs), dots (keep the weight
   # matmuls' outputs, recompute the rest). Same gradients; less memory.
   remat: Literal["none", "full", "dots"] = "none"
-  # How streams run; all give the same numbers. loop: 8-21 % faster CPU training at P >= 4, but
-  # compile time grows with P and cached decoding is slower (benchmarks/README.md).
+  # How streams run in training and uncached forwards; all give the same numbers. loop: 8-21 %
+  # faster CPU training at P >= 4, but compile time grows with P (benchmarks/README.md). Cached
+  # decoding always runs the streams folded into the batch, as its cache holds them.
   stream_impl: Literal["vmap", "fold", "loop"] = "vmap"
   dtype: Literal["float32", "bfloat16"] = "float32"  # Compute dtype; parameters stay float32.
   # The size preset this config was made from (model.size); it becomes None as soon as a preset

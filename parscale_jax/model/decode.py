@@ -35,8 +35,8 @@ def decode_step(graphdef, state, tokens_BxS, cache, rng, temperature=0.0, top_k=
   """Feeds tokens_BxS (the prompt, or the last token) at the cache's index; returns the next token
   [B], its logits [B, V] and the updated cache. The cache buffers are donated."""
   model = nnx.merge(graphdef, state)
-  logits_BxSxV, cache = model.forward_with_cache(tokens_BxS, cache)
-  last_BxV = logits_BxSxV[:, -1]
+  logits_Bx1xV, cache = model.forward_with_cache(tokens_BxS, cache, last_only=True)
+  last_BxV = logits_Bx1xV[:, -1]
   return sample_token(last_BxV, rng, temperature, top_k, top_p), last_BxV, cache
 
 

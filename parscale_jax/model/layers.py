@@ -78,8 +78,9 @@ class Attention(nnx.Module):
     """Returns (out_BxSxD, new_cache).
 
     prefix_k/prefix_v: [K, T, H] shared by the batch, or [B, K, T, H]; None for no prefix.
-    cache: None, or (k_BxCxKxH, v_BxCxKxH, index) — keys of earlier tokens in slots [0, index);
-      this call's keys are written at slots [index, index + S).
+    cache: None, or (k_LxBxCxKxH, v_LxBxCxKxH, index, layer) — every layer's cache, this layer's
+      keys of earlier tokens in slots [0, index) of entry `layer`; this call's keys are written at
+      slots [index, index + S) in place, and the whole cache is returned (no copy of it is made).
     rope: (cos, sin) tables from `static_rope_tables`, given only when positions_BxS are 0..S-1;
       None to compute them from positions_BxS.
     """
@@ -90,38 +91,52 @@ class Attention(nnx.Module):
     q_BxSxNxH = rotary(self.q_proj(x_BxSxD).reshape(b, s, kv * g, h), cos, sin)
     k_BxSxKxH = rotary(self.k_proj(x_BxSxD).reshape(b, s, kv, h), cos, sin)
     v_BxSxKxH = self.v_proj(x_BxSxD).reshape(b, s, kv, h)
+    q_BxSxKxGxH = q_BxSxNxH.reshape(b, s, kv, g, h) * (h ** -0.5)
+    as_keys = lambda a, dtype: jnp.broadcast_to(jnp.swapaxes(a, -3, -2), (b, a.shape[-2], kv, h)).astype(dtype)
 
-    if cache is None:
-      keys, values, key_pos_BxT = k_BxSxKxH, v_BxSxKxH, positions_BxS
-      new_cache = None
-    else:
-      cache_k, cache_v, index = cache
-      keys = jax.lax.dynamic_update_slice(cache_k, k_BxSxKxH.astype(cache_k.dtype), (0, index, 0, 0))
-      values = jax.lax.dynamic_update_slice(cache_v, v_BxSxKxH.astype(cache_v.dtype), (0, index, 0, 0))
+    if cache is not None:
+      cache_k, cache_v, index, layer = cache
+      write = lambda all_LxBxCxKxH, new_BxSxKxH: jax.lax.dynamic_update_slice(
+          all_LxBxCxKxH, new_BxSxKxH.astype(all_LxBxCxKxH.dtype)[None], (layer, 0, index, 0, 0))
+      cache_k, cache_v = write(cache_k, k_BxSxKxH), write(cache_v, v_BxSxKxH)
+      keys = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False)
+      values = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
       # Slot j holds the token at position j; unwritten slots lie in every query's future.
       key_pos_BxT = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
-      new_cache = (keys, values)
+      prefix = None if prefix_k is None else (as_keys(prefix_k, keys.dtype), as_keys(prefix_v, keys.dtype))
+      # The cached keys are attended where they lie: joining the prefix to them would copy every
+      # layer's cache once per decoded token.
+      # A long prompt is scored against the cache a chunk of queries at a time: all at once, its
+      # float32 scores (rows x heads x prompt x cache) would outgrow the weights.
+      outs = [attend(q_BxSxKxGxH[:, i:i + PREFILL_CHUNK], keys, values,
+                     positions_BxS[:, i:i + PREFILL_CHUNK], key_pos_BxT, prefix)
+              for i in range(0, s, PREFILL_CHUNK)]
+      out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+      return self.o_proj(out.reshape(b, s, kv * g * h)), (cache_k, cache_v)
+
+    keys, values, key_pos_BxT = k_BxSxKxH, v_BxSxKxH, positions_BxS
     if prefix_k is not None:
       # The prefix joins the keys at position -1, so every query sees all of it. One score tensor
       # over [prefix, tokens] costs less than scoring the two apart and concatenating the scores.
       t = prefix_k.shape[-2]
-      as_keys = lambda a: jnp.broadcast_to(jnp.swapaxes(a, -3, -2), (b, t, kv, h)).astype(keys.dtype)
-      keys = jnp.concatenate([as_keys(prefix_k), keys], axis=1)
-      values = jnp.concatenate([as_keys(prefix_v), values], axis=1)
+      keys = jnp.concatenate([as_keys(prefix_k, keys.dtype), keys], axis=1)
+      values = jnp.concatenate([as_keys(prefix_v, keys.dtype), values], axis=1)
       key_pos_BxT = jnp.concatenate([jnp.full((b, t), -1, key_pos_BxT.dtype), key_pos_BxT], axis=1)
 
-    q_BxSxKxGxH = q_BxSxNxH.reshape(b, s, kv, g, h) * (h ** -0.5)
-    # With positions 0..S-1 (rope given, no cache), query block i only needs the keys up to its
-    # last position: scoring in blocks skips the masked upper triangle.
-    blocks = causal_blocks(s) if cache is None and rope is not None else 1
+    # With positions 0..S-1 (rope given), query block i only needs the keys up to its last
+    # position: scoring in blocks skips the masked upper triangle.
+    blocks = causal_blocks(s) if rope is not None else 1
     size, extra = s // blocks, keys.shape[1] - s  # extra: the prefix, placed before the tokens.
     outs = [attend(q_BxSxKxGxH[:, i * size:(i + 1) * size], keys[:, :extra + (i + 1) * size],
                    values[:, :extra + (i + 1) * size], positions_BxS[:, i * size:(i + 1) * size],
                    key_pos_BxT[:, :extra + (i + 1) * size])
             for i in range(blocks)]
     out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
-    return self.o_proj(out.reshape(b, s, kv * g * h)), new_cache
+    return self.o_proj(out.reshape(b, s, kv * g * h)), None
 
+
+# Queries per chunk of a prompt scored against a KV cache (prefill).
+PREFILL_CHUNK = 256
 
 # Query block of causal attention in training: measured on a 2-core CPU at sequence 256, four
 # blocks made the train step 9 % (P = 1) and 13 % (P = 8) faster than one.
@@ -135,16 +150,24 @@ def causal_blocks(seq_len: int) -> int:
   return blocks if blocks > 1 and seq_len % blocks == 0 else 1
 
 
-def attend(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT):
+def attend(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT, prefix=None):
   """Softmax attention of scaled queries over keys, each query seeing the keys at or before its
-  position; scores and softmax in float32. Returns [B, S, K, G, H] in the queries' dtype."""
+  position; scores and softmax in float32. prefix: (keys, values) [B, T', K, H] that every query
+  sees, scored apart from the others and normalised with them. Returns [B, S, K, G, H] in the
+  queries' dtype."""
   dt = q_BxSxKxGxH.dtype
-  scores = jnp.einsum("bskgh,btkh->bkgst", q_BxSxKxGxH, keys_BxTxKxH.astype(dt),
-                      preferred_element_type=jnp.float32)
+  score = lambda keys: jnp.einsum("bskgh,btkh->bkgst", q_BxSxKxGxH, keys.astype(dt),
+                                  preferred_element_type=jnp.float32)
+  scores = score(keys_BxTxKxH)
   causal_BxSxT = key_pos_BxT[:, None, :] <= positions_BxS[:, :, None]
   scores = jnp.where(causal_BxSxT[:, None, None], scores, -jnp.inf)
-  probs = softmax(scores).astype(dt)
-  return jnp.einsum("bkgst,btkh->bskgh", probs, values_BxTxKxH.astype(dt))
+  if prefix is None:
+    probs = softmax(scores).astype(dt)
+    return jnp.einsum("bkgst,btkh->bskgh", probs, values_BxTxKxH.astype(dt))
+  t = prefix[0].shape[1]
+  probs = softmax(jnp.concatenate([score(prefix[0]), scores], axis=-1)).astype(dt)
+  return (jnp.einsum("bkgst,btkh->bskgh", probs[..., :t], prefix[1].astype(dt))
+          + jnp.einsum("bkgst,btkh->bskgh", probs[..., t:], values_BxTxKxH.astype(dt)))
 
 
 class MLP(nnx.Module):

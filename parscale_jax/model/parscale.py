@@ -36,38 +36,38 @@ class Backbone(nnx.Module):
   def __call__(self, x_BxSxD, positions_BxS, prefix_k=None, prefix_v=None, cache=None, rope=None):
     """One stream. prefix_k/v: [L, K, T, H] or per-row [B, L, K, T, H]; cache: (k_LxBxCxKxH,
     v_LxBxCxKxH, index) or None; rope: rotary tables for positions_BxS, or None.
-    Returns (h_BxSxD, (k, v) or None)."""
+    Returns (h_BxSxD, (k, v) or None): each layer writes its new keys into the cache in place."""
     if self.scanned:
       x_BxSxD, new_cache = self._scan(x_BxSxD, positions_BxS, prefix_k, prefix_v, cache, rope)
       return self.norm(x_BxSxD), new_cache
-    new_k, new_v = [], []
+    kv = None if cache is None else cache[:2]
     for i, layer in enumerate(self.layers):
       pk = None if prefix_k is None else prefix_k[..., i, :, :, :]
       pv = None if prefix_v is None else prefix_v[..., i, :, :, :]
-      layer_cache = None if cache is None else (cache[0][i], cache[1][i], cache[2])
       graphdef, weights = nnx.split(layer)
-      call = lambda weights, x, pk, pv, layer_cache, graphdef=graphdef: nnx.merge(graphdef, weights)(
-          x, positions_BxS, pk, pv, layer_cache, rope)
-      x_BxSxD, kv = rematerialised(call, self.remat)(weights, x_BxSxD, pk, pv, layer_cache)
-      if kv is not None:
-        new_k.append(kv[0])
-        new_v.append(kv[1])
-    new_cache = (jnp.stack(new_k), jnp.stack(new_v)) if cache is not None else None
-    return self.norm(x_BxSxD), new_cache
+      call = lambda weights, x, pk, pv, kv, graphdef=graphdef, i=i: nnx.merge(graphdef, weights)(
+          x, positions_BxS, pk, pv, None if kv is None else (*kv, cache[2], i), rope)
+      x_BxSxD, kv = rematerialised(call, self.remat)(weights, x_BxSxD, pk, pv, kv)
+    return self.norm(x_BxSxD), kv
 
   def _scan(self, x_BxSxD, positions_BxS, prefix_k, prefix_v, cache, rope):
+    """The layers as one scan. The cache rides in the carry, where XLA updates it in place; as a
+    scanned input and output it would be copied whole at every call."""
     graphdef, weights_L = nnx.split(self.layers)
     layer_first = lambda a: None if a is None else jnp.moveaxis(a, -4, 0)
     index = None if cache is None else cache[2]
 
-    def one_layer(x_BxSxD, per_layer):
-      weights, pk, pv, ck, cv = per_layer
-      layer_cache = None if ck is None else (ck, cv, index)
-      return nnx.merge(graphdef, weights)(x_BxSxD, positions_BxS, pk, pv, layer_cache, rope)
+    def one_layer(carry, per_layer):
+      x_BxSxD, kv = carry
+      weights, pk, pv, layer = per_layer
+      layer_cache = None if kv is None else (*kv, index, layer)
+      return nnx.merge(graphdef, weights)(x_BxSxD, positions_BxS, pk, pv, layer_cache, rope), None
 
-    per_layer = (weights_L, layer_first(prefix_k), layer_first(prefix_v),
-                 None if cache is None else cache[0], None if cache is None else cache[1])
-    return jax.lax.scan(rematerialised(one_layer, self.remat, in_scan=True), x_BxSxD, per_layer)
+    layers = jnp.arange(jax.tree.leaves(weights_L)[0].shape[0], dtype=jnp.int32)
+    per_layer = (weights_L, layer_first(prefix_k), layer_first(prefix_v), layers)
+    carry = (x_BxSxD, None if cache is None else cache[:2])
+    (x_BxSxD, kv), _ = jax.lax.scan(rematerialised(one_layer, self.remat, in_scan=True), carry, per_layer)
+    return x_BxSxD, kv
 
 
 # What a layer's backward pass keeps from its forward (model.remat); the rest is recomputed.
@@ -138,50 +138,53 @@ class ParScaleLM(nnx.Module):
       s, c = input_ids_BxS.shape[1], self.config
       positions_BxS = jnp.broadcast_to(jnp.arange(s), input_ids_BxS.shape)
       rope = static_rope_tables(s, c.head_dim, c.rope_theta)
-    h_PxBxSxD, _ = self.streams(self.embed_tokens(input_ids_BxS), positions_BxS, rope=rope)
+    h_PxBxSxD, _ = self.streams(self.embed(input_ids_BxS), positions_BxS, rope=rope)
     return self.head(self.aggregate(h_PxBxSxD))
 
-  def forward_with_cache(self, input_ids_BxS: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
-    """Runs tokens at positions [index, index + S) against a cache from `init_cache`."""
+  def forward_with_cache(self, input_ids_BxS: jax.Array, cache: dict,
+                         last_only: bool = False) -> tuple[jax.Array, dict]:
+    """Runs tokens at positions [index, index + S) against a cache from `init_cache`; returns
+    logits [B, S, V], or [B, 1, V] for the last position alone with `last_only` (what decoding
+    needs: a prompt's head over every position would be a [S, vocabulary] product per row)."""
     b, s = input_ids_BxS.shape
     index = cache["index"]
     positions_BxS = jnp.broadcast_to(index + jnp.arange(s, dtype=jnp.int32), (b, s))
-    h_PxBxSxD, (k, v) = self.streams(self.embed_tokens(input_ids_BxS), positions_BxS,
+    h_PxBxSxD, (k, v) = self.streams(self.embed(input_ids_BxS), positions_BxS,
                                      (cache["k"], cache["v"], index))
+    if last_only:
+      h_PxBxSxD = h_PxBxSxD[:, :, -1:]
     logits = self.head(self.aggregate(h_PxBxSxD))
     return logits, {"k": k, "v": v, "index": index + s}
 
+  def embed(self, input_ids_BxS: jax.Array) -> jax.Array:
+    """The tokens' embeddings, at least float32. Rows are taken before they are cast: casting the
+    table first (as nnx.Embed does) would convert all of it at every call of a bf16-weight model."""
+    table_VxD = self.embed_tokens.embedding[...]
+    return jnp.take(table_VxD, input_ids_BxS, axis=0).astype(jnp.promote_types(table_VxD.dtype, jnp.float32))
+
   def streams(self, x_BxSxD, positions_BxS, cache=None, rope=None):
-    """Runs the backbone once per stream. cache: (k_PxLxBxCxKxH, v_PxLxBxCxKxH, index) or None;
-    rope: rotary tables [1, S, 1, H/2] (the same for every row), or None to compute them.
+    """Runs the backbone once per stream. cache: (k_LxRxCxKxH, v_LxRxCxKxH, index) or None, rows
+    R = B·P ordered b·P + p (init_cache); rope: rotary tables [1, S, 1, H/2] (the same for every
+    row), or None to compute them.
 
     Returns (h_PxBxSxD, (k, v) or None)."""
     c = self.config
     backbone = self.backbone
-    kv = None if cache is None else (cache[0], cache[1])
-    index = None if cache is None else cache[2]
-
-    def one_stream(backbone, pk, pv, kv):
-      stream_cache = None if kv is None else (kv[0], kv[1], index)
-      return backbone(x_BxSxD, positions_BxS, pk, pv, stream_cache, rope)
-
     if not c.has_prefix:  # P = 1: the plain transformer.
-      h_BxSxD, new = one_stream(backbone, None, None, None if kv is None else (kv[0][0], kv[1][0]))
-      return h_BxSxD[None], None if new is None else (new[0][None], new[1][None])
+      h_BxSxD, new = backbone(x_BxSxD, positions_BxS, None, None, cache, rope)
+      return h_BxSxD[None], new
     pk, pv = self.prefixes()
+    # Cached decoding always runs folded: the cache's rows are the folded ones, which any other
+    # arrangement of the streams would copy (a whole cache per call) to read and write.
+    if cache is not None or c.stream_impl == "fold":
+      return self._folded_streams(x_BxSxD, positions_BxS, pk, pv, cache, rope)
+    one_stream = lambda backbone, pk, pv: backbone(x_BxSxD, positions_BxS, pk, pv, None, rope)
     if c.stream_impl == "vmap":
       # Backbone broadcast (in_axes None): its weights are shared, never copied P times.
-      return nnx.vmap(one_stream, in_axes=(None, 0, 0, 0))(backbone, pk, pv, kv)
-    if c.stream_impl == "loop":
-      outs = [one_stream(backbone, pk[p], pv[p], None if kv is None else (kv[0][p], kv[1][p]))
-              for p in range(c.P)]
-      h = jnp.stack([o[0] for o in outs])
-      new = None if kv is None else (jnp.stack([o[1][0] for o in outs]),
-                                     jnp.stack([o[1][1] for o in outs]))
-      return h, new
-    return self._folded_streams(x_BxSxD, positions_BxS, pk, pv, kv, index, rope)
+      return nnx.vmap(one_stream, in_axes=(None, 0, 0))(backbone, pk, pv)[0], None
+    return jnp.stack([one_stream(backbone, pk[p], pv[p])[0] for p in range(c.P)]), None
 
-  def _folded_streams(self, x_BxSxD, positions_BxS, pk, pv, kv, index, rope):
+  def _folded_streams(self, x_BxSxD, positions_BxS, pk, pv, cache, rope):
     """Streams folded into the batch axis, as the PyTorch reference runs them. Row b·P + p, batch
     major (the reference stacks stream-major): a batch sharded over devices then stays sharded,
     where stream-major rows would interleave the shards and make XLA gather the whole batch."""
@@ -190,16 +193,8 @@ class ParScaleLM(nnx.Module):
     fold = lambda a: jnp.broadcast_to(a[:, None], (b, p, *a.shape[1:])).reshape(b * p, *a.shape[1:])
     x, positions = fold(x_BxSxD), fold(positions_BxS)
     pk_rows, pv_rows = jnp.tile(pk, (b, 1, 1, 1, 1)), jnp.tile(pv, (b, 1, 1, 1, 1))
-    cache = None
-    if kv is not None:  # [P, L, B, ...] -> [L, B·P, ...]
-      to_rows = lambda a: jnp.moveaxis(a, 0, 2).reshape(a.shape[1], b * p, *a.shape[3:])
-      cache = (to_rows(kv[0]), to_rows(kv[1]), index)
     h, new = self.backbone(x, positions, pk_rows, pv_rows, cache, rope)
-    h_PxBxSxD = jnp.swapaxes(h.reshape(b, p, s, d), 0, 1)
-    if new is None:
-      return h_PxBxSxD, None
-    unfold = lambda a: jnp.moveaxis(a.reshape(a.shape[0], b, p, *a.shape[2:]), 2, 0)
-    return h_PxBxSxD, (unfold(new[0]), unfold(new[1]))
+    return jnp.swapaxes(h.reshape(b, p, s, d), 0, 1), new
 
   def prefixes(self) -> tuple[jax.Array, jax.Array]:
     """Every stream's key and value prefix, [P, L, K, T, H] each (the MLP's output with mlp)."""
@@ -259,9 +254,10 @@ def check_token_ids(ids, vocab_size: int) -> jax.Array:
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-  """An empty KV cache for `max_len` tokens: k/v [P, L, B, max_len, K, H]; the prefix is not
-  copied into it (attention reads it from the parameters, once per stream)."""
-  shape = (config.P, config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+  """An empty KV cache for `max_len` tokens: k/v [L, B·P, max_len, K, H], row b·P + p holding
+  stream p of sequence b (the streams folded into the batch, as cached decoding runs them); the
+  prefix is not copied into it (attention reads it from the parameters, once per stream)."""
+  shape = (config.num_layers, batch * config.P, max_len, config.num_kv_heads, config.head_dim)
   return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
           "index": jnp.zeros((), jnp.int32)}
 

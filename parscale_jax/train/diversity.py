@@ -38,7 +38,7 @@ def _token_stats(state, rows_BxS1, *, graphdef):
   """(target log-probability of each stream [P, B, S], of the aggregate [B, S])."""
   model = nnx.merge(graphdef, state)
   inputs, targets_BxS = rows_BxS1[:, :-1], rows_BxS1[:, 1:]
-  h_PxBxSxD, _ = model.streams(model.embed_tokens(inputs),
+  h_PxBxSxD, _ = model.streams(model.embed(inputs),
                                jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape))
 
   def target_logprob(logits_BxSxV):
