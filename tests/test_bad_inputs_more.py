@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +80,31 @@ def test_a_full_disk_fails_the_run_with_its_reason(tmp_path, data_dir, monkeypat
   result = json.loads((tmp_path / "run" / "result.json").read_text())
   assert result["status"] == "failed" and result["reason"].startswith("disk full:")
   assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_full_disk_during_the_export_fails_the_run_and_a_rerun_exports(tmp_path, data_dir, monkeypatch):
+  """safetensors reports a full disk as its own SafetensorError (text as it gives it on a full
+  tmpfs): the run fails with "disk full", no partial model is left, and a rerun (space freed)
+  exports from the last checkpoint and finishes."""
+  import safetensors.numpy
+  real = safetensors.numpy.save_file
+
+  def full(tensors, filename, metadata=None):
+    Path(filename).write_bytes(b"partial")
+    raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+  monkeypatch.setattr(safetensors.numpy, "save_file", full)
+  config = config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 2, model={"P": 2}))
+  with pytest.raises(OSError) as error:
+    train(config, tmp_path / "run", progress=False)
+  assert error.value.errno == errno.ENOSPC
+  result = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert result["status"] == "failed" and result["reason"].startswith(
+      f"disk full: {tmp_path / 'run' / 'final' / 'model.safetensors'}: No space left on device")
+  assert list((tmp_path / "run" / "final").iterdir()) == []
+  monkeypatch.setattr(safetensors.numpy, "save_file", real)
+  assert train(config, tmp_path / "run", progress=False)["status"] == "done"
+  assert (tmp_path / "run" / "final" / "model.safetensors").stat().st_size > 0
 
 
 def _can_mount_tmpfs(tmp_path) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from pathlib import Path
@@ -214,9 +215,18 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
     elif slot.transpose:
       array = array.T
     tensors[name] = np.ascontiguousarray(array)
-  save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+  target = path / "model.safetensors"
+  partial = path / ".model.safetensors.tmp"  # Renamed when whole: no half-written model is left.
+  try:
+    save_file(tensors, str(partial), metadata={"format": "pt"})
+  except Exception as e:  # safetensors reports its I/O errors as SafetensorError, with the OS's text.
+    partial.unlink(missing_ok=True)
+    if "os error 28" in str(e) or "No space left" in str(e):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from None
+    raise
   # safetensors creates the file readable by its owner only; a model is shared like config.json.
   umask = os.umask(0)
   os.umask(umask)
-  os.chmod(path / "model.safetensors", 0o666 & ~umask)
+  os.chmod(partial, 0o666 & ~umask)
+  os.replace(partial, target)
   write_text_atomic(path / "config.json", json.dumps(config_to_hf(model.config), indent=2) + "\n")
