@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     full = "disk full: " if e.errno == errno.ENOSPC else ""
     print(f"parscale {args.command}: error: {full}{where}{e.strerror or e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print(f"parscale {args.command}: interrupted", file=sys.stderr)
+  except KeyboardInterrupt as e:  # Its text, where given, says how to resume.
+    print(f"parscale {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
     return 130
   return 0
 

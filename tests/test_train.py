@@ -413,3 +413,31 @@ def test_a_checkpoint_saved_before_the_prefix_had_its_own_type_resumes_exactly(t
   assert train(config, tmp_path / "old", progress=False, until_step=20)["status"] == "paused"
   monkeypatch.setattr(prefix.RawPrefix, "build", staticmethod(new_build))
   assert train(config, tmp_path / "old", progress=False)["eval_loss"] == whole["eval_loss"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, data_dir):
+  """SIGINT to `parscale train` after its first checkpoint: exit 130, one line saying that the same
+  command resumes from that checkpoint's step; result.json `interrupted` (not `running`, not
+  failed), and the sweep table reads it as pending."""
+  config = tmp_path / "long.yaml"
+  config.write_text(yaml.safe_dump(tiny_train_dict(data_dir, tokens=8 * 32 * 100000)))
+  run = tmp_path / "run"
+  proc = subprocess.Popen([sys.executable, "-m", "parscale_jax.cli", "train", str(config),
+                           "--workdir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 300
+  while not [p for p in run.glob("checkpoints/*") if p.name.isdigit()]:  # A finished checkpoint.
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  result = json.loads((run / "result.json").read_text())
+  step = int(result["reason"].rsplit(" ", 1)[1])
+  assert proc.returncode == 130 and result["status"] == "interrupted" and step >= 10
+  assert err.strip().splitlines()[-1] == (
+      f"parscale train: interrupted; run the same command again to resume from step {step}")
+  assert "\r" not in err  # stderr is a pipe here: whole progress lines, no redraws.
+  from parscale_jax.sweep.table import table_row
+  from parscale_jax.sweep.spec import RunSpec
+  assert table_row(RunSpec("run", "main", {}, {}), result)["status"] == "pending"

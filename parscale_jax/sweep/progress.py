@@ -29,6 +29,7 @@ class SweepProgress:
     self.work_per_step = {rid: c.tokens_per_step * c.model.P for rid, c in configs.items()}
     self.started = time.time()
     self.work_at_start = None
+    self.finished = 0  # Runs done or failed, as of the last summary.
 
   def summary(self) -> str:
     states = {r.run_id: self.run_state(self.results_dir, r) for r in self.runs}
@@ -42,6 +43,7 @@ class SweepProgress:
     if self.work_at_start is None:
       self.work_at_start = work_done
     count = lambda s: sum(v == s for v in states.values())
+    self.finished = count("done") + count("failed")
     left = count("pending")
     text = (f"{count('done')} done, {count('failed')} failed, {count('running')} running, {left} left; "
             f"{100 * work_done / max(work_total, 1):.0f} % of the work")

@@ -57,7 +57,7 @@ def table_row(run: RunSpec, result: dict | None) -> dict:
          "train_loss": result.get("train_loss"), "eval_bits_per_byte": result.get("eval_bits_per_byte"),
          "flops": result.get("flops"), "wall_seconds": result.get("wall_seconds"),
          "status": result.get("status", "pending"), "reason": result.get("reason")}
-  if row["status"] == "running":  # A result.json written at start by a run that was stopped.
+  if row["status"] in ("running", "interrupted"):  # Stopped part-way: it resumes when run again.
     row["status"] = "pending"
   for key, value in run.values.items():  # Grid axes as their own columns.
     row.setdefault(f"grid.{key}", value)

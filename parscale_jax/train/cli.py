@@ -9,8 +9,14 @@ def _train(args) -> None:
   from parscale_jax.train.config import load_config
   from parscale_jax.train.trainer import train
 
+  from parscale_jax.train.run_record import read_result
+
   config = load_config(args.config, args.set)
-  result = train(config, args.workdir, progress=not args.no_progress)
+  try:
+    result = train(config, args.workdir, progress=not args.no_progress)
+  except KeyboardInterrupt:
+    record = read_result(args.workdir) or {}
+    raise KeyboardInterrupt(record.get("reason") if record.get("status") == "interrupted" else "") from None
   summary = {k: result.get(k) for k in ("run_id", "status", "reason", "N", "P", "tokens",
                                         "train_loss", "eval_loss", "eval_loss_sem",
                                         "eval_bits_per_byte", "wall_seconds")}

@@ -63,6 +63,16 @@ class RunRecord:
       pass
     return dict(self.fields)
 
+  def interrupt(self, checkpoint_step: int | None) -> None:
+    """Marks the run stopped by the user (Ctrl-C): not failed, resumed by running it again."""
+    self.fields.update(status="interrupted",
+                       reason=f"interrupted; run the same command again to resume from step "
+                              f"{checkpoint_step or 0}")
+    try:
+      self._write()
+    except OSError:
+      pass
+
   def adopt(self, result: dict, source: Path) -> dict:
     """Takes over a finished run that was trained elsewhere with this run's config (a sweep's
     `reuse`), saying where it came from."""

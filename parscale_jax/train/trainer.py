@@ -224,8 +224,12 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time,
     if stop < config.steps:
       return {**record.fields, "status": "paused", "step": stop}
     return _finish(run, record)
+  except KeyboardInterrupt:  # Not a failure: the run resumes from its last checkpoint.
+    if record.fields.get("status") == "running":
+      record.interrupt(run.mngr.latest_step() if run is not None else None)
+    raise
   except Exception as e:  # Anything else that stops the run leaves it failed, with why.
-    record.fail(failure_reason(e))  # (An interrupt leaves it `running`: it resumes when rerun.)
+    record.fail(failure_reason(e))
     raise
   finally:
     if run is not None:
@@ -331,9 +335,8 @@ class _Run:
 
     bar = None
     if progress and self.process_index == 0:
-      from tqdm import tqdm
-      bar = tqdm(total=steps, initial=self.start_step, desc=self.run_id, unit="step",
-                 dynamic_ncols=True)
+      from parscale_jax.bars import progress_bar
+      bar = progress_bar(steps, self.start_step, self.run_id, "step")
     pending = None  # (step, metrics on device): fetched one step late so the host never stalls.
     window = {"start": time.time(), "tokens": 0}
 
