@@ -192,7 +192,7 @@ def worker(side: str, threads: int, reference_dir: str) -> None:
   protocol = os.fdopen(os.dup(1), "w", buffering=1)
   os.dup2(2, 1)  # What the libraries print goes to stderr, not into the protocol.
   if threads:
-    from parscale_jax.sweep.executor import limit_threads
+    from parscale_jax.sweep.worker import limit_threads
     limit_threads(threads, sorted(os.sched_getaffinity(0))[:threads])  # As a sweep worker.
   classes = None
   if side == "ours":

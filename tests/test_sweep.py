@@ -334,3 +334,62 @@ def test_training_curves_are_read_plotted_and_published(tmp_path):
   # With no curves left (say every run failed), the old plot goes rather than being published.
   assert plot_curves(tmp_path, [dict(r, status="failed") for r in rows], tmp_path) == []
   assert not (tmp_path / "curves.png").exists()
+
+
+def test_progress_in_a_log_file_is_a_whole_line_a_minute(monkeypatch):
+  """stderr not a terminal (a log file): a 2,400-step run at 0.125 s a step writes one line at the
+  start and one a minute (the last at the end), no carriage returns; on a terminal, tqdm's bar."""
+  import io
+
+  from parscale_jax import bars
+  clock = [1000.0]
+  monkeypatch.setattr(bars.time, "time", lambda: clock[0])
+  log = io.StringIO()
+  bar = bars.progress_bar(2400, 0, "run", "step", stream=log)
+  for step in range(1, 2401):
+    clock[0] += 0.125
+    bar.update(1)
+    if step % 10 == 0:
+      bar.set_postfix(loss=f"{5 - step / 1000:.4f}")
+  bar.close()
+  text = log.getvalue()
+  assert "\r" not in text
+  lines = text.splitlines()
+  assert len(lines) == 1 + 4 + 1  # The first step, a line a minute, the end.
+  assert lines[1] == "run: 481/2400 steps [0:01:00] loss=4.5200"
+  assert lines[-1] == "run: 2400/2400 steps [0:05:00] loss=2.6000"
+
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  tty = bars.progress_bar(10, 0, "sweep x", "run", eta=False, stream=Terminal())
+  assert type(tty).__name__ == "tqdm" and "remaining" not in tty.bar_format
+  tty.close()
+
+
+def test_a_new_executor_is_one_class_and_its_registry_entry(tmp_path, data_dir, monkeypatch):
+  """A toy executor that runs each task in this process, added to EXECUTORS alone: the sweep
+  runs through it (every task handed to it once), publishes the table, and the CLI offers it."""
+  from parscale_jax.cli import build_parser
+  from parscale_jax.sweep import executors
+  from parscale_jax.sweep.runner import run_sweep
+  from parscale_jax.sweep.worker import execute_chain
+  handed = []
+
+  class InProcess:
+    def __init__(self, spec, address=None):
+      self.broken = 0
+
+    def execute(self, tasks, results_dir, retry_failed):
+      for task in tasks:
+        handed.append([run.run_id for run in task])
+        yield from execute_chain(task, str(results_dir), retry_failed)
+
+  monkeypatch.setitem(executors.EXECUTORS, "in-process", lambda: InProcess)
+  path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2]})
+  rows = run_sweep(load_sweep(path), tmp_path / "res", executor="in-process", progress=False,
+                   analyze=False)
+  assert sorted(handed) == [["P=1_hidden_size=32"], ["P=2_hidden_size=32"]]
+  assert [r["status"] for r in rows] == ["done", "done"] and all(r["loss"] > 0 for r in rows)
+  assert build_parser().parse_args(["sweep", "run", str(path), "--executor", "in-process"]).executor == "in-process"

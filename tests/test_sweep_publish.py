@@ -216,6 +216,17 @@ def test_sweep_status_reads_a_read_only_results_folder(tmp_path, data_dir):
   assert "1.2500" in out.stdout and "done: 1" in out.stdout
 
 
+def test_sweep_status_from_another_directory_says_where_it_looked(tmp_path, data_dir):
+  """Results folders are relative to the directory `sweep run` ran in: asked from elsewhere,
+  `sweep status` lists every run pending and says why they may be."""
+  path = _write(tmp_path, data_dir)
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  out = _parscale(elsewhere, "sweep", "status", str(path))
+  assert out.returncode == 0, out.stderr
+  assert "pending: " in out.stdout and f"under {elsewhere}: results folders" in out.stderr
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_sweep_goes_on(tmp_path, data_dir):
   import os

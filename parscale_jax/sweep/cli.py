@@ -93,6 +93,12 @@ def _status(args) -> None:
     loss_text = "-" if loss is None else format(loss, ".4f")
     print(f"{run.run_id:<48} {state:<8} {loss_text:>8}  {detail}")
   print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
+  if not results.exists() and (published is None or not published.exists()):
+    import os
+    import sys
+    print(f"note: neither {results} nor a published folder exists under {os.getcwd()}: results "
+          f"folders, analysis.publish and data paths are relative to the directory `sweep run` ran "
+          f"in (`base:` to the sweep file); run from there, or give --results", file=sys.stderr)
 
 
 def _trained_otherwise(run, results: Path, published) -> list[str]:
@@ -130,7 +136,9 @@ def register(sub) -> None:
   run = verbs.add_parser("run", help="run (or resume) every run of a sweep file")
   run.add_argument("file", help="sweep YAML, e.g. sweeps/quick.yaml")
   run.add_argument("--results", help="results directory (default: results/<sweep name>)")
-  run.add_argument("--executor", choices=["local", "ray"], default="local")
+  from parscale_jax.sweep.executors import EXECUTORS
+  run.add_argument("--executor", choices=list(EXECUTORS), default="local",
+                   help="where runs execute: local worker processes, or a Ray cluster")
   run.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
   run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
   run.add_argument("--no-progress", action="store_true")

@@ -1,16 +1,15 @@
-"""Running a sweep: stages in order, runs in parallel workers (local processes or Ray tasks),
-the table after every finished run, then the fit, plots and report."""
+"""Running a sweep: stages in order, each stage's runs handed to an executor (sweep/executors:
+local processes, Ray tasks), the table after every finished run, then the fit, plots and report."""
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import sys
 from pathlib import Path
 
 from parscale_jax.errors import UserError
-from parscale_jax.rundir import ATTEMPTS, DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
-from parscale_jax.sweep.executor import chains, execute_chain, execute_chain_ray, init_worker, is_locked
+from parscale_jax.rundir import DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
+from parscale_jax.sweep.executors import Executor, make_executor
+from parscale_jax.sweep.worker import chains, is_locked
 from parscale_jax.sweep.spec import SweepSpec
 from parscale_jax.sweep.table import publish_run, run_result, write_table
 from parscale_jax.train.run_record import read_result
@@ -43,31 +42,13 @@ def _prepare_data(spec: SweepSpec, results_dir: Path) -> None:
       prepare_corpus(data)
 
 
-def _local_pool(spec: SweepSpec, n_runs: int):
-  threads = max(1, spec.executor.threads_per_worker)
-  cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-  workers = spec.executor.workers or max(1, len(cores) // threads)
-  workers = max(1, min(workers, n_runs))
-  ctx = multiprocessing.get_context("spawn")
-  cpu_queue = ctx.Queue()
-  for i in range(workers):
-    cpu_queue.put([cores[(i * threads + j) % len(cores)] for j in range(threads)])
-  return cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                initargs=(threads, cpu_queue)), workers
-
-
-def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
+def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str | Executor = "local",
               address: str | None = None, retry_failed: bool = False, progress: bool = True,
               analyze: bool = True, log=lambda s: print(s, file=sys.stderr)) -> list[dict]:
-  ray = None
-  if executor == "ray":
-    try:
-      import ray as ray_module
-    except ImportError:
-      raise UserError("--executor ray needs Ray: pip install 'parscale-jax[ray]'") from None
-    ray = ray_module
-    if not ray.is_initialized():
-      ray.init(address=address, log_to_driver=False)
+  """Runs (or resumes) every run of `spec`; `executor` names one of sweep/executors' EXECUTORS
+  (`address`: a Ray cluster's) or is an executor object."""
+  if isinstance(executor, str):
+    executor = make_executor(executor, spec, address)
   results_dir = Path(results_dir)
   if spec.target is not None:
     check_target(spec, results_dir)
@@ -84,31 +65,29 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
   rows = write_table(results_dir, spec.runs, published)
   bar = live = None
   if progress:
-    from tqdm import tqdm
-
+    from parscale_jax.bars import progress_bar
     from parscale_jax.sweep.progress import SweepProgress
     finished = sum(r["status"] in ("done", "failed") for r in rows)
-    bar = tqdm(total=len(spec.runs), initial=finished, desc=f"sweep {spec.name}", unit="run")
+    # The sweep's own ETA (work in stream-tokens, runs in flight included) is the one shown.
+    bar = progress_bar(len(spec.runs), finished, f"sweep {spec.name}", "run", eta=False)
     live = SweepProgress(spec.runs, results_dir, state)
   try:
-    for stage, todo in _stage_batches(spec, results_dir, state, todo_states, log):
-      for result in _execute(todo, spec, results_dir, retry_failed, ray):
+    for stage, todo in _stage_batches(spec, results_dir, state, todo_states, executor, log):
+      for result in executor.execute(chains(todo), results_dir, retry_failed):
         if result is None:  # No task finished within the polling interval.
           # A ladder's budgets finish inside one task: publish each as it lands.
           publish_finished(spec, results_dir)
           write_table(results_dir, spec.runs, published)
           if bar is not None:
-            bar.set_postfix_str(live.summary())
+            _show(bar, live)
           continue
         if published is not None and result.get("status") == "done" and not result.get("skipped"):
           publish_run(results_dir, result["run_id"], published)
         write_table(results_dir, spec.runs, published)
         if bar is not None:
-          bar.set_postfix_str(live.summary())
+          _show(bar, live)
         if result.get("skipped"):
           continue
-        if bar is not None:
-          bar.update(1)
         loss = result.get("eval_loss")
         log(f"{result['run_id']}: {result['status']}"
             + (f" loss={loss:.4f}" if isinstance(loss, float) else "")
@@ -121,6 +100,14 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str = "local",
     from parscale_jax.sweep.report import analyze_sweep
     analyze_sweep(spec, results_dir, rows, log=log)
   return rows
+
+
+def _show(bar, live) -> None:
+  """The bar's count is the runs finished (a ladder's branches land inside one task), its text
+  the live summary."""
+  text = live.summary()
+  bar.n = live.finished
+  bar.set_postfix_str(text)
 
 
 def check_target(spec: SweepSpec, results_dir: Path) -> None:
@@ -240,32 +227,24 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
   return rows
 
 
-POLL_SECONDS = 15.0
-
-
 # A run whose worker process died this many times (the OOM killer, a kill -9) is failed, not
 # started again: the sweep goes on without it.
 MAX_WORKER_DEATHS = 2
 
 
-def _stage_batches(spec, results_dir, state, todo_states, log):
-  """(stage, runs to start) in stage order; a stage is offered again after its pool broke (a
-  worker was killed), with the runs it interrupted, until none is left to start."""
+def _stage_batches(spec, results_dir, state, todo_states, executor, log):
+  """(stage, runs to start) in stage order; a stage is offered again after the executor lost a
+  worker, with the runs it interrupted, until none is left to start."""
   for stage in spec.stages:
     while True:
       todo = [r for r in spec.runs if r.stage == stage and state(results_dir, r) in todo_states]
       todo = [r for r in todo if not _gave_up(results_dir, r, log)]
       if not todo:
         break
-      broken_before = _PoolBroke.count
+      broken_before = executor.broken
       yield stage, todo
-      if _PoolBroke.count == broken_before:
+      if executor.broken == broken_before:
         break
-
-
-class _PoolBroke:
-  """How many local pools broke in this process (a worker died)."""
-  count = 0
 
 
 def _gave_up(results_dir: Path, run, log) -> bool:
@@ -285,81 +264,3 @@ def _gave_up(results_dir: Path, run, log) -> bool:
   RunRecord(workdir, run.run_id).fail(reason)
   log(f"{run.run_id}: failed ({reason})")
   return True
-
-
-def _killed(workers: dict) -> set:
-  """The pids of the workers that died on their own (killed, e.g. by the out-of-memory killer);
-  not those the broken pool then stopped itself (SIGTERM), whose runs did nothing wrong."""
-  import signal
-  return {pid for pid, process in workers.items()
-          if process.exitcode not in (None, 0, -signal.SIGTERM)}
-
-
-def _record_deaths(todo, results_dir: Path, workers: set) -> None:
-  """Notes a death in deaths.jsonl of each run whose latest attempt ran in one of the killed
-  workers and did not finish."""
-  import json
-  import time
-
-  from parscale_jax.train.run_record import read_result
-  for run in todo:
-    workdir = ResultsDir(results_dir).run(run.run_id).path
-    attempts = workdir / ATTEMPTS
-    if not attempts.exists() or (read_result(workdir) or {}).get("status") in ("done", "failed"):
-      continue
-    lines = attempts.read_text().splitlines()
-    if lines and json.loads(lines[-1]).get("pid") in workers:
-      with open(workdir / DEATHS, "a") as f:
-        f.write(json.dumps({"time": time.time(), "pid": json.loads(lines[-1])["pid"]}) + "\n")
-
-
-def _execute(todo, spec, results_dir, retry_failed, ray):
-  """Yields each run's result as its task (a run, or a ladder's budgets) finishes, and None every
-  POLL_SECONDS without one."""
-  tasks = chains(todo)
-  if ray is not None:
-    remote = ray.remote(num_cpus=spec.executor.threads_per_worker,
-                        num_gpus=spec.executor.gpus_per_run)(execute_chain_ray)
-    pending = [remote.remote(t, str(results_dir), retry_failed, spec.executor.threads_per_worker)
-               for t in tasks]
-    while pending:
-      ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS)
-      if not ready:
-        yield None
-      for result in ray.get(ready[0]) if ready else ():
-        yield result
-    return
-  pool, _ = _local_pool(spec, len(tasks))
-  with pool:
-    try:
-      pending = {pool.submit(execute_chain, t, str(results_dir), retry_failed) for t in tasks}
-      workers = {}
-      while pending:
-        workers.update(getattr(pool, "_processes", None) or {})  # pid -> Process, as they start.
-        done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
-        if not done:
-          yield None
-        for future in done:
-          try:
-            results = future.result()
-          except cf.process.BrokenProcessPool:  # A worker was killed: the pool is gone.
-            _PoolBroke.count += 1
-            pool.shutdown(wait=True)  # The pool reaps its workers: their exit codes are known.
-            _record_deaths(todo, results_dir, _killed(workers))
-            return
-          yield from results
-    # GeneratorExit: the interrupt came while the caller held a result.
-    except (KeyboardInterrupt, GeneratorExit):
-      _stop_workers(pool)
-      raise
-
-
-def _stop_workers(pool) -> None:
-  """Ctrl-C: no queued run starts, and the running ones stop now; they resume from their last
-  checkpoint when the sweep is started again, as after a kill. (Left alone, a worker that got the
-  interrupt too would report it and take the next queued run, and the pool's exit would wait for
-  every queued run.)"""
-  processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them.
-  pool.shutdown(wait=False, cancel_futures=True)
-  for process in processes:
-    process.kill()
