@@ -3,5 +3,5 @@
 # (Python's standard library), then the scaling-law fit, plots and a report (results/quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh notebook  # The notebook extra: `parscale notebook results/quick` afterwards.
 exec .venv/bin/parscale sweep run sweeps/quick.yaml "$@"
