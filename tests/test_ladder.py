@@ -139,3 +139,14 @@ def test_ladder_sweep_equals_runs_from_scratch_resumes_and_publishes(tmp_path, d
   rows = run_sweep(load_sweep(sweep), tmp_path / "results", progress=False, analyze=False)
   assert rows[1]["status"] == "done" and rows[1]["loss"] == result["eval_loss"]
   assert np.isfinite(rows[0]["loss"])
+
+
+def test_contrast_table_lists_budgets_in_numeric_order():
+  """Settings sort by value: the 614K budget before 1.23M (as text it came after)."""
+  from parscale_jax.sweep.contrasts import contrast_table
+  rows = [{"status": "done", "grid.variant": v, "grid.tokens": t, "grid.model.size": s, "seed": 0,
+           "loss": 2.0 - 0.01 * (v == "P2") - t / 1e8}
+          for t in (1228800, 614400) for s in ("g6-250k",) for v in ("P1", "P2")]
+  lines = contrast_table(rows, [("P2", "P1")]).splitlines()[2:]
+  assert [line.split(" | ")[1] for line in lines] == ["size=g6-250k, tokens=614400",
+                                                       "size=g6-250k, tokens=1228800"]

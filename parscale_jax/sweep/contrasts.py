@@ -20,6 +20,12 @@ def _setting(row: dict) -> tuple:
                       if k.startswith("grid.") and k not in _PAIRING_AXES and row[k] not in (None, "")))
 
 
+def _order(setting: tuple) -> tuple:
+  """Settings in grid order: numbers by value (614400 before 1228800), other values as text."""
+  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  return tuple((k, (0, v, "") if number(v) else (1, 0, str(v))) for k, v in setting)
+
+
 def _label(setting: tuple) -> str:
   return ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in setting) or "all"
 
@@ -34,7 +40,7 @@ def contrast_table(rows: list[dict], contrasts) -> str:
   lines = ["| A − B | setting | mean ± SE [95 % interval] | n |", "|---|---|---|---|"]
   for a, b in contrasts:
     pooled: dict[tuple, list[np.ndarray]] = {}
-    for setting in sorted(losses, key=str):
+    for setting in sorted(losses, key=_order):
       cell = losses[setting]
       if a not in cell or b not in cell:
         continue
@@ -79,17 +85,17 @@ def diversity_table(rows: list[dict], results_dir: Path, published: Path | None)
     found = local_or_published(results_dir, published, r["run_id"], needs=DIVERSITY)
     if found is not None:
       doc = json.loads(found.diversity.read_text())
-      cells.setdefault((_label(_setting(r)), r["grid.variant"]), []).append(doc)
+      cells.setdefault((_setting(r), r["grid.variant"]), []).append(doc)
   if not cells:
     return ""
   lines = ["| setting | variant | rho | best stream − aggregate loss | predicted N multiplier | n |",
            "|---|---|---|---|---|---|"]
-  for (setting, variant), docs in sorted(cells.items()):
+  for (setting, variant), docs in sorted(cells.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
     rho = [d["rho"] for d in docs]
     gap = [min(d["stream_losses"]) - d["aggregate_loss"] for d in docs]
     mult = [d["predicted_multiplier"] for d in docs]
     fmt = lambda v: f"{np.mean(v):.4f}" + (f" ± {standard_error(v):.4f}" if len(v) > 1 else "")
-    lines.append(f"| {setting} | {variant} | {fmt(rho)} | {fmt(gap)} | {fmt(mult)} | {len(docs)} |")
+    lines.append(f"| {_label(setting)} | {variant} | {fmt(rho)} | {fmt(gap)} | {fmt(mult)} | {len(docs)} |")
   return "\n".join(lines)
 
 
