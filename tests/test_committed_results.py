@@ -34,7 +34,7 @@ def test_committed_cpu_fit_is_current(tmp_path):
   """The committed CPU sweep fit is what its committed table gives: main stage, seeds averaged,
   seed standard errors as weights (sweeps/cpu.yaml). The law is not identified there: k runs off
   along a flat direction, so its value is not compared, only that it runs off."""
-  from parscale_jax.sweep.table import read_table
+  from parscale_jax.tablefile import read_table
   cpu = REPO / "analysis" / "results" / "cpu"
   rows = [r for r in read_table(cpu / "table.csv") if r["stage"] == "main"]
   assert len(rows) == 32 and all(r["status"] == "done" for r in rows)
@@ -54,7 +54,7 @@ def test_committed_cpu_long_report_is_current():
   """The committed follow-up sweep (sweeps/cpu_long.yaml): four seeds of P = 1 and P = 4 at 6M tokens,
   and a report whose paired tables are what its committed table gives."""
   from parscale_jax.sweep.comparisons import axis_comparison, pooled_p_gain
-  from parscale_jax.sweep.table import read_table
+  from parscale_jax.tablefile import read_table
   folder = REPO / "analysis" / "results" / "cpu_long"
   rows = read_table(folder / "table.csv")
   long = [r for r in rows if r["stage"] == "long"]
@@ -97,7 +97,7 @@ def test_readme_cpu_reparam_and_speed_numbers_are_the_committed_results():
   what the committed tables, fit and benchmark JSON give."""
   import numpy as np
   from parscale_jax.stats import paired_differences, t_interval
-  from parscale_jax.sweep.table import read_table
+  from parscale_jax.tablefile import read_table
   readme = " ".join((REPO / "README.md").read_text().split())  # Line breaks as spaces.
   rows = [r for r in read_table(REPO / "analysis" / "results" / "cpu_reparam" / "table.csv")
           if r["status"] == "done" and r["tokens"] == 2457600]

@@ -141,7 +141,7 @@ def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
              if "loss" in json.loads(l)]
     assert steps == list(range(1, 9))  # Nothing lost, nothing logged twice.
   # table.csv reads back to the same typed rows as table.jsonl.
-  from parscale_jax.sweep.table import read_table
+  from parscale_jax.tablefile import read_table
   for row in read_table(tmp_path / "killed" / "table.csv"):
     assert {k: row[k] for k in ("P", "seed", "N", "loss", "reason")} == \
         {k: b[row["run_id"]][k] for k in ("P", "seed", "N", "loss", "reason")}

@@ -5,9 +5,7 @@ are averaged, and their standard error becomes the point's `loss_sem`.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 from parscale_jax.analysis.data import paper_table
 from parscale_jax.stats import standard_error
 from parscale_jax.errors import UserError
+from parscale_jax.tablefile import read_rows
 
 @dataclasses.dataclass
 class Points:
@@ -52,28 +51,6 @@ class Points:
     return out
 
 
-def _read_rows(path: Path) -> list[dict]:
-  if not path.is_file():
-    raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-  try:
-    text = path.read_text()
-  except UnicodeDecodeError:
-    raise UserError(f"{path}: not a text table (CSV or JSON lines)") from None
-  if path.suffix in (".jsonl", ".json"):
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          raise UserError(f"{path}:{i}: malformed JSON line") from None
-    return rows
-  try:
-    return list(csv.DictReader(text.splitlines()))
-  except csv.Error as e:
-    raise UserError(f"{path}: malformed CSV ({e})") from None
-
-
 def _number(value, column: str, where: str) -> float:
   try:
     x = float(value)
@@ -94,7 +71,7 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
   elif str(source) == "paper":
     rows, name, group_by = paper_table(), "paper table", group_by or "dataset"
   else:
-    rows, name = _read_rows(Path(source)), str(source)
+    rows, name = read_rows(Path(source)), str(source)
   if not rows:
     raise UserError(f"{name}: no rows")
   required = (n_column, "P", "loss")

@@ -52,7 +52,7 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
                "the streams' residuals 1 − p(next token) (`parscale diversity`); the multiplier is "
                "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity, ""]
   if spec.analysis.compare_to:
-    from parscale_jax.sweep.table import read_table
+    from parscale_jax.tablefile import read_table
     folder = spec.path.parent / spec.analysis.compare_to
     against = baseline_table(rows, read_table(ResultsDir(folder).table))
     if against:

@@ -76,23 +76,3 @@ def write_table(results_dir: Path, runs: tuple[RunSpec, ...],
   write_text_atomic(results_dir / TABLE, buf.getvalue())
   write_text_atomic(results_dir / TABLE_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
   return rows
-
-
-_INTS = ("P", "seed", "tokens")
-_FLOATS = ("N", "N_backbone", "loss", "loss_sem", "train_loss", "eval_bits_per_byte", "flops", "wall_seconds")
-
-
-def read_table(path: Path) -> list[dict]:
-  """The rows of a sweep's table.csv with numbers as numbers and empty cells as None."""
-  def parse(key, value):
-    if value == "":
-      return None
-    if key in _INTS:
-      return int(value)
-    if key in _FLOATS:
-      return float(value)
-    return value
-
-  with open(path, newline="") as f:
-    return [{k: parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
-
