@@ -106,12 +106,7 @@ class Attention(nnx.Module):
       prefix = None if prefix_k is None else (as_keys(prefix_k, keys.dtype), as_keys(prefix_v, keys.dtype))
       # The cached keys are attended where they lie: joining the prefix to them would copy every
       # layer's cache once per decoded token.
-      # A long prompt is scored against the cache a chunk of queries at a time: all at once, its
-      # float32 scores (rows x heads x prompt x cache) would outgrow the weights.
-      outs = [attend(q_BxSxKxGxH[:, i:i + PREFILL_CHUNK], keys, values,
-                     positions_BxS[:, i:i + PREFILL_CHUNK], key_pos_BxT, prefix)
-              for i in range(0, s, PREFILL_CHUNK)]
-      out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+      out = attend_in_chunks(q_BxSxKxGxH, keys, values, positions_BxS, key_pos_BxT, prefix)
       return self.o_proj(out.reshape(b, s, kv * g * h)), (cache_k, cache_v)
 
     keys, values, key_pos_BxT = k_BxSxKxH, v_BxSxKxH, positions_BxS
@@ -168,6 +163,24 @@ def attend(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT
   probs = softmax(jnp.concatenate([score(prefix[0]), scores], axis=-1)).astype(dt)
   return (jnp.einsum("bkgst,btkh->bskgh", probs[..., :t], prefix[1].astype(dt))
           + jnp.einsum("bkgst,btkh->bskgh", probs[..., t:], values_BxTxKxH.astype(dt)))
+
+
+def attend_in_chunks(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT, prefix):
+  """`attend`, PREFILL_CHUNK queries at a time: a long prompt's float32 scores against the whole
+  cache (rows x heads x prompt x cache) would outgrow the weights. The whole chunks run as a loop
+  (jax.lax.map), so that one chunk's scores are alive at a time; the rest as one more call."""
+  b, s = positions_BxS.shape
+  whole = s // PREFILL_CHUNK
+  call = lambda q, pos: attend(q, keys_BxTxKxH, values_BxTxKxH, pos, key_pos_BxT, prefix)
+  if whole <= 1:
+    return call(q_BxSxKxGxH, positions_BxS)
+  cut = whole * PREFILL_CHUNK
+  chunks = lambda a: jnp.moveaxis(a[:, :cut].reshape(b, whole, PREFILL_CHUNK, *a.shape[2:]), 1, 0)
+  out_NxBxCx = jax.lax.map(lambda qp: call(*qp), (chunks(q_BxSxKxGxH), chunks(positions_BxS)))
+  out = jnp.moveaxis(out_NxBxCx, 0, 1).reshape(b, cut, *out_NxBxCx.shape[3:])
+  if cut == s:
+    return out
+  return jnp.concatenate([out, call(q_BxSxKxGxH[:, cut:], positions_BxS[:, cut:])], axis=1)
 
 
 class MLP(nnx.Module):
