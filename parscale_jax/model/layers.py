@@ -159,10 +159,14 @@ def attend(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT
   if prefix is None:
     probs = softmax(scores).astype(dt)
     return jnp.einsum("bkgst,btkh->bskgh", probs, values_BxTxKxH.astype(dt))
-  t = prefix[0].shape[1]
-  probs = softmax(jnp.concatenate([score(prefix[0]), scores], axis=-1)).astype(dt)
-  return (jnp.einsum("bkgst,btkh->bskgh", probs[..., :t], prefix[1].astype(dt))
-          + jnp.einsum("bkgst,btkh->bskgh", probs[..., t:], values_BxTxKxH.astype(dt)))
+  # One softmax over both key sets without joining their scores: a joined tensor would need the
+  # prefix's scores laid out (sharded) as the cache's, and XLA gathers the cache's instead.
+  prefix_scores = score(prefix[0])
+  top = jnp.maximum(prefix_scores.max(-1, keepdims=True), scores.max(-1, keepdims=True))
+  prefix_e, cache_e = jnp.exp(prefix_scores - top), jnp.exp(scores - top)
+  total = prefix_e.sum(-1, keepdims=True) + cache_e.sum(-1, keepdims=True)
+  return (jnp.einsum("bkgst,btkh->bskgh", (prefix_e / total).astype(dt), prefix[1].astype(dt))
+          + jnp.einsum("bkgst,btkh->bskgh", (cache_e / total).astype(dt), values_BxTxKxH.astype(dt)))
 
 
 def attend_in_chunks(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, key_pos_BxT, prefix):
