@@ -146,3 +146,38 @@ def test_tpu_compile_table_in_the_readme_is_the_json():
     assert row["grad_accum"] == int(accum) and row["bound"] == bound
     assert round(row["peak_bytes"] / 2 ** 30, 1) == float(gib)
     assert round(row["flops_ratio"], 3) == float(ratio) and round(row["mfu_bound"], 2) == float(mfu)
+
+
+def test_cost_model_memory_is_within_15_percent_of_the_tpu_compiler():
+  """The serving memory `parscale cost` and `parscale plan` compute, against XLA:TPU's memory
+  analysis of the same prefill and decode step (benchmarks/results/cost_memory.json): the model
+  is recomputed from today's code, so a change to it is checked against the compiler; and the
+  README's table is that JSON."""
+  import json
+  import re
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  from cost_memory import model_memory
+
+  rows = json.loads((REPO / "benchmarks" / "results" / "cost_memory.json").read_text())["rows"]
+  assert {r["P"] for r in rows} == {1, 2, 4, 8} and {r["batch"] for r in rows} == {1, 16}
+  gib = lambda b: b / 2 ** 30
+  # The one cell past 15 %, explained in the README: XLA's schedule of that prefill holds less than
+  # the formula's activations, which grow in proportion to P (an overestimate, the safe side).
+  explained = {("paper-0.5b", 2, 16): (1.0, 1.2)}
+  for r in rows:
+    compiler = max(r["prefill"]["peak_bytes"], r["decode_step"]["peak_bytes"])
+    ratio = model_memory(r["size"], r["P"], r["batch"])["total"] / compiler
+    low, high = explained.get((r["size"], r["P"], r["batch"]), (0.85, 1.15))
+    assert low <= ratio <= high, (r["size"], r["P"], r["batch"], ratio)
+  text = (REPO / "benchmarks" / "README.md").read_text()
+  shown = re.findall(r"^\| (paper-[0-9.]+b), (\d), (\d+) \| ([0-9.]+) / ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$",
+                     text, re.M)
+  assert len(shown) == len(rows)
+  for size, P, batch, prefill, step, model, ratio in shown:
+    r = next(r for r in rows if (r["size"], r["P"], r["batch"]) == (size, int(P), int(batch)))
+    assert f"{gib(r['prefill']['peak_bytes']):.2f}" == prefill
+    assert f"{gib(r['decode_step']['peak_bytes']):.2f}" == step
+    total = model_memory(size, int(P), int(batch))["total"]
+    assert f"{gib(total):.2f}" == model
+    compiler = max(r["prefill"]["peak_bytes"], r["decode_step"]["peak_bytes"])
+    assert f"{total / compiler:.2f}" == ratio

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental.layout import Format, Layout
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from parscale_jax.aot.topology import native_stderr_to_file
@@ -168,11 +169,19 @@ def compile_decoding(config: TrainConfig, devices, batch: int, prompt_tokens: in
            for k, v in cache_abstract.items()}
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=NamedSharding(mesh, P()))
   state_bytes = shard_bytes(params, param_shardings)
+  # The cache in the layout the compiler picks, as in `generate`, where the cache never leaves the
+  # program: held row-major, some batch sizes would have it relaid out (copied whole) every step.
+  cache_formats = {k: Format(Layout.AUTO, v.sharding) if k != "index" else v.sharding
+                   for k, v in cache.items()}
+  rows = NamedSharding(mesh, P(rows_axis))
+  step = jax.jit(decode_step.__wrapped__, static_argnums=(0, 5, 6, 7), donate_argnums=(3,),
+                 in_shardings=(param_shardings, rows, cache_formats, key.sharding),
+                 out_shardings=(rows, rows, cache_formats))
   out = []
   for name, tokens in (("prefill", prompt_tokens), ("decode step", 1)):
-    ids = jax.ShapeDtypeStruct((batch, tokens), jnp.int32, sharding=NamedSharding(mesh, P(rows_axis)))
+    ids = jax.ShapeDtypeStruct((batch, tokens), jnp.int32, sharding=rows)
     accounted = flops_per_token(config.model, tokens, training=False) * batch * tokens / n
     out.append(_compile(f"{name} (batch {batch})",
-                        lambda ids=ids: decode_step.lower(graphdef, params, ids, cache, key),
+                        lambda ids=ids: step.lower(graphdef, params, ids, cache, key),
                         accounted, state_bytes, state_bytes))
   return out[0], out[1]

@@ -5,7 +5,8 @@ same family (same depth, heads and vocabulary; width and FFN scaled together) wi
 non-embedding parameters predicts the same loss. Both are costed against the base at P = 1:
 
 - memory: weights, KV cache (P streams per sequence, plus each stream's prefix), and the largest
-  layer's activations during prefill;
+  layer's activations during prefill, attention scores included (checked against the XLA:TPU
+  compiler's memory analysis: benchmarks/README.md);
 - latency: prefill and each decode step take max(FLOPs / (peak·eff_flops), bytes / (bw·eff_bw));
   decode reads all weights and the whole KV cache once per step.
 """
@@ -21,6 +22,7 @@ from parscale_jax.cost.devices import Device
 from parscale_jax.errors import UserError
 from parscale_jax.model.accounting import param_counts
 from parscale_jax.model.config import ModelConfig
+from parscale_jax.model.layers import PREFILL_CHUNK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,10 @@ def inference_cost(c: ModelConfig, device: Device, w: Workload) -> dict:
   context = s_in + s_out
   weights = counts.total * bpv
   kv_cache = c.num_layers * kv_width * bpv * (streams * context + c.P * prefix)
-  activations = streams * s_in * (c.hidden_size * 4 + c.intermediate_size * 2) * bpv
+  # Prefill's largest layer: the prompt's activations, and the float32 scores of one chunk of its
+  # queries against the whole cache (the model scores a prompt PREFILL_CHUNK queries at a time).
+  scores = streams * c.num_heads * min(s_in, PREFILL_CHUNK) * (context + prefix) * 4
+  activations = streams * s_in * (c.hidden_size * 4 + c.intermediate_size * 2) * bpv + scores
   backbone = 2 * counts.backbone  # Matmul FLOPs per token per stream (prefix: no compute).
   head = 2 * c.hidden_size * c.vocab_size  # Once per position, after aggregation.
   agg = 2 * counts.aggregator
