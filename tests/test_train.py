@@ -354,7 +354,7 @@ def test_a_new_prefix_form_is_one_class_and_trains_as_a_prefix(data_dir, monkeyp
   config = config_from_dict(tiny_train_dict(data_dir, model=model))
   from parscale_jax.model import create_model
   params = nnx.state(create_model(config.model), nnx.Param)
-  assert bool(prefix_mask(params)["toy_table"].value) and not bool(decay_mask(params)["toy_table"].value)
+  assert bool(prefix_mask(params)["toy_table"].get_value()) and not bool(decay_mask(params)["toy_table"].get_value())
   with pytest.raises(ConfigError, match="model.prefix_param: 'tiny' is not one of"):
     config_from_dict(tiny_train_dict(data_dir, model={"P": 2, "prefix_param": "tiny"}))
 

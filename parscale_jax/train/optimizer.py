@@ -61,7 +61,7 @@ def decay_mask(params):
       return False
     # Scanned layers (no layer index after "layers") carry a leading layer axis.
     scanned = "layers" in names and not names[names.index("layers") + 1].isdigit()
-    return v.value.ndim - scanned >= 2
+    return v.get_value().ndim - scanned >= 2
   return _by_variable(params, keep)
 
 
