@@ -31,9 +31,6 @@ class LineProgress:
     self.n += k
     self._maybe_write()
 
-  def refresh(self) -> None:
-    self._maybe_write()
-
   def set_postfix(self, **values) -> None:
     self.set_postfix_str(", ".join(f"{k}={v}" for k, v in values.items()))
 

@@ -1,6 +1,5 @@
 """The scaling-law fit against the paper's published optimum, and its tooling."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,25 +166,21 @@ def test_sweep_table_with_seeds_and_sem_weights(tmp_path):
   assert g["weights"] == "sem" and abs(g["k"] - 0.4) < 0.2 and g["k_excludes_zero"]
 
 
-def _execute_notebook(path, env_results=None):
+def _execute_notebook(path, out):
+  """The notebook executed by `parscale notebook`'s own function (on the committed results), its
+  code cells' outputs."""
   nbformat = pytest.importorskip("nbformat")
-  nbclient = pytest.importorskip("nbclient")
-  nb = nbformat.read(path, as_version=4)
-  old = os.environ.get("PARSCALE_RESULTS")
-  os.environ["PARSCALE_RESULTS"] = env_results or ""  # The kernel inherits it.
-  try:
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}}).execute()
-  finally:
-    os.environ.pop("PARSCALE_RESULTS") if old is None else os.environ.update(PARSCALE_RESULTS=old)
+  pytest.importorskip("nbclient")
+  from parscale_jax.analysis.notebook import run_notebook
+  nb = nbformat.read(run_notebook(None, out, path), as_version=4)
   outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"], outputs
   return outputs
 
 
-def test_notebook_on_the_committed_results_says_which_fits_identify_the_law():
+def test_notebook_on_the_committed_results_says_which_fits_identify_the_law(tmp_path):
   from conftest import REPO
-  outputs = _execute_notebook(REPO / "analysis" / "scaling_laws.ipynb")
+  outputs = _execute_notebook(REPO / "analysis" / "scaling_laws.ipynb", tmp_path / "run.ipynb")
   text = json.dumps([o.get("data", {}) for o in outputs], ensure_ascii=False)
   # The paper's fit identifies the law; the committed CPU grids do not, and show no multipliers.
   assert "above 0: P streams" in text and "law not identified" in text

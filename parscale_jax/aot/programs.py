@@ -153,7 +153,7 @@ def compile_decoding(config: TrainConfig, devices, batch: int, prompt_tokens: in
   """(prefill of `prompt_tokens`, one decode step) at `batch` rows with a cache of `max_tokens`,
   parameters sharded as in training, the batch split over the mesh where it divides. Weights stay
   in the training dtype unless `weights_dtype` casts the floating ones (a served model in bf16)."""
-  from parscale_jax.model.decode import decode_step
+  from parscale_jax.model.decode import DECODE_STEP_JIT, decode_step
 
   mesh = sharding.make_mesh(config.mesh, devices)
   graphdef, params = nnx.split(abstract_model(config.model))
@@ -174,7 +174,7 @@ def compile_decoding(config: TrainConfig, devices, batch: int, prompt_tokens: in
   cache_formats = {k: Format(Layout.AUTO, v.sharding) if k != "index" else v.sharding
                    for k, v in cache.items()}
   rows = NamedSharding(mesh, P(rows_axis))
-  step = jax.jit(decode_step.__wrapped__, static_argnums=(0, 5, 6, 7), donate_argnums=(3,),
+  step = jax.jit(decode_step.__wrapped__, **DECODE_STEP_JIT,
                  in_shardings=(param_shardings, rows, cache_formats, key.sharding),
                  out_shardings=(rows, rows, cache_formats))
   out = []

@@ -30,7 +30,11 @@ def sample_token(logits_BxV, rng, temperature: float, top_k: int | None, top_p: 
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(3,))
+# How decode_step is compiled; aot/programs.py compiles it again with these and explicit layouts.
+DECODE_STEP_JIT = {"static_argnums": (0, 5, 6, 7), "donate_argnums": (3,)}
+
+
+@functools.partial(jax.jit, **DECODE_STEP_JIT)
 def decode_step(graphdef, state, tokens_BxS, cache, rng, temperature=0.0, top_k=None, top_p=None):
   """Feeds tokens_BxS (the prompt, or the last token) at the cache's index; returns the next token
   [B], its logits [B, V] and the updated cache. The cache buffers are donated."""
