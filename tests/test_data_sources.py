@@ -152,3 +152,24 @@ def test_an_edit_that_keeps_size_and_mtime_changes_the_corpus_hash(tmp_path):
   os.utime(folder / "a.py", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and mtime put back.
   assert (folder / "a.py").stat().st_mtime_ns == stat.st_mtime_ns
   assert content_hash(str(folder)) != before
+
+
+def test_a_build_lists_its_files_once_and_shows_progress(tmp_path, monkeypatch, capsys):
+  from parscale_jax.data import corpus
+  folder = tmp_path / "src"
+  folder.mkdir()
+  for i in range(300):
+    (folder / f"f{i:03d}.py").write_text(f"x = {i}\n")
+  listings = []
+  real = corpus.list_source
+  monkeypatch.setattr(corpus, "list_source", lambda source: listings.append(source) or real(source))
+  builder = build_code_corpus(str(folder), tmp_path / "tfds", 10)
+  assert listings == [str(folder)]  # Name, lock, fingerprint and splits share one listing.
+  splits = {s: sorted(bytes(d["path"]).decode() for d in builder.as_data_source(s))
+            for s in ("train", "validation")}
+  assert sorted(splits["train"] + splits["validation"]) == [f"f{i:03d}.py" for i in range(300)]
+  assert not set(splits["train"]) & set(splits["validation"])
+  assert splits["validation"] == sorted(f"f{i:03d}.py" for i in range(300)
+                                        if corpus.is_validation(f"f{i:03d}.py", 10))
+  lines = capsys.readouterr().err.splitlines()  # Not a terminal: whole lines, the last one complete.
+  assert lines[-1].startswith(f"building the corpus of {folder}: 300/300 files")

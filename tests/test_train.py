@@ -47,8 +47,8 @@ def test_a_run_lists_and_opens_its_corpus_once(tmp_path, data_dir, monkeypatch):
   config = config_from_dict(tiny_train_dict(data_dir, tokens=8 * 32 * 2))
   prepare_corpus(config.data)  # Built already, as in any run after the first (a build lists more).
   listings = []
-  real = corpus.content_hash
-  monkeypatch.setattr(corpus, "content_hash", lambda source: listings.append(source) or real(source))
+  real = corpus.list_source
+  monkeypatch.setattr(corpus, "list_source", lambda source: listings.append(source) or real(source))
   assert train(config, tmp_path / "run", progress=False)["status"] == "done"
   assert listings == [config.data.source]  # Training rows, validation rows and description share it.
 

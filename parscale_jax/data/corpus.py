@@ -16,10 +16,12 @@ import os
 import platform
 import sysconfig
 from pathlib import Path
+from typing import NamedTuple
 
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
+from parscale_jax.bars import progress_bar
 from parscale_jax.errors import UserError
 
 STDLIB = "stdlib"
@@ -67,17 +69,29 @@ def utf8_bytes(text: str) -> bytes:
   return text.encode("utf-8", "replace")
 
 
-def content_hash(source: str) -> str:
-  """A hash of the file list with each file's size, modification and change times: a built
-  dataset is reused only while its files are unchanged. The change time (ctime) moves with every
-  write and cannot be set back, so an edit that keeps a file's size and mtime is seen too."""
+class Listing(NamedTuple):
+  """A source's files, listed once per build: its root, sorted files and their content hash."""
+  root: Path
+  files: list[Path]
+  digest: str
+
+
+def list_source(source: str) -> Listing:
+  """The files of `source` and a hash of the file list with each file's size, modification and
+  change times: a built dataset is reused only while its files are unchanged. The change time
+  (ctime) moves with every write and cannot be set back, so an edit that keeps a file's size and
+  mtime is seen too."""
   root, files = source_files(source)
   digest = hashlib.sha256()
   for p in files:
     st = p.stat()
     digest.update(f"{utf8_name(p.relative_to(root).as_posix())}\0{st.st_size}\0{st.st_mtime_ns}"
                   f"\0{st.st_ctime_ns}\n".encode())
-  return digest.hexdigest()[:12]
+  return Listing(root, files, digest.hexdigest()[:12])
+
+
+def content_hash(source: str) -> str:
+  return list_source(source).digest
 
 
 RECORD_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
@@ -97,18 +111,20 @@ def record_format(source: str, files: list[Path]) -> str | None:
   return kinds.pop() if len(kinds) == 1 and None not in kinds else None
 
 
-def config_name(source: str, text_key: str = "text") -> str:
+def config_name(source: str, text_key: str = "text", digest: str | None = None) -> str:
   if source == STDLIB:
     prefix = f"stdlib-py{platform.python_version()}"
   else:
     key = f"{os.path.abspath(os.path.expanduser(source))}\0{text_key}"
     prefix = "files-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-  return f"{prefix}-{content_hash(source)}"
+  return f"{prefix}-{digest or content_hash(source)}"
 
 
 class CodeCorpusConfig(tfds.core.BuilderConfig):
   def __init__(self, *, source: str, val_percent: int, text_key: str = "text", **kwargs):
-    super().__init__(name=f"{config_name(source, text_key)}-val{val_percent}", **kwargs)
+    self.listing = list_source(source)
+    super().__init__(name=f"{config_name(source, text_key, self.listing.digest)}-val{val_percent}",
+                     **kwargs)
     self.source = source
     self.val_percent = val_percent
     self.text_key = text_key
@@ -128,25 +144,29 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
-    root, files = source_files(self.builder_config.source)
+    root, files, digest = self.builder_config.listing
+    sizes = {p: p.stat().st_size for p in files}
     self.info.metadata["fingerprint"] = {
         "source": self.builder_config.source, "root": str(root),
         "python_version": platform.python_version(), "file_count": len(files),
-        "bytes": sum(p.stat().st_size for p in files), "content_hash": content_hash(self.builder_config.source)}
+        "bytes": sum(sizes.values()), "content_hash": digest}
     val_percent = self.builder_config.val_percent
     fmt = record_format(self.builder_config.source, files)
     if fmt is not None:
       return self._record_splits(fmt, [p for p in files if fmt != "arrow" or p.suffix == ".arrow"],
                                  root, val_percent)
-    rel = [(p, utf8_name(p.relative_to(root).as_posix())) for p in files if p.stat().st_size > 0]
+    rel = [(p, utf8_name(p.relative_to(root).as_posix())) for p in files if sizes[p] > 0]
     if len(rel) < 2:
       raise UserError(f"data.source: {self.builder_config.source!r} has {len(rel)} non-empty "
                       f"file(s); a train and a validation split need at least 2")
     val = [x for x in rel if is_validation(x[1], val_percent)]
     if not val or len(val) == len(rel):  # A small corpus: hold out exactly one file.
       val = [min(rel, key=lambda x: hashlib.sha256(x[1].encode()).digest())]
-    train = [x for x in rel if x not in val]
-    return {"train": self._generate_examples(train), "validation": self._generate_examples(val)}
+    val_paths = {p for p, _ in val}
+    train = [x for x in rel if x[0] not in val_paths]
+    bar = progress_bar(len(rel), 0, f"building the corpus of {self.builder_config.source}", "file")
+    return {"train": self._generate_examples(train, bar),
+            "validation": self._generate_examples(val, bar)}
 
   def _record_splits(self, fmt: str, files: list[Path], root: Path, val_percent: int):
     """Records split into train and validation by a hash of each document's text."""
@@ -168,13 +188,16 @@ class ParscaleCodeCorpus(tfds.core.GeneratorBasedBuilder):
           yield piece_key, {"text": piece, "path": piece_key}
     return {"train": examples(train), "validation": examples(val)}
 
-  def _generate_examples(self, files):
+  def _generate_examples(self, files, bar):
     for path, rel in files:
       # Raw bytes: the byte tokenizer sees every byte as it is. Read piece by piece.
       with open(path, "rb") as f:
         for i, piece in enumerate(pieces(f)):
           key = rel if i == 0 else f"{rel}#{i}"
           yield key, {"text": piece, "path": key}
+      bar.update()
+      if bar.n == bar.total:
+        bar.close()
 
 
 def _cut(data: bytes) -> int:
@@ -264,14 +287,13 @@ def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5, t
   absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns about every custom config.
   tfds.disable_progress_bar()
   data_dir.mkdir(parents=True, exist_ok=True)
-  make = lambda: ParscaleCodeCorpus(
-      config=CodeCorpusConfig(source=source, val_percent=val_percent, text_key=text_key),
-      data_dir=str(data_dir), file_format="array_record")
+  config = CodeCorpusConfig(source=source, val_percent=val_percent, text_key=text_key)
+  make = lambda: ParscaleCodeCorpus(config=config, data_dir=str(data_dir), file_format="array_record")
   builder = make()
   if not builder.is_prepared():
     # Several processes (sweep workers, concurrent sweeps) may ask at once: one builds, the
     # others wait for it and then read what it built.
-    with open(data_dir / f".build-{config_name(source, text_key)}.lock", "a") as lock:
+    with open(data_dir / f".build-{config.name}.lock", "a") as lock:
       fcntl.flock(lock, fcntl.LOCK_EX)
       builder = make()
       if not builder.is_prepared():
