@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 
@@ -32,7 +33,8 @@ def copy_file_atomic(source: Path, target: Path) -> None:
 
 
 def _temporary(path: Path) -> Path:
-  return path.with_name(f".{path.name}.{os.getpid()}.tmp")  # A name unique to this process.
+  # A name unique to this process and thread.
+  return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def _json_text(data) -> str:

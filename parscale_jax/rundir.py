@@ -32,6 +32,7 @@ SWEEP_MARK = "sweep.json"  # Names the sweep that owns a results (or published) 
 TABLE = "table.csv"
 TABLE_JSONL = "table.jsonl"
 REPORT = "report.md"
+TABLE_LOCK = ".table.lock"  # Held while the table, fit and report are rewritten.
 
 # What a published run keeps (its checkpoints and exported model stay local).
 PUBLISHED_FILES = (RESULT, METRICS, CONFIG, DIVERSITY)

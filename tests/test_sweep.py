@@ -393,3 +393,38 @@ def test_a_new_executor_is_one_class_and_its_registry_entry(tmp_path, data_dir, 
   assert sorted(handed) == [["P=1_hidden_size=32"], ["P=2_hidden_size=32"]]
   assert [r["status"] for r in rows] == ["done", "done"] and all(r["loss"] > 0 for r in rows)
   assert build_parser().parse_args(["sweep", "run", str(path), "--executor", "in-process"]).executor == "in-process"
+
+
+def test_two_sweeps_on_one_folder_take_turns_with_the_table(tmp_path, data_dir, monkeypatch):
+  """A writer that read the runs before another sweep finished one must not put its older view
+  back over the newer table: the table's readers and writers take turns."""
+  import threading
+
+  from parscale_jax.sweep import table
+  from parscale_jax.train.run_record import RunRecord
+  spec = load_sweep(_sweep_file(tmp_path, data_dir))
+  results = tmp_path / "results"
+  first = spec.runs[0].run_id
+  (results / "runs" / first).mkdir(parents=True)
+  table.write_table(results, spec.runs)
+  read_the_runs, go_on = threading.Event(), threading.Event()
+  real = table.run_result
+
+  def slow_reader(results_dir, run_id, published=None):
+    result = real(results_dir, run_id, published)
+    if threading.current_thread().name == "older" and run_id == spec.runs[-1].run_id:
+      read_the_runs.set()
+      go_on.wait(5)
+    return result
+
+  monkeypatch.setattr(table, "run_result", slow_reader)
+  older = threading.Thread(target=table.write_table, args=(results, spec.runs), name="older")
+  older.start()
+  assert read_the_runs.wait(5)  # It has read `first` as pending, and not written yet.
+  RunRecord(results / "runs" / first, first).finish(eval_loss=2.5)
+  newer = threading.Thread(target=table.write_table, args=(results, spec.runs), name="newer")
+  newer.start()
+  time.sleep(0.3)
+  go_on.set()
+  older.join(), newer.join()
+  assert _table(results)[first]["status"] == "done" and _table(results)[first]["loss"] == 2.5

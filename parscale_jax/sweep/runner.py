@@ -11,7 +11,7 @@ from parscale_jax.rundir import DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
 from parscale_jax.sweep.executors import Executor, make_executor
 from parscale_jax.sweep.worker import chains, is_locked
 from parscale_jax.sweep.spec import SweepSpec
-from parscale_jax.sweep.table import publish_run, run_result, write_table
+from parscale_jax.sweep.table import publish_run, run_result, table_turn, write_table
 from parscale_jax.train.run_record import read_result
 
 
@@ -95,10 +95,11 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str | Executor = 
   finally:
     if bar is not None:
       bar.close()
-  rows = write_table(results_dir, spec.runs, published)
-  if analyze:
-    from parscale_jax.sweep.report import analyze_sweep
-    analyze_sweep(spec, results_dir, rows, log=log)
+  with table_turn(results_dir):  # The last to finish reports: its view is the newest.
+    rows = write_table(results_dir, spec.runs, published, turn_held=True)
+    if analyze:
+      from parscale_jax.sweep.report import analyze_sweep
+      analyze_sweep(spec, results_dir, rows, log=log)
   return rows
 
 
@@ -221,9 +222,10 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
   claim_results_dir(spec, results_dir)
   claim_publish_dir(spec)
   publish_finished(spec, results_dir)
-  rows = write_table(results_dir, spec.runs, spec.publish_dir)
   from parscale_jax.sweep.report import analyze_sweep
-  analyze_sweep(spec, results_dir, rows, log=log)
+  with table_turn(results_dir):
+    rows = write_table(results_dir, spec.runs, spec.publish_dir, turn_held=True)
+    analyze_sweep(spec, results_dir, rows, log=log)
   return rows
 
 

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from parscale_jax.atomic import write_text_atomic
-from parscale_jax.rundir import PUBLISHED_FILES, TABLE, TABLE_JSONL, ResultsDir
+from parscale_jax.locks import held
+from parscale_jax.rundir import PUBLISHED_FILES, TABLE, TABLE_JSONL, TABLE_LOCK, ResultsDir
 from parscale_jax.sweep.comparisons import SHAPE_AXES
 from parscale_jax.sweep.spec import RunSpec
 from parscale_jax.train.run_record import read_result
@@ -64,8 +65,18 @@ def table_row(run: RunSpec, result: dict | None) -> dict:
   return row
 
 
-def write_table(results_dir: Path, runs: tuple[RunSpec, ...],
-                published: Path | None = None) -> list[dict]:
+def table_turn(results_dir: Path):
+  """The lock that sweeps sharing a results folder take in turn to read the runs and rewrite the
+  table (and its fit and report): a writer never puts back an older view over a newer one."""
+  return held(results_dir, TABLE_LOCK)
+
+
+def write_table(results_dir: Path, runs: tuple[RunSpec, ...], published: Path | None = None,
+                *, turn_held: bool = False) -> list[dict]:
+  """Rebuilds the table from the runs' results; turn_held: the caller holds table_turn."""
+  if not turn_held:
+    with table_turn(results_dir):
+      return write_table(results_dir, runs, published, turn_held=True)
   rows = [table_row(r, run_result(results_dir, r.run_id, published)) for r in runs]
   columns = list(COLUMNS) + sorted({k for row in rows for k in row} - set(COLUMNS))
   buf = io.StringIO()
