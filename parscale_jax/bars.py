@@ -2,16 +2,31 @@
 line at most once a minute and at the end, instead of hundreds of carriage-return redraws."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
 LOG_INTERVAL_S = 60.0
+_quiet = False
+
+
+@contextlib.contextmanager
+def quiet(on: bool = True):
+  """No bar is shown inside the block (a `--no-progress` run: its corpus build too)."""
+  global _quiet
+  outer, _quiet = _quiet, on or _quiet
+  try:
+    yield
+  finally:
+    _quiet = outer
 
 
 def progress_bar(total: int, initial: int, desc: str, unit: str, *, eta: bool = True, stream=None):
   """A bar with tqdm's update/set_postfix/set_postfix_str/close and a settable `n`. eta=False
   leaves out tqdm's own rate and time left (for callers that estimate them better)."""
   stream = sys.stderr if stream is None else stream
+  if _quiet:
+    return LineProgress(total, initial, desc, unit, None)
   if getattr(stream, "isatty", lambda: False)():
     from tqdm import tqdm
     fmt = None if eta else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit}s [{elapsed}{postfix}]"
@@ -54,5 +69,6 @@ class LineProgress:
 
   def _write(self) -> None:
     self.last_line = self._line()
-    print(self.last_line, file=self.stream, flush=True)
+    if self.stream is not None:  # None: counts, shows nothing.
+      print(self.last_line, file=self.stream, flush=True)
     self.written = time.time()

@@ -154,6 +154,49 @@ def test_a_real_full_disk_fails_in_one_line_and_a_retry_after_freeing_space_fini
   assert json.loads((tmp_path / "done.json").read_text())["status"] == "done"
 
 
+def test_a_disk_that_fills_inside_orbax_or_a_corpus_build_gives_one_line(tmp_path, data_dir):
+  """Past the free-space check (skipped here, as when another process fills the disk meanwhile),
+  orbax's writer threads fail: still one line, no partial checkpoint, and the run resumes once
+  there is room. A corpus build into a full data.data_dir: one line, no half-built corpus."""
+  mnt, data_mnt = tmp_path / "mnt", tmp_path / "data"
+  mnt.mkdir(), data_mnt.mkdir()
+  if not _can_mount_tmpfs(mnt):
+    pytest.skip("no private tmpfs here (unshare -rm mount refused)")
+  config = tmp_path / "tiny.yaml"
+  config.write_text(yaml.safe_dump(tiny_train_dict(data_dir, tokens=8 * 32 * 30)))
+  unchecked = (f"{sys.executable} -c 'import sys; from parscale_jax.train import checkpointing; "
+               f"checkpointing.HEADROOM_BYTES = -10**9; from parscale_jax.cli import main; "
+               f"sys.exit(main(sys.argv[1:]))' train {config} --workdir {mnt}/run --no-progress")
+  source = tmp_path / "src"
+  source.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(4):  # Random letters: they do not compress below the 64 KiB data_dir.
+    (source / f"f{i}.txt").write_text("".join(map(chr, rng.integers(97, 123, 100_000))))
+  build = (f"{sys.executable} -m parscale_jax.cli train {config} --workdir {tmp_path}/run2 "
+           f"--no-progress --set data.source={source} --set data.data_dir={data_mnt}")
+  script = (f"mount -t tmpfs -o size=160k tmpfs {mnt} && {{ {unchecked} 2>{tmp_path}/err1 >/dev/null; "
+            f"echo $? >{tmp_path}/rc1; find {mnt}/run >{tmp_path}/files; "
+            f"mount -o remount,size=16m {mnt} && {unchecked} 2>/dev/null >/dev/null; "
+            f"echo $? >{tmp_path}/rc2; cp {mnt}/run/result.json {tmp_path}/done.json; }} && "
+            f"mount -t tmpfs -o size=64k tmpfs {data_mnt} && {{ {build} 2>{tmp_path}/err3 >/dev/null; "
+            f"echo $? >{tmp_path}/rc3; find {data_mnt} -name '*.array_record*' >{tmp_path}/records; }}")
+  subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, timeout=600)
+  err = (tmp_path / "err1").read_text().strip().splitlines()  # After the corpus's progress lines.
+  assert (tmp_path / "rc1").read_text().strip() == "2", err
+  assert err[-1] == f"parscale train: error: disk full: {mnt}/run/checkpoints: No space left on device"
+  assert all(line.startswith("building the corpus of") for line in err[:-1]), err
+  assert "orbax-checkpoint-tmp" not in (tmp_path / "files").read_text()
+  assert (tmp_path / "rc2").read_text().strip() == "0"
+  assert json.loads((tmp_path / "done.json").read_text())["status"] == "done"
+  err = (tmp_path / "err3").read_text().strip().splitlines()
+  assert (tmp_path / "rc3").read_text().strip() == "2", err
+  assert err[-1] == (f"parscale train: error: disk full: {data_mnt}/parscale_code_corpus: No space "
+                     f"left on device (building the corpus)")
+  assert all(line.startswith("building the corpus of") for line in err[:-1])
+  assert (tmp_path / "records").read_text() == ""
+  assert json.loads((tmp_path / "run2" / "result.json").read_text())["reason"].startswith("disk full:")
+
+
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
   from parscale_jax import atomic
   target = tmp_path / "result.json"

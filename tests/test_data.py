@@ -107,7 +107,7 @@ def test_validation_rows_are_fixed_and_drawn_from_every_document(tmp_path):
 
 
 def test_validation_rows_equal_the_packed_stream_and_tokenise_each_document_once():
-  from parscale_jax.data.pipeline import _rows_of_stream
+  from parscale_jax.data.pipeline import rows_of_stream
   rng = np.random.default_rng(0)
   lengths = rng.choice([1, 3, 9, 40, 250], size=60)  # Rows spanning many documents and inside one.
   docs = [rng.integers(0, 257, n).astype(np.int32) for n in lengths]
@@ -116,7 +116,7 @@ def test_validation_rows_equal_the_packed_stream_and_tokenise_each_document_once
   packed = stream[: len(stream) // width * width].reshape(-1, width)
   chosen = np.sort(rng.choice(len(packed), 25, replace=False))
   calls = []
-  rows = _rows_of_stream(chosen, width, np.cumsum(lengths) - lengths, lengths,
+  rows = rows_of_stream(chosen, width, np.cumsum(lengths) - lengths, lengths,
                          lambda j: calls.append(j) or docs[j])
   np.testing.assert_array_equal(rows, packed[chosen])
   assert len(calls) == len(set(calls))

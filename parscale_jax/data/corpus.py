@@ -303,8 +303,10 @@ def build_code_corpus(source: str, data_dir: str | Path, val_percent: int = 5, t
 
 def _prepare(builder) -> None:
   """Builds the corpus, quietly (TFDS announces a download of 'Unknown size'); a failed build
-  leaves no half-built folder behind that a retry would trip over."""
+  leaves no half-built folder behind that a retry would trip over, and a full disk is one
+  OSError(ENOSPC) (the stored records are compressed: their size is not known beforehand)."""
   import contextlib
+  import errno
   import io
   import shutil
 
@@ -312,9 +314,14 @@ def _prepare(builder) -> None:
   try:
     with contextlib.redirect_stdout(io.StringIO()):
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(target, ignore_errors=True)
     for parent in (target.parent, target.parent.parent):  # version/, then the config folder.
       with contextlib.suppress(OSError):
         parent.rmdir()  # Only if empty.
+    # array_record reports a full disk as RuntimeError("... No space left on device; ...").
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in str(e):
+      raise OSError(errno.ENOSPC, "No space left on device (building the corpus)",
+                    str(target.parent.parent)) from None
     raise
+

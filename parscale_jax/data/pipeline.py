@@ -211,10 +211,10 @@ def validation_rows(config: DataConfig, size_option: str = "data.val_tokens") ->
     rest = np.setdiff1d(np.arange(n_packed), doc_rows)
     picks = rest[(np.arange(n_rows - len(doc_rows)) * len(rest)) // (n_rows - len(doc_rows))]
     chosen = np.sort(np.concatenate([doc_rows, picks]))
-  return _rows_of_stream(chosen, width, starts, lengths, tokens_of)
+  return rows_of_stream(chosen, width, starts, lengths, tokens_of)
 
 
-def _rows_of_stream(chosen: np.ndarray, width: int, starts: np.ndarray, lengths: np.ndarray,
+def rows_of_stream(chosen: np.ndarray, width: int, starts: np.ndarray, lengths: np.ndarray,
                     tokens_of) -> np.ndarray:
   """Rows `chosen` (sorted) of the documents' concatenated tokens cut into rows of `width`,
   tokenising only the documents they overlap, each once."""

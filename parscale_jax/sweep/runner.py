@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from parscale_jax import bars
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
 from parscale_jax.sweep.executors import Executor, make_executor
@@ -60,16 +61,16 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str | Executor = 
   todo_states = ("pending", "failed") if retry_failed else ("pending",)
   adopt_reused_runs(spec, results_dir, log)
   if any(state(results_dir, r) in todo_states for r in spec.runs):
-    _prepare_data(spec, results_dir)
+    with bars.quiet(not progress):
+      _prepare_data(spec, results_dir)
   publish_finished(spec, results_dir)
   rows = write_table(results_dir, spec.runs, published)
   bar = live = None
   if progress:
-    from parscale_jax.bars import progress_bar
     from parscale_jax.sweep.progress import SweepProgress
     finished = sum(r["status"] in ("done", "failed") for r in rows)
     # The sweep's own ETA (work in stream-tokens, runs in flight included) is the one shown.
-    bar = progress_bar(len(spec.runs), finished, f"sweep {spec.name}", "run", eta=False)
+    bar = bars.progress_bar(len(spec.runs), finished, f"sweep {spec.name}", "run", eta=False)
     live = SweepProgress(spec.runs, results_dir, state)
   try:
     for stage, todo in _stage_batches(spec, results_dir, state, todo_states, executor, log):

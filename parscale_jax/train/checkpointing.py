@@ -1,8 +1,10 @@
 """orbax checkpoints of a run: train state, data-iterator state and run metadata, saved together."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -71,11 +73,13 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
     raise _disk_full(directory, f"a checkpoint needs about {need / 1e6:.1f} MB, "
                                 f"{free / 1e6:.1f} MB are free")
   meta = {**meta, "state_checksum": state_checksum(state)}
+  _drop_closed_loop_callbacks()  # A failed write's callbacks, as a failed restore's (below).
   try:
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            data=grain.checkpoint.CheckpointSave(data_iterator),
-                                            meta=ocp.args.JsonSave(meta)))
-    mngr.wait_until_finished()
+    with _orbax_thread_errors_unlogged():
+      mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                              data=grain.checkpoint.CheckpointSave(data_iterator),
+                                              meta=ocp.args.JsonSave(meta)))
+      mngr.wait_until_finished()
   except Exception as e:
     # orbax reports a full disk as ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']").
     if not (isinstance(e, OSError) and e.errno == errno.ENOSPC) and "No space left" not in str(e):
@@ -83,6 +87,18 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
     for partial in directory.glob("*.orbax-checkpoint-tmp*"):
       shutil.rmtree(partial, ignore_errors=True)
     raise _disk_full(directory, "No space left on device") from None
+
+
+@contextlib.contextmanager
+def _orbax_thread_errors_unlogged():
+  """orbax logs the error of each of its writer threads with a traceback before raising it here;
+  the raised one is what the user is told, once. After a failed save the threads still running
+  go on failing: their logs stay off for the rest of the process."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL)
+  yield
+  absl_logger.setLevel(level)
 
 
 def _is_closed_loop(error) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from flax import nnx
 
+from parscale_jax import bars
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.configlib import ConfigError
 from parscale_jax.errors import UserError
@@ -196,7 +197,7 @@ def train(config: TrainConfig, workdir: str | Path, *, run_id: str | None = None
   if not lock.acquire():
     raise UserError(f"--workdir {workdir}: another process is training in it")
   try:
-    with one_build_per_corpus():
+    with one_build_per_corpus(), bars.quiet(not progress):
       return _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time,
                            until_step)
   finally:
@@ -335,8 +336,7 @@ class _Run:
 
     bar = None
     if progress and self.process_index == 0:
-      from parscale_jax.bars import progress_bar
-      bar = progress_bar(steps, self.start_step, self.run_id, "step")
+      bar = bars.progress_bar(steps, self.start_step, self.run_id, "step")
     pending = None  # (step, metrics on device): fetched one step late so the host never stalls.
     window = {"start": time.time(), "tokens": 0}
 
