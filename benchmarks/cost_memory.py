@@ -36,7 +36,7 @@ def model_config(size: str, P: int) -> ModelConfig:
 
 def model_memory(size: str, P: int, batch: int) -> dict:
   """The cost model's serving memory for a cell (bytes), as `parscale cost` computes it."""
-  workload = Workload(batch=batch, input_tokens=PROMPT, output_tokens=NEW)
+  workload = Workload(batch=batch, input_tokens=PROMPT, output_tokens=NEW, prefix_mode="cache")
   return inference_cost(model_config(size, P), DEVICES["tpu-v5p"], workload)["memory"]
 
 

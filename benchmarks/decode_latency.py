@@ -101,7 +101,7 @@ def main() -> None:
   scaled = {p: scaled_config(base, param_counts(parallel[p]).non_embedding * float(multiplier(args.k, p)))
             for p in ps[1:]}
   # The cost model's decode step at this benchmark's context (an 8-token prompt, then --tokens).
-  workload = Workload(input_tokens=8, output_tokens=args.tokens,
+  workload = Workload(input_tokens=8, output_tokens=args.tokens, prefix_mode="cache",
                       bytes_per_value=2 if args.dtype == "bfloat16" else 4)
   extra = {"size": args.size, "layers": args.layers, "dtype": args.dtype, "k": args.k,
            "tokens": args.tokens, "roofline_device": args.roofline}

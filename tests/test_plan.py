@@ -119,3 +119,11 @@ def test_a_budget_that_binds_nothing_is_said(capsys):
   assert doc["unbound"].startswith("the budget binds nothing")
   assert main(["plan", "--max-memory-gb", "8", "--json"]) == 0
   assert json.loads(capsys.readouterr().out)["unbound"] is None
+
+
+def test_cost_and_plan_cost_the_prefix_the_same_way_by_default():
+  from parscale_jax.cli import build_parser
+  parser = build_parser()
+  cost = parser.parse_args(["cost"])
+  plan_args = parser.parse_args(["plan", "--max-memory-gb", "8"])
+  assert cost.prefix_mode == plan_args.prefix_mode == Workload().prefix_mode == "prompt"

@@ -5,6 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from parscale_jax.cost import DEFAULT_PREFIX_MODE, PREFIX_MODES
 from parscale_jax.model.config import PRESETS
 from parscale_jax.configlib import (bounded, fraction, nonnegative_int, positive_float, positive_int,
                                      positive_ints)
@@ -109,7 +110,7 @@ def register(sub) -> None:
   p.add_argument("--flops-efficiency", type=fraction, default=0.7, help="share of peak FLOP/s reached")
   p.add_argument("--bandwidth-efficiency", type=fraction, default=0.9,
                  help="share of peak memory bandwidth reached")
-  p.add_argument("--prefix-mode", choices=["prompt", "cache"], default="prompt",
+  p.add_argument("--prefix-mode", choices=PREFIX_MODES, default=DEFAULT_PREFIX_MODE,
                  help="prompt: prefix costed as prompt tokens (the paper's accounting); cache: as "
                       "this implementation runs it (prefix in the KV cache, never computed)")
   p.add_argument("--plot", help="directory for the cost figure (PNG and PDF)")
@@ -187,8 +188,8 @@ def register_plan(sub) -> None:
   p.add_argument("--batch", type=positive_int, default=1)
   p.add_argument("--input-tokens", type=nonnegative_int, default=64)
   p.add_argument("--output-tokens", type=positive_int, default=64)
-  p.add_argument("--prefix-mode", choices=["prompt", "cache"], default="cache",
-                 help="how the prefix is costed (see parscale cost)")
+  p.add_argument("--prefix-mode", choices=PREFIX_MODES, default=DEFAULT_PREFIX_MODE,
+                 help="how the prefix is costed (as in parscale cost)")
   budget = p.add_mutually_exclusive_group(required=True)
   budget.add_argument("--max-memory-gb", type=positive_float)
   budget.add_argument("--max-latency-ms", type=positive_float, help="prefill + all output tokens")

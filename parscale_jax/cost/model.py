@@ -17,6 +17,7 @@ import math
 
 from scipy.optimize import brentq
 
+from parscale_jax.cost import DEFAULT_PREFIX_MODE
 from parscale_jax.scaling import multiplier
 from parscale_jax.cost.devices import Device
 from parscale_jax.errors import UserError
@@ -33,10 +34,7 @@ class Workload:
   bytes_per_value: int = 2  # fp16 weights and cache.
   flops_efficiency: float = 0.7
   bandwidth_efficiency: float = 0.9
-  # How the prefix is costed: "cache" (as this implementation runs it: prefix keys/values held in
-  # the KV cache, attended to, never computed) or "prompt" (as extra prompt tokens per stream, the
-  # way a generic cost tool without prefix support would count them).
-  prefix_mode: str = "cache"
+  prefix_mode: str = DEFAULT_PREFIX_MODE  # One of PREFIX_MODES (parscale_jax/cost/__init__.py).
 
 
 def scaled_config(base: ModelConfig, non_embedding: float) -> ModelConfig:
