@@ -2,7 +2,9 @@
 __version__ = "0.1.0"
 
 from parscale_jax.platforms import skip_absent_tpu as _skip_absent_tpu
+from parscale_jax.versions import check_jax_flax as _check_jax_flax
 
+_check_jax_flax()
 _skip_absent_tpu()  # Before anything imports JAX.
 
 # Imported on first use, so that `parscale` can restart itself (parscale_jax/hostmem.py) before

@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests write nothing into the user's home: ~/.cache (built corpora, compiled programs) and other
+# dot folders are a temporary home, shared by the session's workers and the processes they start.
+_HOME = Path(tempfile.gettempdir()) / f"parscale-test-home-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}"
+_HOME.mkdir(exist_ok=True)
+os.environ["HOME"] = str(_HOME)
 # Many tests (and the CLI processes they start) compile the same tiny programs: a persistent
 # compilation cache for the session turns the repeats into cache hits. Set before jax starts.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="parscale-test-xla-"))

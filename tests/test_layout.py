@@ -1,5 +1,8 @@
 """The package's shape: no import circle between its modules (imports inside functions included)."""
 import ast
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -107,3 +110,20 @@ def test_run_and_results_folder_names_are_spelled_in_rundir_alone():
         offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
   assert not offenders, offenders
   assert len(re_grep(r'"runs" /')) == 1
+
+
+def test_a_flax_too_old_for_the_installed_jax_is_one_line_and_tests_keep_out_of_home():
+  import tempfile
+  from importlib import metadata
+
+  from parscale_jax.versions import check_jax_flax, release
+  installed = {"jax": "0.11.2", "flax": "0.12.8"}
+  with pytest.raises(ImportError, match=r"^parscale_jax: flax 0.12.8 does not work with jax 0.11.2; "
+                                        r"pip install 'flax>=0.12.10' \(or jax<0.11\)$"):
+    check_jax_flax(installed.get)
+  check_jax_flax({"jax": "0.11.2", "flax": "0.12.10"}.get)
+  check_jax_flax({"jax": "0.10.2", "flax": "0.12.8"}.get)
+  check_jax_flax(metadata.version)  # The installed pair.
+  assert release("0.11.0rc1") == (0, 11, 0) and release("0.12.10.dev3+g1") == (0, 12, 10)
+  # conftest.py: ~/.cache of the tests (corpora, compiled programs) is a temporary folder.
+  assert Path("~/.cache").expanduser().is_relative_to(tempfile.gettempdir())
