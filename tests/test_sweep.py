@@ -428,3 +428,37 @@ def test_two_sweeps_on_one_folder_take_turns_with_the_table(tmp_path, data_dir, 
   go_on.set()
   older.join(), newer.join()
   assert _table(results)[first]["status"] == "done" and _table(results)[first]["loss"] == 2.5
+
+
+def test_local_workers_get_one_gpu_each_and_share_memory_when_more(monkeypatch):
+  import concurrent.futures as cf
+  import importlib.util
+  import multiprocessing
+
+  from parscale_jax import platforms
+  from parscale_jax.sweep.executors.local import worker_slots
+  from parscale_jax.sweep.worker import init_worker
+  cpu = worker_slots(0, 1, 10, cores=[0, 1], gpus=[])
+  assert [(s.cpus, s.env) for s in cpu] == [([0], {}), ([1], {})]
+  gpu = worker_slots(0, 2, 10, cores=list(range(16)), gpus=["0", "1", "2", "3"])
+  assert [s.env for s in gpu] == [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(4)]
+  assert [s.cpus for s in gpu] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+  shared = worker_slots(8, 1, 10, cores=[0, 1], gpus=["0", "1", "2", "3"])
+  assert [s.env["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "2", "3"] * 2
+  assert {s.env["XLA_PYTHON_CLIENT_MEM_FRACTION"] for s in shared} == {"0.450"}
+  assert len(worker_slots(0, 1, 1, cores=[0, 1], gpus=["0", "1"])) == 1  # No more than tasks.
+  # Which GPUs: CUDA_VISIBLE_DEVICES where set; none without a CUDA build of jax.
+  assert platforms.local_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) in ([], ["2", "3"])
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object()
+                      if name in platforms.CUDA_PLUGINS else real_find_spec(name, *a))
+  assert platforms.local_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+  assert platforms.local_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+  assert platforms.local_gpus({"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "0"}) == []
+  # A worker process takes its slot's environment before anything imports jax.
+  ctx = multiprocessing.get_context("spawn")
+  slots = ctx.Queue()
+  slots.put(shared[5])
+  with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=init_worker, initargs=(1, slots)) as pool:
+    assert pool.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == "1"
+    assert pool.submit(os.getenv, "XLA_PYTHON_CLIENT_MEM_FRACTION").result() == "0.450"

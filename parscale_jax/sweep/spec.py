@@ -44,7 +44,7 @@ from parscale_jax.train.config import TrainConfig, config_from_dict
 class ExecutorConfig:
   """How runs are executed locally."""
 
-  workers: int = 0  # Parallel worker processes; 0: cores // threads_per_worker.
+  workers: int = 0  # Parallel worker processes; 0: one per GPU, else cores // threads_per_worker.
   threads_per_worker: int = 1  # CPU threads each worker's XLA may use.
   gpus_per_run: float = 0.0  # Ray only: GPUs requested per run.
 

@@ -4,6 +4,7 @@ This module imports no JAX at the top: a worker sets its thread limits before JA
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,14 +29,21 @@ def limit_threads(threads: int, cpus: list[int] | None = None) -> None:
     os.environ[var] = str(threads)
 
 
-_worker_cpus: list[int] | None = None
+@dataclasses.dataclass(frozen=True)
+class WorkerSlot:
+  """One local worker's share of the host: its CPU threads and cores, and the environment that
+  gives it its GPU (empty on a CPU host)."""
+
+  threads: int
+  cpus: list[int]
+  env: dict[str, str]
 
 
-def init_worker(threads: int, cpu_queue) -> None:
-  """ProcessPoolExecutor initializer: each worker takes its own set of cores."""
-  global _worker_cpus
-  _worker_cpus = cpu_queue.get() if cpu_queue is not None else None
-  limit_threads(threads, _worker_cpus)
+def init_worker(threads: int, slots) -> None:
+  """ProcessPoolExecutor initializer: each worker takes its own slot (cores, GPU) before JAX."""
+  slot = slots.get() if slots is not None else WorkerSlot(threads, [], {})
+  os.environ.update(slot.env)
+  limit_threads(slot.threads, slot.cpus or None)
   _die_with_parent()
 
 

@@ -1,6 +1,7 @@
-"""Runs as worker processes on this host: one per `executor.workers` (default: cores //
-threads_per_worker), each pinned to its own cores. A worker that dies (killed, e.g. by the
-out-of-memory killer) breaks the pool: the death is noted against the run it held alone."""
+"""Runs as worker processes on this host: one per `executor.workers` (default: one per GPU where
+JAX has GPUs, else cores // threads_per_worker), each pinned to its own cores and GPU. A worker
+that dies (killed, e.g. by the out-of-memory killer) breaks the pool: the death is noted against
+the run it held alone."""
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -11,11 +12,35 @@ import signal
 import time
 from pathlib import Path
 
+from parscale_jax.platforms import gpu_worker_environment, local_gpus
 from parscale_jax.rundir import ATTEMPTS, DEATHS, ResultsDir
 from parscale_jax.sweep import executors
 from parscale_jax.sweep.spec import SweepSpec
-from parscale_jax.sweep.worker import execute_chain, init_worker
+from parscale_jax.sweep.worker import WorkerSlot, execute_chain, init_worker
 from parscale_jax.train.run_record import read_result
+
+
+def worker_slots(workers: int, threads: int, n_tasks: int, cores: list[int] | None = None,
+                 gpus: list[str] | None = None) -> list[WorkerSlot]:
+  """What each worker gets: its cores and, on a GPU host, its GPU. With GPUs, `workers` defaults
+  to one per GPU (each worker's JAX would otherwise take most of every GPU's memory); more
+  workers than GPUs share them round robin, each with its share of the memory."""
+  if cores is None:
+    cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else list(range(os.cpu_count() or 1)))
+  gpus = local_gpus() if gpus is None else gpus
+  threads = max(1, threads)
+  workers = workers or (len(gpus) if gpus else max(1, len(cores) // threads))
+  workers = max(1, min(workers, n_tasks))
+  slots = []
+  for i in range(workers):
+    cpus = [cores[(i * threads + j) % len(cores)] for j in range(threads)]
+    env = {}
+    if gpus:
+      sharing = -(-workers // len(gpus)) if workers > len(gpus) else 1
+      env = gpu_worker_environment(gpus[i % len(gpus)], sharing)
+    slots.append(WorkerSlot(threads, cpus, env))
+  return slots
 
 
 class LocalExecutor:
@@ -23,17 +48,13 @@ class LocalExecutor:
     self.spec, self.broken = spec, 0
 
   def _pool(self, n_tasks: int) -> cf.ProcessPoolExecutor:
-    threads = max(1, self.spec.executor.threads_per_worker)
-    cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else list(range(os.cpu_count() or 1)))
-    workers = self.spec.executor.workers or max(1, len(cores) // threads)
-    workers = max(1, min(workers, n_tasks))
     ctx = multiprocessing.get_context("spawn")
-    cpu_queue = ctx.Queue()
-    for i in range(workers):
-      cpu_queue.put([cores[(i * threads + j) % len(cores)] for j in range(threads)])
-    return cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                  initargs=(threads, cpu_queue))
+    slots = ctx.Queue()
+    plan = worker_slots(self.spec.executor.workers, self.spec.executor.threads_per_worker, n_tasks)
+    for slot in plan:
+      slots.put(slot)
+    return cf.ProcessPoolExecutor(len(plan), mp_context=ctx, initializer=init_worker,
+                                  initargs=(plan[0].threads, slots))
 
   def execute(self, tasks, results_dir: Path, retry_failed: bool):
     pool = self._pool(len(tasks))
