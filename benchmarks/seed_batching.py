@@ -24,8 +24,7 @@ from parscale_jax.hostmem import restart_with_huge_pages
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer
 from parscale_jax.train.config import MeshConfig, TrainConfig
-from parscale_jax.train.optimizer import make_optimizer
-from parscale_jax.train.step import jit_train_step, train_step
+from parscale_jax.train.step import train_step
 from train_step import interleaved_medians
 
 
@@ -33,17 +32,14 @@ def prepared_runs(config, seeds: int, batch: int, seq: int):
   """(sequential, batched, param_gap): calling either of the first two trains `seeds` models one
   step and returns seconds; param_gap() is the largest difference between their parameters."""
   mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:1])
-  optimizer = make_optimizer(TrainConfig(model=config).optim, 1000)
-  states = []
-  for seed in range(seeds):
-    graphdef, state, shardings = trainer.fresh_train_state(TrainConfig(model=config, seed=seed),
-                                                           mesh, optimizer)
-    states.append(state)
+  trainings = [trainer.build_training(TrainConfig(model=config, seed=seed), mesh)
+               for seed in range(seeds)]
+  states = [t.fresh_state() for t in trainings]
+  graphdef, optimizer = trainings[0].graphdef, trainings[0].optimizer
   rng = np.random.default_rng(0)
   rows = [rng.integers(0, config.vocab_size, (1, batch, seq + 1)).astype(np.int32)
           for _ in range(seeds)]
-  one = jit_train_step(graphdef, optimizer, shardings, sharding.batch_sharding(mesh),
-                       sharding.replicated(mesh))
+  one = trainings[0].train_step
   many = jax.jit(jax.vmap(functools.partial(train_step, graphdef=graphdef, optimizer=optimizer)),
                  donate_argnums=(0,))
   # Copies: the single-seed steps donate their states.
@@ -66,9 +62,9 @@ def prepared_runs(config, seeds: int, batch: int, seq: int):
     return time.perf_counter() - t
 
   def param_gap() -> float:
-    stacked = jax.tree.map(lambda *a: np.stack(a), *[s["params"] for s in seq_box])
+    stacked = jax.tree.map(lambda *a: np.stack(a), *[s.params for s in seq_box])
     gaps = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
-                        stacked, vec_box[0]["params"])
+                        stacked, vec_box[0].params)
     return max(jax.tree.leaves(gaps))
 
   sequential(), batched()  # Compile.

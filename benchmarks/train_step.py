@@ -29,8 +29,6 @@ from parscale_jax.model.accounting import flops_per_token
 from parscale_jax.model.config import PRESETS, preset
 from parscale_jax.train import sharding, trainer
 from parscale_jax.train.config import MeshConfig, TrainConfig
-from parscale_jax.train.optimizer import make_optimizer
-from parscale_jax.train.step import jit_train_step
 
 
 def prepared_matmul(dtype, n: int = 1024, reps: int = 4):
@@ -55,11 +53,8 @@ def prepared_step(config, batch, seq, devices=1):
   devices (the trainer's initialisation, shardings and jitted step); calling it runs one step,
   returns seconds."""
   mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:devices])
-  train_config = TrainConfig(model=config)
-  optimizer = make_optimizer(train_config.optim, 1000)
-  graphdef, state, state_shardings = trainer.fresh_train_state(train_config, mesh, optimizer)
-  fn = jit_train_step(graphdef, optimizer, state_shardings, sharding.batch_sharding(mesh),
-                      sharding.replicated(mesh))
+  training = trainer.build_training(TrainConfig(model=config), mesh)
+  state, fn = training.fresh_state(), training.train_step
   rows = np.random.default_rng(0).integers(0, config.vocab_size, (1, batch, seq + 1)).astype(np.int32)
   rows = jax.device_put(rows, sharding.batch_sharding(mesh))
   state, m = fn(state, rows)

@@ -122,7 +122,7 @@ def test_nan_loss_stops_with_failed_status_and_keeps_last_good_checkpoint(tmp_pa
 
     def run(state, rows):
       state, metrics = step(state, rows)
-      if int(state["step"]) >= 13:
+      if int(state.step) >= 13:
         metrics = dict(metrics, loss=jnp.float32(jnp.nan))
       return state, metrics
     return run
@@ -152,10 +152,9 @@ def test_two_stage_and_frozen_backbone(tmp_path, data_dir, monkeypatch):
 
   # Two-stage start: the backbone equals the P = 1 checkpoint, the ParScale parameters are fresh.
   config = config_from_dict(tiny_train_dict(data_dir, init_from=str(p1), tokens=8 * 32 * 5))
-  mesh = trainer.sharding.make_mesh(config.mesh)
-  optimizer = trainer.make_optimizer(config.optim, config.steps)
-  graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
-  model = nnx.merge(graphdef, state["params"], state["frozen"])
+  training = trainer.build_training(config, trainer.sharding.make_mesh(config.mesh))
+  state = training.fresh_state()
+  model = nnx.merge(training.graphdef, state.params, state.frozen)
   np.testing.assert_array_equal(model.embed_tokens.embedding[...], p1_weights["model.embed_tokens.weight"])
   np.testing.assert_array_equal(model.backbone.layers[1].mlp.up_proj.weight[...],
                                 p1_weights["model.layers.1.mlp.up_proj.weight"])
@@ -194,11 +193,10 @@ out = {}
 for name, devices, mesh_config in [("one", jax.devices()[:1], MeshConfig(1, 1)),
                                    ("eight", jax.devices(), MeshConfig(4, 2))]:
   mesh = sharding.make_mesh(mesh_config, devices)
-  optimizer = trainer.make_optimizer(config.optim, config.steps)
-  graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
-  specs = {str(l.sharding.spec) for l in jax.tree.leaves(state["params"])}
-  step = trainer.jit_train_step(graphdef, optimizer, shardings, sharding.batch_sharding(mesh),
-                                sharding.replicated(mesh))
+  training = trainer.build_training(config, mesh)
+  state = training.fresh_state()
+  specs = {str(l.sharding.spec) for l in jax.tree.leaves(state.params)}
+  step = training.train_step
   losses = []
   for _ in range(3):
     state, metrics = step(state, jax.device_put(rows[None], sharding.batch_sharding(mesh)))
@@ -297,15 +295,13 @@ def _one_step_updates(data_dir, model=None) -> dict:
   for scale in (1.0, 10.0):
     config = config_from_dict(tiny_train_dict(data_dir, model=model or {}, optim={"prefix_lr_scale": scale,
                                                                                      "warmup_fraction": 0.0}))
-    mesh = trainer.sharding.make_mesh(config.mesh)
-    optimizer = trainer.make_optimizer(config.optim, config.steps)
-    graphdef, state, shardings = trainer.fresh_train_state(config, mesh, optimizer)
-    before = jax.tree.map(np.asarray, state["params"])
-    step = trainer.jit_train_step(graphdef, optimizer, shardings,
-                                  trainer.sharding.batch_sharding(mesh), trainer.sharding.replicated(mesh))
+    training = trainer.build_training(config, trainer.sharding.make_mesh(config.mesh))
+    state = training.fresh_state()
+    before = jax.tree.map(np.asarray, state.params)
+    step = training.train_step
     rows = np.random.default_rng(0).integers(0, 256, (1, 8, 33), dtype=np.int32)
     state, _ = step(state, rows)  # One step: the same gradients, so only the scale differs.
-    updates[scale] = jax.tree.map(lambda a, b: np.asarray(a) - b, state["params"], before)
+    updates[scale] = jax.tree.map(lambda a, b: np.asarray(a) - b, state.params, before)
   return updates
 
 

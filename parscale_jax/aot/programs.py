@@ -125,7 +125,7 @@ def compile_training(config: TrainConfig, devices) -> Compiled:
                                config.data.seq_len + 1), jnp.int32, sharding=training.rows_sharding)
   accounted = flops_per_token(config.model, config.data.seq_len) * config.tokens_per_step / len(devices)
   state_bytes = shard_bytes(training.abstract_state, training.state_shardings)
-  param_bytes = sum(shard_bytes(training.abstract_state[k], training.state_shardings[k])
+  param_bytes = sum(shard_bytes(getattr(training.abstract_state, k), getattr(training.state_shardings, k))
                     for k in ("params", "frozen"))
   return _compile("train step", lambda: training.train_step.lower(state, rows), accounted,
                   state_bytes, param_bytes)

@@ -72,6 +72,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
   if free < need:
     raise _disk_full(directory, f"a checkpoint needs about {need / 1e6:.1f} MB, "
                                 f"{free / 1e6:.1f} MB are free")
+  state = state.as_dict()  # A TrainState, stored as its fields by name.
   meta = {**meta, "state_checksum": state_checksum(state)}
   _drop_closed_loop_callbacks()  # A failed write's callbacks, as a failed restore's (below).
   try:
@@ -127,10 +128,10 @@ def _drop_closed_loop_callbacks() -> None:
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, data_iterator):
-  """Restores (state, meta) at `step` with arrays placed by `shardings`; `data_iterator` is set to
-  the saved position."""
+  """Restores (state, meta) at `step` with arrays placed by `shardings` (TrainStates of abstract
+  arrays and of shardings); `data_iterator` is set to the saved position."""
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        abstract_state, shardings)
+                        abstract_state.as_dict(), shardings.as_dict())
   _drop_closed_loop_callbacks()  # Before: the first callbacks come while the error unwinds.
   try:
     out = mngr.restore(step, args=ocp.args.Composite(
@@ -145,4 +146,4 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, d
   if expected is not None and state_checksum(out["state"]) != expected:
     raise UserError(f"checkpoint {mngr.directory}/{step} is damaged: its arrays do not match the "
                     "checksum saved with them")
-  return out["state"], out["meta"]
+  return type(abstract_state).from_dict(out["state"]), out["meta"]

@@ -27,7 +27,7 @@ def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tup
   losses = []
   for i in range(0, len(padded), batch):
     chunk = jax.device_put(padded[i:i + batch], rows_sharding)
-    losses.append(np.asarray(eval_fn(state["params"], state["frozen"], chunk)))
+    losses.append(np.asarray(eval_fn(state.params, state.frozen, chunk)))
   per_row = np.concatenate(losses)[:n].astype(np.float64)
   sem = standard_error(per_row)
   return float(per_row.mean()), sem

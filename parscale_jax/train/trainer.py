@@ -39,7 +39,7 @@ from parscale_jax.train.evaluate import evaluate
 from parscale_jax.train.metrics import MetricsWriter
 from parscale_jax.train.run_record import RunRecord, failure_reason
 from parscale_jax.train.optimizer import lr_schedule, make_optimizer
-from parscale_jax.train.step import jit_eval_step, jit_train_step, split_model
+from parscale_jax.train.step import TrainState, jit_eval_step, jit_train_step, split_model
 
 BACKBONE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                    "num_kv_heads", "rope_theta", "rms_norm_eps", "tie_embeddings")
@@ -62,83 +62,67 @@ def _load_backbone_source(init_from: str, config) -> ParScaleLM:
   return base
 
 
-def _init_state(config: TrainConfig, mesh, optimizer):
-  """Abstract shapes and shardings first; then parameters created directly in place."""
-  model_config = config.model
-  abstract = nnx.eval_shape(lambda: ParScaleLM(model_config, nnx.Rngs(params=config.seed)))
-  graphdef, abs_params, abs_frozen = split_model(abstract, config.freeze_backbone)
-  abs_state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abs_params,
-               "frozen": abs_frozen,
-               "opt_state": jax.eval_shape(optimizer.init, abs_params)}
-  state_shardings = sharding.tree_shardings(mesh, abs_state)
-
-  def create(key):
-    model = ParScaleLM(model_config, nnx.Rngs(params=key))
-    _, params, frozen = split_model(model, config.freeze_backbone)
-    return params, frozen
-
-  return graphdef, abs_state, state_shardings, create
-
-
-def _fresh_state(config, create, state_shardings, optimizer, graphdef):
-  create_jit = jax.jit(create, out_shardings=(state_shardings["params"], state_shardings["frozen"]))
-  # The key is an argument, not a constant, so that XLA cannot constant-fold the random numbers
-  # (see create_model).
-  params, frozen = create_jit(jax.random.key(config.seed))
-  if config.init_from:
-    base = _load_backbone_source(config.init_from, config.model)
-    model = nnx.merge(graphdef, params, frozen)
-    nnx.update(model.embed_tokens, nnx.state(base.embed_tokens))
-    nnx.update(model.backbone, nnx.state(base.backbone))
-    if not config.model.tie_embeddings:
-      nnx.update(model.lm_head, nnx.state(base.lm_head))
-    _, params, frozen = split_model(model, config.freeze_backbone)
-    params = jax.device_put(params, state_shardings["params"])
-    frozen = jax.device_put(frozen, state_shardings["frozen"])
-  opt_state = jax.jit(optimizer.init, out_shardings=state_shardings["opt_state"])(params)
-  step = jax.device_put(jnp.zeros((), jnp.int32), state_shardings["step"])
-  return {"step": step, "params": params, "frozen": frozen, "opt_state": opt_state}
-
-
 @dataclasses.dataclass(frozen=True)
 class Training:
   """What a run trains with on a mesh: the model's graph, the state's abstract shapes and
-  shardings, the optimizer, and the jitted steps (the trainer's, the benchmarks' and the tests')."""
+  shardings, the optimizer, and the jitted steps (the trainer's, the benchmarks' and the tests').
+  `build_training` makes one; `fresh_state` is the one way to a new run's state."""
 
+  config: TrainConfig
   graphdef: Any
-  abstract_state: dict  # step, params, frozen, opt_state as ShapeDtypeStructs.
-  state_shardings: dict
+  abstract_state: TrainState  # Of ShapeDtypeStructs.
+  state_shardings: TrainState  # Of NamedShardings.
   optimizer: Any  # optax.GradientTransformation
   train_step: Callable  # (state, rows_AxBxS1) -> (state, metrics); donates state.
   eval_step: Callable  # (params, frozen, rows_BxS1) -> per-row mean loss [B].
   rows_sharding: Any
   eval_rows_sharding: Any
-  create: Callable  # key -> (params, frozen), under the state's shardings once jitted.
 
-  def fresh_state(self, config: TrainConfig) -> dict:
-    """A new run's state: initialised in place (init_from applied) with its optimizer state."""
-    return _fresh_state(config, self.create, self.state_shardings, self.optimizer, self.graphdef)
+  def _create(self, key):
+    _, params, frozen = split_model(ParScaleLM(self.config.model, nnx.Rngs(params=key)),
+                                    self.config.freeze_backbone)
+    return params, frozen
+
+  def fresh_state(self) -> TrainState:
+    """A new run's state: parameters created in place (init_from applied) and their optimizer
+    state, under the train step's shardings."""
+    config, shardings = self.config, self.state_shardings
+    create = jax.jit(self._create, out_shardings=(shardings.params, shardings.frozen))
+    # The key is an argument, not a constant, so that XLA cannot constant-fold the random numbers
+    # (see create_model).
+    params, frozen = create(jax.random.key(config.seed))
+    if config.init_from:
+      base = _load_backbone_source(config.init_from, config.model)
+      model = nnx.merge(self.graphdef, params, frozen)
+      nnx.update(model.embed_tokens, nnx.state(base.embed_tokens))
+      nnx.update(model.backbone, nnx.state(base.backbone))
+      if not config.model.tie_embeddings:
+        nnx.update(model.lm_head, nnx.state(base.lm_head))
+      _, params, frozen = split_model(model, config.freeze_backbone)
+      params = jax.device_put(params, shardings.params)
+      frozen = jax.device_put(frozen, shardings.frozen)
+    opt_state = jax.jit(self.optimizer.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+    return TrainState(step=step, params=params, frozen=frozen, opt_state=opt_state)
 
 
 def build_training(config: TrainConfig, mesh) -> Training:
-  """The public seam to a run's training: everything `train` compiles, without data or files."""
+  """The public seam to a run's training: everything `train` compiles, without data or files.
+  Abstract shapes and shardings first: no parameter exists until fresh_state or a restore."""
   optimizer = make_optimizer(config.optim, config.steps)
-  graphdef, abstract_state, state_shardings, create = _init_state(config, mesh, optimizer)
+  abstract = nnx.eval_shape(lambda: ParScaleLM(config.model, nnx.Rngs(params=config.seed)))
+  graphdef, abs_params, abs_frozen = split_model(abstract, config.freeze_backbone)
+  abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abs_params,
+                              frozen=abs_frozen, opt_state=jax.eval_shape(optimizer.init, abs_params))
+  state_shardings = sharding.tree_shardings(mesh, abstract_state)
   rows_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   eval_rows_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
   return Training(
-      graphdef, abstract_state, state_shardings, optimizer,
+      config, graphdef, abstract_state, state_shardings, optimizer,
       jit_train_step(graphdef, optimizer, state_shardings, rows_sharding, repl),
-      jit_eval_step(graphdef, state_shardings["params"], state_shardings["frozen"],
+      jit_eval_step(graphdef, state_shardings.params, state_shardings.frozen,
                     eval_rows_sharding, repl),
-      rows_sharding, eval_rows_sharding, create)
-
-
-def fresh_train_state(config: TrainConfig, mesh, optimizer):
-  """(graphdef, state, state_shardings) of a new run: the parameters `train` starts from (init_from
-  applied), its optimizer state, and the shardings of the train step's state argument."""
-  graphdef, _, state_shardings, create = _init_state(config, mesh, optimizer)
-  return graphdef, _fresh_state(config, create, state_shardings, optimizer, graphdef), state_shardings
+      rows_sharding, eval_rows_sharding)
 
 
 def _check_workdir(workdir: Path, config: TrainConfig) -> bool:
@@ -260,7 +244,7 @@ def _finish(run, record: RunRecord) -> dict:
     return record.fail(f"final validation loss is {eval_loss}", wall_seconds=run.session_wall(),
                        last_good_step=None)
   if config.export_final and run.process_index == 0:
-    save_pretrained(nnx.merge(run.graphdef, run.state["params"], run.state["frozen"]),
+    save_pretrained(nnx.merge(run.graphdef, run.state.params, run.state.frozen),
                     RunDir(workdir).final)
     if config.data.tokenizer.startswith("hf:"):  # A Hugging Face folder carries its tokenizer.
       shutil.copyfile(os.path.expanduser(config.data.tokenizer[3:]), RunDir(workdir).final / "tokenizer.json")
@@ -306,7 +290,7 @@ class _Run:
       print(f"{self.run_id}: resuming from step {self.start_step} of {config.steps}",
             file=sys.stderr, flush=True)
     else:
-      state = self.training.fresh_state(config)
+      state = self.training.fresh_state()
     self.wall_before = float(meta["wall_seconds"])
     self.recent_losses = list(meta.get("train_losses", []))
     self.writer = MetricsWriter(self.workdir, self.start_step,
@@ -325,67 +309,86 @@ class _Run:
     if self.writer is not None:
       self.writer.close()
 
-  def loop(self, state, progress: bool, stop: int) -> str | None:
-    """Trains from the restored step to `stop` (checkpointed there); a failure reason or None."""
-    config, steps = self.config, self.config.steps
+  def loop(self, state: TrainState, progress: bool, stop: int) -> str | None:
+    """Trains from the restored step to `stop` (checkpointed there); a failure reason or None.
+    Each step's metrics are read one step late, so that the host never waits for the device."""
+    config = self.config
     self.state = state
-
-    def to_device(rows):
-      local = rows.reshape(config.grad_accum, -1, rows.shape[-1])
-      return jax.make_array_from_process_local_data(self.rows_sharding, local)
-
     bar = None
     if progress and self.process_index == 0:
-      bar = bars.progress_bar(steps, self.start_step, self.run_id, "step")
-    pending = None  # (step, metrics on device): fetched one step late so the host never stalls.
-    window = {"start": time.time(), "tokens": 0}
-
-    def fetch(step, metrics):
-      loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-      if not math.isfinite(loss):
-        return f"loss is {loss} at step {step}"
-      self.recent_losses.append(loss)
-      del self.recent_losses[:-20]
-      if step % config.log_every == 0 or step == steps:
-        elapsed = max(time.time() - window["start"], 1e-9)
-        entry = {"step": step, "tokens": step * config.tokens_per_step, "loss": loss,
-                 "lr": float(self.schedule(step - 1)), "grad_norm": grad_norm,
-                 "tokens_per_s": window["tokens"] / elapsed, "wall_seconds": self.session_wall()}
-        if self.process_index == 0:
-          self.writer.write(entry)
-        if bar is not None:
-          bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{entry['tokens_per_s']:.0f}")
-        window.update(start=time.time(), tokens=0)
-      return None
-
+      bar = bars.progress_bar(config.steps, self.start_step, self.run_id, "step")
+    self.window = _ThroughputWindow()
+    pending = None  # (step, metrics still on the device)
     try:
       for step in range(self.start_step + 1, stop + 1):
-        self.state, metrics = self.step_fn(self.state, to_device(next(self.data_iter)))
-        window["tokens"] += config.tokens_per_step
-        if pending is not None:
-          failure = fetch(*pending)
-          if failure:
-            return failure
+        metrics = self.step(step)
+        failure = self.log_metrics(*pending, bar) if pending is not None else None
+        if failure:
+          return failure
         pending = (step, metrics)
         if bar is not None:
           bar.update(1)
         save_now = step % config.checkpoint_every == 0 or step == stop
-        eval_now = bool(config.eval_every) and step % config.eval_every == 0 and step != steps
+        eval_now = bool(config.eval_every) and step % config.eval_every == 0 and step != config.steps
         if save_now or eval_now:  # Both need this step's loss checked first.
-          failure = fetch(*pending)
+          failure = self.log_metrics(*pending, bar) or (self.evaluate_during(step) if eval_now else None)
           pending = None
           if failure:
             return failure
-          if eval_now:
-            eval_loss, eval_sem = self.evaluate()
-            if self.process_index == 0:
-              self.writer.write({"step": step, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
-            if not math.isfinite(eval_loss):
-              return f"validation loss is {eval_loss} at step {step}"
           if save_now:
-            checkpointing.save(self.mngr, step, self.state, self.data_iter,
-                               {"wall_seconds": self.session_wall(), "train_losses": self.recent_losses})
-      return fetch(*pending) if pending is not None else None
+            self.checkpoint(step)
+      return self.log_metrics(*pending, bar) if pending is not None else None
     finally:
       if bar is not None:
         bar.close()
+
+  def step(self, step: int) -> dict:
+    """One optimizer step on the next batch; its metrics stay on the device."""
+    config = self.config
+    rows = next(self.data_iter)
+    rows = rows.reshape(config.grad_accum, -1, rows.shape[-1])
+    self.state, metrics = self.step_fn(
+        self.state, jax.make_array_from_process_local_data(self.rows_sharding, rows))
+    self.window.tokens += config.tokens_per_step
+    return metrics
+
+  def log_metrics(self, step: int, metrics: dict, bar) -> str | None:
+    """Reads a step's loss (a failure reason if it is not finite) and logs it when due."""
+    config = self.config
+    loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if not math.isfinite(loss):
+      return f"loss is {loss} at step {step}"
+    self.recent_losses.append(loss)
+    del self.recent_losses[:-20]
+    if step % config.log_every == 0 or step == config.steps:
+      entry = {"step": step, "tokens": step * config.tokens_per_step, "loss": loss,
+               "lr": float(self.schedule(step - 1)), "grad_norm": grad_norm,
+               "tokens_per_s": self.window.rate(), "wall_seconds": self.session_wall()}
+      if self.process_index == 0:
+        self.writer.write(entry)
+      if bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{entry['tokens_per_s']:.0f}")
+      self.window = _ThroughputWindow()
+    return None
+
+  def evaluate_during(self, step: int) -> str | None:
+    """A validation pass before the end (logged); a failure reason if its loss is not finite."""
+    eval_loss, eval_sem = self.evaluate()
+    if self.process_index == 0:
+      self.writer.write({"step": step, "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
+    return None if math.isfinite(eval_loss) else f"validation loss is {eval_loss} at step {step}"
+
+  def checkpoint(self, step: int) -> None:
+    checkpointing.save(self.mngr, step, self.state, self.data_iter,
+                       {"wall_seconds": self.session_wall(), "train_losses": self.recent_losses})
+
+
+@dataclasses.dataclass
+class _ThroughputWindow:
+  """Tokens trained since the last logged step, for its tokens-per-second."""
+
+  tokens: int = 0
+  start: float = dataclasses.field(default_factory=time.time)
+
+  def rate(self) -> float:
+    return self.tokens / max(time.time() - self.start, 1e-9)
