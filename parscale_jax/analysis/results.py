@@ -92,13 +92,18 @@ class FitResult:
   def groups(self) -> list[str]:
     return list(self.doc["groups"])
 
-  def law(self, group: str | None = None) -> FittedLaw:
+  def group_name(self, group: str | None = None) -> str:
+    """`group`, or the fit's only group; an unknown or missing name is a one-line error."""
     if group is None:
       if len(self.groups) != 1:
-        raise UserError(f"fit has groups {self.groups}; name one")
+        raise UserError(f"fit has groups {', '.join(self.groups)}; name one")
       group = self.groups[0]
     if group not in self.doc["groups"]:
       raise UserError(f"fit has no group {group!r} (groups: {', '.join(self.groups)})")
+    return group
+
+  def law(self, group: str | None = None) -> FittedLaw:
+    group = self.group_name(group)
     g = self.doc["groups"][group]
     return FittedLaw(**{name: g[name] for name in LAW.names}, group=group,
                      not_identified=tuple(g.get("not_identified") or ()))

@@ -14,17 +14,20 @@ from parscale_jax.configlib import (bounded, fraction, nonnegative_int, positive
 _streams = bounded(int, lambda v: v >= 2, "an integer >= 2")
 
 
-def _law(fit: str, group: str | None):
-  from parscale_jax.analysis.results import load_fit, paper_law
+def _fitted_group(fit: str, group: str | None):
+  """(law, its fit.json group) of --fit (paper: the published table's fit, Stack-V2-Python unless
+  a group is named); refused when the group's data do not identify the law."""
+  from parscale_jax.analysis.results import load_fit, paper_fit
 
-  if fit == "paper":
-    law = paper_law(group or "stack-v2-python")
-    return law.k, f"paper table, {law.group}"
-  doc = load_fit(fit).doc
-  name = group or (next(iter(doc["groups"])) if len(doc["groups"]) == 1 else None)
-  _require_identified(fit, name, doc["groups"].get(name, {}))
-  law = load_fit(fit).law(group)
-  return law.k, f"{fit}, {law.group}"
+  result = paper_fit() if fit == "paper" else load_fit(fit)
+  name = result.group_name(group or ("stack-v2-python" if fit == "paper" else None))
+  _require_identified(fit, name, result.doc["groups"][name])
+  return result.law(name), result.doc["groups"][name]
+
+
+def _law(fit: str, group: str | None):
+  law, _ = _fitted_group(fit, group)
+  return law.k, (f"paper table, {law.group}" if fit == "paper" else f"{fit}, {law.group}")
 
 
 def _require_identified(fit: str, group, g: dict) -> None:
@@ -121,24 +124,13 @@ def register(sub) -> None:
 def _plan(args) -> None:
   import numpy as np
 
-  from parscale_jax.analysis.law import LAW
-  from parscale_jax.analysis.results import load_fit, paper_fit
   from parscale_jax.cost.devices import DEVICES, measure_cpu
   from parscale_jax.cost.model import Workload
   from parscale_jax.cost.plan import Constraint, plan
   from parscale_jax.model.config import preset
 
-  if args.fit == "paper":
-    doc = paper_fit().doc
-    group = args.dataset or "stack-v2-python"
-  else:
-    doc = load_fit(args.fit).doc
-    group = args.dataset or (next(iter(doc["groups"])) if len(doc["groups"]) == 1 else None)
-  if group not in doc["groups"]:
-    from parscale_jax.errors import UserError
-    raise UserError(f"the fit has no group {group!r} (groups: {', '.join(doc['groups'])}); use --dataset")
-  g = doc["groups"][group]
-  _require_identified(args.fit, group, g)
+  law, g = _fitted_group(args.fit, args.dataset)
+  group = law.group
   max_fitted = max(p["P"] for p in g["points"])
   Ps = args.P or (1, 2, 4, 8, 16, 32)
   beyond = sorted(p for p in Ps if p > max_fitted)
@@ -153,7 +145,7 @@ def _plan(args) -> None:
   constraint = Constraint(args.max_memory_gb, args.max_latency_ms, args.target_loss, args.train_flops,
                           args.train_tokens)
   workload = Workload(args.batch, args.input_tokens, args.output_tokens, prefix_mode=args.prefix_mode)
-  result = plan(LAW.theta(g), preset(args.size, prefix_tokens=48), device,
+  result = plan(law.theta, preset(args.size, prefix_tokens=48), device,
                 constraint, samples=samples, Ps=Ps, workload=workload,
                 fit_source=f"{args.fit}, {group}", max_fitted_P=max_fitted)
   if args.plot:
