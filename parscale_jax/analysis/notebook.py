@@ -2,7 +2,9 @@
 on the committed results, and keep it executed: .ipynb, or .html with its plots embedded."""
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 from pathlib import Path
 
 from parscale_jax.atomic import write_text_atomic
@@ -32,8 +34,11 @@ def run_notebook(results: Path | None, out: Path, notebook: Path = NOTEBOOK, tim
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)  # The kernel inherits the environment.
   try:
+    # The kernel process's own stderr is its start-up chatter (a warning that its local TCP is
+    # unencrypted); what the cells print and raise comes back through the client.
     nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(notebook.parent)}}).execute()
+                            resources={"metadata": {"path": str(notebook.parent)}}
+                            ).execute(stderr=subprocess.DEVNULL)
   except nbclient.exceptions.CellExecutionError as e:
     raise UserError(f"{notebook.name}: a cell failed: {e.ename}: {e.evalue}") from None
   finally:
@@ -44,7 +49,9 @@ def run_notebook(results: Path | None, out: Path, notebook: Path = NOTEBOOK, tim
       from nbconvert import HTMLExporter
     except ImportError:
       raise UserError(f"writing HTML needs nbconvert: {EXTRA} (or --out FILE.ipynb)") from None
-    text = HTMLExporter().from_notebook_node(nb)[0]
+    exporter = HTMLExporter()
+    exporter.log.setLevel(logging.ERROR)  # It warns of every plot without alternative text.
+    text = exporter.from_notebook_node(nb)[0]
   else:
     text = nbformat.writes(nb)
   out.parent.mkdir(parents=True, exist_ok=True)
