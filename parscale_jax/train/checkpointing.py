@@ -7,6 +7,7 @@ import hashlib
 import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import grain
@@ -92,14 +93,22 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
 
 @contextlib.contextmanager
 def _orbax_thread_errors_unlogged():
-  """orbax logs the error of each of its writer threads with a traceback before raising it here;
-  the raised one is what the user is told, once. After a failed save the threads still running
-  go on failing: their logs stay off for the rest of the process."""
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.CRITICAL)
-  yield
-  absl_logger.setLevel(level)
+  """orbax logs the error of each of its writer threads with a traceback (absl), and asyncio the
+  writes whose error nobody retrieved, before and after the first error is raised here; that one
+  is what the user is told, once. After a failed save, the writes still running go on failing:
+  those logs stay off for the rest of the process."""
+  loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  except BaseException:
+    # ...and the writes it abandoned are reported again as never-awaited coroutines at exit.
+    warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
+    raise
+  for logger, level in zip(loggers, levels):
+    logger.setLevel(level)
 
 
 def _is_closed_loop(error) -> bool:

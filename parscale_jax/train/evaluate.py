@@ -20,14 +20,14 @@ from parscale_jax.train.run_record import read_result
 from parscale_jax.train.step import eval_step, split_model
 
 
-def evaluate(eval_fn, state, rows: np.ndarray, batch: int, rows_sharding) -> tuple[float, float]:
+def evaluate(eval_fn, params, frozen, rows: np.ndarray, batch: int, rows_sharding) -> tuple[float, float]:
   """Mean loss over the fixed validation rows and its standard error (over rows)."""
   n = len(rows)
   padded = np.concatenate([rows, rows[: (-n) % batch]]) if n % batch else rows
   losses = []
   for i in range(0, len(padded), batch):
     chunk = jax.device_put(padded[i:i + batch], rows_sharding)
-    losses.append(np.asarray(eval_fn(state.params, state.frozen, chunk)))
+    losses.append(np.asarray(eval_fn(params, frozen, chunk)))
   per_row = np.concatenate(losses)[:n].astype(np.float64)
   sem = standard_error(per_row)
   return float(per_row.mean()), sem
@@ -66,7 +66,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: in
   graphdef, params, rest = split_model(model, freeze_backbone=False)
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef))
   start = time.perf_counter()
-  loss, sem = evaluate(eval_fn, {"params": params, "frozen": rest}, rows, batch_size, None)
+  loss, sem = evaluate(eval_fn, params, rest, rows, batch_size, None)
   seconds = time.perf_counter() - start
   bpt = bytes_per_token(data, rows)
   return {"checkpoint": str(folder), "source": data.source, "tokenizer": data.tokenizer,

@@ -211,7 +211,9 @@ def _train_locked(config, workdir, run_id, progress, mesh, n_shards, start_time,
     return _finish(run, record)
   except KeyboardInterrupt:  # Not a failure: the run resumes from its last checkpoint.
     if record.fields.get("status") == "running":
-      record.interrupt(run.mngr.latest_step() if run is not None else None)
+      # The folders, not the manager: an interrupt inside a save comes after its folder is
+      # committed and before the manager has counted it.
+      record.interrupt(RunDir(workdir).latest_checkpoint())
     raise
   except Exception as e:  # Anything else that stops the run leaves it failed, with why.
     record.fail(failure_reason(e))
@@ -303,7 +305,8 @@ class _Run:
     return self.wall_before + time.time() - self.start_time
 
   def evaluate(self) -> tuple[float, float]:
-    return evaluate(self.eval_fn, self.state, self.val_rows, self.eval_batch, self.eval_rows_sharding)
+    return evaluate(self.eval_fn, self.state.params, self.state.frozen, self.val_rows,
+                    self.eval_batch, self.eval_rows_sharding)
 
   def close(self) -> None:
     if self.writer is not None:
