@@ -36,7 +36,8 @@ def held_out(form: LawForm, theta_full, points: Points, weights, mask_sets):
     keep = ~held
     w = None if weights is None else weights[keep]
     theta, _ = _warm_fit(form, theta_full, points.select(keep).X, points.loss[keep], w)
-    pred = form.predict(theta[None], *points.select(held).X)[0]
+    with np.errstate(over="ignore"):  # A runaway fit predicts inf: an infinite error.
+      pred = form.predict(theta[None], *points.select(held).X)[0]
     errors.append(pred - points.loss[held])
   return np.concatenate(errors)
 
@@ -72,7 +73,8 @@ def compare_forms(points: Points, weights) -> dict:
   out = {}
   for name, form in FORMS.items():
     theta, f = fit_point(form, points.X, points.loss, weights)
-    pred = form.predict(theta[None], *points.X)[0]
+    with np.errstate(over="ignore"):  # A runaway form's optimum overflows: its rss is inf.
+      pred = form.predict(theta[None], *points.X)[0]
     rss = float(np.sum((np.log(pred) - np.log(points.loss)) ** 2))
     n, k = len(points), len(form.names)
     err = held_out(form, theta, points, weights, loso)
@@ -150,8 +152,10 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
     result["multiplier_ci95"] = {p: [float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))]
                                  for p, m in mult.items()}
     result["k_excludes_zero"] = bool(result["ci95"]["k"][0] > 1e-6)
+    with np.errstate(over="ignore"):  # Runaway draws (A beyond 1e300) round to inf, as they are.
+      rounded = np.round(samples, 8).tolist()
     result["bootstrap"] = {"n": int(len(samples)), "requested": n_bootstrap, "seed": seed,
-                           "samples": np.round(samples, 8).tolist()}
+                           "samples": rounded}
   result["decreasing_in_N"] = {
       f"{p:g}": bool(np.all(np.diff(points.loss[points.P == p][np.argsort(points.N[points.P == p])]) < 0))
       for p in np.unique(points.P)}
@@ -196,7 +200,8 @@ def fit_data_terms(name: str, points: Points, *, n_bootstrap: int = 1000, weight
                                  f"{len(points)} points for {len(form.names)} parameters"}
       continue
     theta, f = fit_point(form, points.X, points.loss, weights)
-    pred = form.predict(theta[None], *points.X)[0]
+    with np.errstate(over="ignore"):  # A runaway form's optimum overflows: its rss is inf.
+      pred = form.predict(theta[None], *points.X)[0]
     rss = float(np.sum((np.log(pred) - np.log(points.loss)) ** 2))
     n = len(points)
     g = {"formula": form.formula, "params": dict(zip(form.names, theta.tolist())), "objective": f,
