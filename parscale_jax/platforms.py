@@ -1,4 +1,5 @@
-"""Which JAX platforms start: a host without TPU chips never starts the TPU runtime.
+"""Which JAX platforms start (a host without TPU chips never starts the TPU runtime), and which
+GPUs there are for local sweep workers (read before JAX starts in them).
 
 With libtpu installed (the `tpu` extra, also what `parscale compile` needs to build programs for
 TPU topologies on any host), JAX starts the TPU runtime on every host; without chips it prints
