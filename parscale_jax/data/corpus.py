@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from parscale_jax.bars import progress_bar
-from parscale_jax.errors import UserError
+from parscale_jax.errors import UserError, is_disk_full
 
 STDLIB = "stdlib"
 # Documents longer than this are stored as consecutive pieces of at most this many bytes, cut at a
@@ -320,7 +320,7 @@ def _prepare(builder) -> None:
       with contextlib.suppress(OSError):
         parent.rmdir()  # Only if empty.
     # array_record reports a full disk as RuntimeError("... No space left on device; ...").
-    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in str(e):
+    if is_disk_full(e):
       raise OSError(errno.ENOSPC, "No space left on device (building the corpus)",
                     str(target.parent.parent)) from None
     raise

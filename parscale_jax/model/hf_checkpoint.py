@@ -13,7 +13,7 @@ from flax import nnx
 
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.configlib import ConfigError
-from parscale_jax.errors import UserError
+from parscale_jax.errors import UserError, is_disk_full
 from parscale_jax.model.config import ModelConfig
 from parscale_jax.model.parscale import ParScaleLM, abstract_model, combine_prefix
 from parscale_jax.rundir import RunDir
@@ -221,7 +221,7 @@ def save_pretrained(model: ParScaleLM, path: str | Path) -> None:
     save_file(tensors, str(partial), metadata={"format": "pt"})
   except Exception as e:  # safetensors reports its I/O errors as SafetensorError, with the OS's text.
     partial.unlink(missing_ok=True)
-    if "os error 28" in str(e) or "No space left" in str(e):
+    if is_disk_full(e):
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from None
     raise
   # safetensors creates the file readable by its owner only; a model is shared like config.json.

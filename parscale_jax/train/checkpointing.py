@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from parscale_jax.errors import UserError
+from parscale_jax.errors import UserError, is_disk_full
 from parscale_jax.rundir import RunDir
 
 
@@ -84,7 +84,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
       mngr.wait_until_finished()
   except Exception as e:
     # orbax reports a full disk as ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']").
-    if not (isinstance(e, OSError) and e.errno == errno.ENOSPC) and "No space left" not in str(e):
+    if not is_disk_full(e):
       raise
     for partial in directory.glob("*.orbax-checkpoint-tmp*"):
       shutil.rmtree(partial, ignore_errors=True)
