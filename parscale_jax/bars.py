@@ -6,6 +6,9 @@ import contextlib
 import sys
 import time
 
+from tqdm import tqdm
+
+
 LOG_INTERVAL_S = 60.0
 _quiet = False
 
@@ -28,7 +31,6 @@ def progress_bar(total: int, initial: int, desc: str, unit: str, *, eta: bool = 
   if _quiet:
     return LineProgress(total, initial, desc, unit, None)
   if getattr(stream, "isatty", lambda: False)():
-    from tqdm import tqdm
     fmt = None if eta else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit}s [{elapsed}{postfix}]"
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
                 bar_format=fmt, file=stream)

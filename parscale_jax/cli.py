@@ -7,18 +7,26 @@ if __name__ == "__main__":  # `python -m parscale_jax.cli`: restart before JAX i
 
 import argparse
 import errno
+from importlib.metadata import PackageNotFoundError, version
 import json
 import os
 import sys
 
+import jax
+
+from parscale_jax.analysis import cli as analysis_cli
+from parscale_jax.aot import cli as aot_cli
 from parscale_jax.configlib import positive_int
+from parscale_jax.cost import cli as cost_cli
+from parscale_jax.data import cli as data_cli
 from parscale_jax.errors import UserError
-from parscale_jax.model.config import PRESETS
+from parscale_jax.model.config import PRESETS, preset
+from parscale_jax.sweep import cli as sweep_cli
+from parscale_jax.train import cli as train_cli
 
 
 def _info(args) -> None:
   from parscale_jax.model.accounting import describe
-  from parscale_jax.model.config import preset
 
   info = describe(preset(args.size, P=args.P, prefix_tokens=args.prefix_tokens), args.seq_len)
   info = {"size": args.size, **info}
@@ -57,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-  from importlib.metadata import PackageNotFoundError, version
   try:
     return version("parscale-jax")
   except PackageNotFoundError:  # Run from a checkout that was never installed.
@@ -75,13 +82,6 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 def _registrars():
   """Subcommands that live beside the code they run."""
-  from parscale_jax.analysis import cli as analysis_cli
-  from parscale_jax.aot import cli as aot_cli
-  from parscale_jax.cost import cli as cost_cli
-  from parscale_jax.data import cli as data_cli
-  from parscale_jax.sweep import cli as sweep_cli
-  from parscale_jax.train import cli as train_cli
-
   return [train_cli.register, sweep_cli.register, analysis_cli.register, cost_cli.register,
           cost_cli.register_plan, data_cli.register, aot_cli.register]
 
@@ -89,8 +89,6 @@ def _registrars():
 def _enable_compilation_cache() -> None:
   """Runs of a sweep, resumed runs and seeds repeat the same programs: cache compilations on disk.
   The environment variable reaches sweep workers, which start jax afresh."""
-  import jax
-
   path = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                os.path.join(os.path.expanduser("~"), ".cache", "parscale_jax", "xla"))
   jax.config.update("jax_compilation_cache_dir", path)

@@ -7,16 +7,18 @@ wrong model.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+from pathlib import Path
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from parscale_jax.errors import UserError
+
 
 T = TypeVar("T")
 
@@ -173,8 +175,6 @@ def set_nested(data: dict[str, Any], dotted_key: str, value: Any) -> None:
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
   """Applies `a.b=value` overrides to a copy of a nested dict; `from_dict` later refuses unknown
   keys."""
-  import copy
-
   data = copy.deepcopy(data)
   for item in overrides:
     if "=" not in item:

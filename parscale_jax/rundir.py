@@ -16,6 +16,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from parscale_jax.configlib import yaml_load
+
+
 CONFIG = "config.yaml"  # The run's full TrainConfig, as trained.
 RESULT = "result.json"  # Status, losses and timings (train/run_record.py).
 METRICS = "metrics.jsonl"  # One line per logged step.
@@ -82,8 +85,6 @@ class RunDir:
 
   def saved_config(self) -> dict | None:
     """The config the run trained with, as a mapping (None when it has none)."""
-    from parscale_jax.configlib import yaml_load
-
     return yaml_load(self.config.read_text()) if self.config.exists() else None
 
 

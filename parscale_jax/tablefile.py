@@ -9,7 +9,7 @@ from pathlib import Path
 from parscale_jax.errors import UserError
 
 _INTS = ("P", "seed", "tokens")
-_FLOATS = ("N", "N_backbone", "loss", "loss_sem", "train_loss", "eval_bits_per_byte", "flops", "wall_seconds")
+_FLOATS = ("N", "N_backbone", "loss", "val_sem", "loss_sem", "train_loss", "eval_bits_per_byte", "flops", "wall_seconds")
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -160,7 +160,7 @@ def test_sweep_table_with_seeds_and_sem_weights(tmp_path):
   path.write_text("".join(json.dumps(l) + "\n" for l in lines))
   points = load_points(path)["all"]
   assert len(points) == 12 and set(points.seeds) == {3}
-  assert np.all(points.loss_sem > 0)
+  assert np.all(points.seed_sem > 0) and points.val_sem is None and np.array_equal(points.sem, points.seed_sem)
   doc = fit_table(str(path), tmp_path / "out", n_bootstrap=100, weights="sem", log=lambda s: None)
   g = doc["groups"]["all"]
   assert g["weights"] == "sem" and abs(g["k"] - 0.4) < 0.2 and g["k_excludes_zero"]
@@ -337,7 +337,7 @@ def test_budget_ladder_report_and_plot(tmp_path):
   assert "| parscale_data | E " in text and "loss_vs_D.png" in text
 
 
-def test_a_new_law_form_is_one_entry(monkeypatch):
+def test_a_new_law_form_is_one_entry(monkeypatch, tmp_path):
   """A toy competitor added to law.FORMS alone is fitted, compared and given its multiplier."""
   from parscale_jax.analysis import law
 
@@ -361,13 +361,27 @@ def test_a_new_law_form_is_one_entry(monkeypatch):
   # The same inverse serves every form: N at which P = 4 reaches the predicted loss of N = 5e6.
   n = toy.params_for_loss(truth, toy.predict(truth[None], np.array([5e6]), np.array([4.0]))[0, 0], 4)
   assert n == pytest.approx(5e6, rel=1e-9)
+  # A fit.json of the new form reads back as a law with its own parameter names.
+  path = tmp_path / "fit.json"
+  path.write_text(json.dumps({"version": 1, "law": toy.formula, "form": "linear",
+                              "groups": {"all": {**fitted, "objective": 0.0, "r2": 1.0}}}))
+  fitted_law = load_fit(path).law()
+  assert fitted_law.c == pytest.approx(0.2, rel=1e-3) and fitted_law.form is toy
+  assert fitted_law.predict(5e6, 4) == pytest.approx(toy.predict(toy.theta(fitted)[None], np.array([5e6]),
+                                                                 np.array([4.0]))[0, 0])
+  assert fitted_law.params_for_loss(fitted_law.predict(5e6, 4), 4) == pytest.approx(5e6, rel=1e-9)
+  with pytest.raises(AttributeError, match="has no 'k'"):
+    fitted_law.k
+  path.write_text(path.read_text().replace('"linear"', '"cubic"'))
+  with pytest.raises(UserError, match="unknown law form 'cubic'"):
+    load_fit(path)
 
 
 def test_plots_say_what_their_bars_and_axes_are(tmp_path):
   from parscale_jax.analysis.plots import error_bars, n_axis, plot_all
   from parscale_jax.analysis.results import FitResult
 
-  rows = [{"N": n, "P": p, "loss": 3.0 - 0.1 * np.log(p) - 0.2 * np.log(n / 1e5), "loss_sem": 0.01}
+  rows = [{"N": n, "P": p, "loss": 3.0 - 0.1 * np.log(p) - 0.2 * np.log(n / 1e5), "val_sem": 0.01}
           for n in (1e5, 2e5, 4e5) for p in (1, 2, 4)]
   doc = fit_table(rows, tmp_path, n_bootstrap=0, compare=False, n_column="N", log=lambda s: None)
   g = doc["groups"]["all"]
@@ -379,3 +393,24 @@ def test_plots_say_what_their_bars_and_axes_are(tmp_path):
                        n_column="N_backbone", log=lambda s: None)
   assert "backbone" in n_axis(FitResult(backbone)) and "included" in n_axis(FitResult(doc))
   assert {p.name for p in plot_all(FitResult(doc), tmp_path)} >= {"multiplier.png", "residuals.png"}
+
+
+def test_a_points_standard_error_is_named_by_what_it_measures(tmp_path):
+  """Seeds averaged into a point give `seed_sem`; a one-run point keeps its run's validation SE
+  as `val_sem` (the table's column; `loss_sem` in tables and fits written before the names)."""
+  from parscale_jax.analysis.plots import point_sem
+
+  rows = [{"N": n, "P": p, "seed": s, "loss": 3.0 - 0.1 * np.log(p) - 0.2 * np.log(n / 1e5) + 0.01 * s,
+           "val_sem": 0.002} for n in (1e5, 2e5, 4e5) for p in (1, 2, 4) for s in ((0, 1) if p < 4 else (0,))]
+  points = load_points(rows)["all"]
+  one_run = points.P == 4
+  assert np.all(np.isnan(points.seed_sem[one_run])) and np.all(points.val_sem[one_run] == 0.002)
+  assert np.allclose(points.seed_sem[~one_run], 0.005) and np.all(np.isnan(points.val_sem[~one_run]))
+  assert np.allclose(points.sem, np.where(one_run, 0.002, 0.005))
+  doc = fit_table(rows, None, n_bootstrap=0, compare=False, weights="sem", log=lambda s: None)
+  fitted = doc["groups"]["all"]["points"]
+  assert {tuple(sorted(k for k in q if k.endswith("_sem"))) for q in fitted} == {("seed_sem",), ("val_sem",)}
+  assert all(("val_sem" in q) == (q["P"] == 4) for q in fitted)
+  old = [{**{k: v for k, v in r.items() if k != "val_sem"}, "loss_sem": r["val_sem"]} for r in rows]
+  assert np.allclose(load_points(old)["all"].sem, points.sem)  # A table from before the names.
+  assert point_sem({"loss_sem": 0.003}) == 0.003 and np.isnan(point_sem({}))

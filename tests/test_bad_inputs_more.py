@@ -270,7 +270,7 @@ def test_fit_reference_paper_needs_no_out(tmp_path, capsys, monkeypatch):
 
 def test_a_not_identified_law_warns_when_it_predicts():
   from parscale_jax.analysis.results import FittedLaw, NotIdentifiedWarning
-  law = FittedLaw(1.0, 1e-3, 0.2, 1e9, "g", ("k runs off",))
+  law = FittedLaw({"E": 1.0, "A": 1e-3, "alpha": 0.2, "k": 1e9}, group="g", not_identified=("k runs off",))
   with pytest.warns(NotIdentifiedWarning, match="k runs off"):
     law.predict(1e6, 4)
 

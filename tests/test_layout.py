@@ -127,3 +127,44 @@ def test_a_flax_too_old_for_the_installed_jax_is_one_line_and_tests_keep_out_of_
   assert release("0.11.0rc1") == (0, 11, 0) and release("0.12.10.dev3+g1") == (0, 12, 10)
   # conftest.py: ~/.cache of the tests (corpora, compiled programs) is a temporary folder.
   assert Path("~/.cache").expanduser().is_relative_to(tempfile.gettempdir())
+
+
+# Where JAX must not be loaded yet: the entry point restarts the process under a glibc tunable
+# (hostmem.py) and the package fixes the platform's environment (platforms.py) before it.
+BEFORE_JAX = {"__init__.py", "launch.py", "hostmem.py"}
+
+
+def test_imports_inside_functions_defer_something():
+  """An import inside a function is kept only where it defers work: in a module that runs before
+  JAX is loaded, or of a module that the command line's start (`parscale --help`) has not loaded
+  (a command's own library, an optional package). Everything else is imported at module top."""
+  import subprocess
+  import sys
+
+  started = set(subprocess.run(
+      [sys.executable, "-c", "import sys, parscale_jax.cli as c; c.build_parser(); print(*sys.modules)"],
+      capture_output=True, text=True, check=True, cwd=REPO).stdout.split())
+  assert "parscale_jax.cli" in started and "matplotlib" not in started
+  package = REPO / "parscale_jax"
+  known = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+           for p in package.rglob("*.py")}
+  offenders = []
+  for path in package.rglob("*.py"):
+    if path.relative_to(package).as_posix() in BEFORE_JAX:
+      continue
+    for function in ast.walk(ast.parse(path.read_text())):
+      if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        continue
+      for node in ast.walk(function):
+        if isinstance(node, ast.Import):
+          modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):  # `from package import module` imports the module.
+          modules = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+          continue
+        for module in modules:
+          if module in started or module.split(".")[0] in sys.stdlib_module_names:
+            offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {module}")
+  assert not offenders, "imports that defer nothing (move them to the module's top):\n" + "\n".join(
+      sorted(set(offenders)))

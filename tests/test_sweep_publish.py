@@ -149,6 +149,7 @@ def test_of_two_sweeps_claiming_a_new_folder_at_once_one_is_refused(tmp_path, da
   instead of both writing rows into one folder."""
   from parscale_jax import atomic
   from parscale_jax.errors import UserError
+  from parscale_jax.sweep import runner
   from parscale_jax.sweep.runner import claim_results_dir
   spec, results = load_sweep(_write(tmp_path, data_dir)), tmp_path / "new"
   results.mkdir()
@@ -158,7 +159,7 @@ def test_of_two_sweeps_claiming_a_new_folder_at_once_one_is_refused(tmp_path, da
     assert real(path, {"name": "other"})
     return real(path, data)
 
-  monkeypatch.setattr(atomic, "create_json_exclusive", other_sweep_claims_first)
+  monkeypatch.setattr(runner, "create_json_exclusive", other_sweep_claims_first)
   with pytest.raises(UserError, match="holds the runs of sweep 'other', not 'v'"):
     claim_results_dir(spec, results)
   assert json.loads((results / "sweep.json").read_text()) == {"name": "other"}

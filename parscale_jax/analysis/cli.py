@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+import sys
 
-from parscale_jax.configlib import nonnegative_int
+from parscale_jax.analysis.results import FitResult, load_fit, paper_law
+from parscale_jax.configlib import nonnegative_int, positive_float, positive_int
+from parscale_jax.data.pipeline import DataConfig
+from parscale_jax.errors import UserError
+from parscale_jax.rundir import REPORT, ResultsDir
 
 
 def _fit(args) -> None:
   from parscale_jax.analysis.fit_table import fit_table
   from parscale_jax.analysis.plots import plot_all
   from parscale_jax.analysis.report import write_report
-  from parscale_jax.analysis.results import FitResult
-  from parscale_jax.errors import UserError
-  from parscale_jax.rundir import REPORT, ResultsDir
 
   if (args.input is None) == (args.reference is None):
     raise UserError("give an INPUT table or --reference paper (one of them)")
@@ -43,7 +44,6 @@ def _fit(args) -> None:
 
 def _plot(args) -> None:
   from parscale_jax.analysis.plots import plot_all
-  from parscale_jax.analysis.results import load_fit
 
   fit = load_fit(args.fit)
   for path in plot_all(fit, args.out or Path(args.fit).parent):
@@ -63,9 +63,6 @@ MIN_DIVERSITY_TOKENS = 1024
 
 
 def _diversity(args) -> None:
-  from parscale_jax.analysis.results import paper_law
-  from parscale_jax.data.pipeline import DataConfig
-  from parscale_jax.errors import UserError
   from parscale_jax.train.evaluate import diversity_checkpoint
 
   if args.tokens < MIN_DIVERSITY_TOKENS:
@@ -87,8 +84,6 @@ def _diversity(args) -> None:
 
 
 def register(sub) -> None:
-  from parscale_jax.configlib import positive_float, positive_int
-
   d = sub.add_parser("diversity", help="each stream's loss and the correlation of the streams' "
                                        "residuals (rho) of a P > 1 run or folder")
   d.add_argument("--checkpoint", required=True, help="a finished run directory or a Hugging Face folder")
@@ -115,7 +110,8 @@ def register(sub) -> None:
   p.add_argument("--bootstrap", type=nonnegative_int, default=1000,
                  help="bootstrap resamples (0: none; at least 100 for intervals)")
   p.add_argument("--weights", choices=["none", "sem"], default="none",
-                 help="weight points by 1/var(log loss) from loss_sem")
+                 help="weight points by 1/var(log loss) from their standard errors (over seeds; a one-run "
+                      "point's val_sem)")
   p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
   p.add_argument("--n-column", default="N",
                  help="the parameter count to fit against: N (non-embedding, ParScale's prefix and "

@@ -18,10 +18,18 @@ def point_weights(points: Points, mode: str):
   """None, or weights ∝ 1/var(log loss) from the points' standard errors, normalised to mean 1."""
   if mode == "none":
     return None
-  if points.loss_sem is None or np.any(~np.isfinite(points.loss_sem)) or np.any(points.loss_sem <= 0):
-    raise UserError("weights=sem needs a positive loss_sem for every point")
-  w = 1.0 / (points.loss_sem / points.loss) ** 2
+  sem = points.sem
+  if sem is None or np.any(~np.isfinite(sem)) or np.any(sem <= 0):
+    raise UserError("weights=sem needs a positive standard error for every point (over seeds, or "
+                    "a one-run point's val_sem)")
+  w = 1.0 / (sem / points.loss) ** 2
   return w / w.mean()
+
+
+def point_sems(points: Points, i: int) -> dict:
+  """fit.json's standard errors of point i, each under its own name, where known."""
+  return {name: float(values[i]) for name, values in (("seed_sem", points.seed_sem), ("val_sem", points.val_sem))
+          if values is not None and np.isfinite(values[i])}
 
 
 def _warm_fit(form: LawForm, theta, X, L, weights):
@@ -137,13 +145,9 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
                 weights=weights_mode, huber_delta=HUBER_DELTA,
                 multiplier={str(p): float(form.multiplier(theta, p)) for p in MULTIPLIER_P},
                 points=[{"N": float(n), "P": float(p), "loss": float(l), "predicted": float(q),
-                         **({"loss_sem": float(s)} if points.loss_sem is not None else {}),
-                         **({"seeds": int(r)} if r is not None else {})}
-                        for n, p, l, q, s, r in zip(points.N, points.P, points.loss, pred,
-                                                    points.loss_sem if points.loss_sem is not None
-                                                    else [None] * len(points),
-                                                    points.seeds if points.seeds is not None
-                                                    else [None] * len(points))])
+                         **point_sems(points, i),
+                         **({"seeds": int(points.seeds[i])} if points.seeds is not None else {})}
+                        for i, (n, p, l, q) in enumerate(zip(points.N, points.P, points.loss, pred))])
   if n_bootstrap:
     samples = bootstrap(form, theta, points.X, points.loss, n_bootstrap, seed, weights)
     lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
@@ -207,10 +211,8 @@ def fit_data_terms(name: str, points: Points, *, n_bootstrap: int = 1000, weight
     g = {"formula": form.formula, "params": dict(zip(form.names, theta.tolist())), "objective": f,
          "r2": r_squared(pred, points.loss), "aic": aic(rss, n, len(form.names)),
          "points": [{"N": float(a), "P": float(b), "D": float(d), "loss": float(l), "predicted": float(q),
-                     **({"loss_sem": float(e)} if points.loss_sem is not None and np.isfinite(e) else {})}
-                    for a, b, d, l, q, e in zip(*points.X, points.loss, pred,
-                                                points.loss_sem if points.loss_sem is not None
-                                                else [np.nan] * n)]}
+                     **point_sems(points, i)}
+                    for i, (a, b, d, l, q) in enumerate(zip(*points.X, points.loss, pred))]}
     if n_bootstrap:
       samples = bootstrap(form, theta, points.X, points.loss, n_bootstrap, seed, weights)
       lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)

@@ -2,14 +2,15 @@
 residuals. Each is written as PNG and PDF; one panel per group."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
+import textwrap
+import warnings
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from parscale_jax.analysis import law as law_forms  # noqa: E402
@@ -18,8 +19,6 @@ from parscale_jax.analysis.tables import Points  # noqa: E402
 
 
 def _panels(fit: FitResult, title: str):
-  import textwrap
-
   groups = fit.groups
   width = 5.6 * len(groups)
   fig, axes = plt.subplots(1, len(groups), figsize=(width, 4.4), squeeze=False)
@@ -45,10 +44,18 @@ def _points(g):
           np.array([p["loss"] for p in pts]), np.array([p["predicted"] for p in pts]))
 
 
+def point_sem(point: dict) -> float:
+  """A fit.json point's standard error: over its seeds, or its one run's validation SE (NaN:
+  unknown); fit.json files written before the two names hold either as `loss_sem`."""
+  for key in ("seed_sem", "val_sem", "loss_sem"):
+    if point.get(key) is not None:
+      return float(point[key])
+  return np.nan
+
+
 def _sem(g) -> np.ndarray | None:
-  """The points' standard errors over seeds, where the fit recorded them (NaN: one seed)."""
-  sem = np.array([p.get("loss_sem", np.nan) if p.get("loss_sem") is not None else np.nan
-                  for p in g["points"]], float)
+  """The points' standard errors, where the fit recorded them."""
+  sem = np.array([point_sem(p) for p in g["points"]], float)
   return sem if np.isfinite(sem).any() else None
 
 
@@ -211,7 +218,7 @@ def loss_vs_d(fit, out) -> list[Path]:
     form = fit.doc["groups"][name]["data_term"]["forms"]["parscale_data"]
     pts = form["points"]
     N, P, D, L = (np.array([q[c] for q in pts]) for c in ("N", "P", "D", "loss"))
-    sem = np.array([q.get("loss_sem", np.nan) for q in pts])
+    sem = np.array([point_sem(q) for q in pts])
     size = Points(N, P, L).size_index()
     colors = value_colors(P)
     theta = np.array([[form["params"][k] for k in law_forms.DATA_FORMS["parscale_data"].names]])

@@ -1,25 +1,30 @@
 """fit.json: writing it, and `load_fit`, which turns it back into a predictor.
 
-Format (version 1): {"version": 1, "law": formula, "source": input, "groups": {name: {E, A, alpha,
-k, objective, r2, n_points, multiplier, ci95, multiplier_ci95, k_excludes_zero, bootstrap,
-extrapolation, comparison, points}}}. E, A, alpha, k are the law's parameters (A in units of 1e9
-parameters), objective the summed Huber loss (delta 1e-3) of log residuals, r2 on the losses.
+Format (version 1): {"version": 1, "law": formula, "form": its name in law.FORMS (absent in older
+files: the paper's law), "source": input, "groups": {name: {<the form's parameters>, objective, r2,
+n_points, multiplier, ci95, multiplier_ci95, k_excludes_zero, bootstrap, extrapolation, comparison,
+points}}}. Under the paper's law the parameters are E, A, alpha, k (A in units of 1e9 parameters);
+objective is the summed Huber loss (delta 1e-3) of log residuals, r2 on the losses.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
+from importlib import resources
 import json
-import warnings
 import math
 from pathlib import Path
+import warnings
 
 import numpy as np
 
-from parscale_jax.analysis.law import LAW
+from parscale_jax.analysis.law import FORMS, LAW, LawForm
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.errors import UserError
 
+
 VERSION = 1
+UNNAMED_FORM = "parscale"  # What a fit.json without a "form" holds (all files written so far).
 
 
 N_MEANING = {"N": "non-embedding parameters, ParScale's own included",
@@ -27,8 +32,17 @@ N_MEANING = {"N": "non-embedding parameters, ParScale's own included",
 
 
 def fit_document(groups: dict, source: str, n_column: str = "N") -> dict:
-  return {"version": VERSION, "law": LAW.formula, "source": source,
+  form = {} if LAW.name == UNNAMED_FORM else {"form": LAW.name}
+  return {"version": VERSION, "law": LAW.formula, **form, "source": source,
           "N": N_MEANING.get(n_column, n_column), "groups": groups}
+
+
+def law_form(doc: dict) -> LawForm:
+  """The form a fit.json's groups were fitted with (files without a `form` hold the paper's law)."""
+  name = doc.get("form", UNNAMED_FORM)
+  if name not in FORMS:
+    raise UserError(f"fit.json: unknown law form {name!r} (known: {', '.join(FORMS)})")
+  return FORMS[name]
 
 
 def write_fit(doc: dict, path: Path) -> None:
@@ -42,16 +56,26 @@ class NotIdentifiedWarning(UserWarning):
 
 @dataclasses.dataclass(frozen=True)
 class FittedLaw:
-  """One group's fitted law."""
+  """One group's fitted law: a law form and its parameters by name (`law.k`, `law.params["k"]`)."""
 
-  E: float
-  A: float
-  alpha: float
-  k: float
+  params: Mapping[str, float]
+  form: LawForm = LAW
   group: str = "all"
   # Why the data do not pin this law (fit.json's not_identified); empty when they do. Its
   # predictions then warn (the numbers are the optimum's, not a finding).
   not_identified: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if set(self.params) != set(self.form.names):
+      raise ValueError(f"law {self.form.name!r} has parameters {', '.join(self.form.names)}, "
+                       f"not {', '.join(self.params)}")
+    object.__setattr__(self, "params", {name: float(self.params[name]) for name in self.form.names})
+
+  def __getattr__(self, name: str) -> float:
+    params = self.__dict__.get("params", {})
+    if name in params:
+      return params[name]
+    raise AttributeError(f"{type(self).__name__} of law {self.form.name!r} has no {name!r}")
 
   def _warn(self) -> None:
     if self.not_identified:
@@ -61,18 +85,18 @@ class FittedLaw:
 
   @property
   def theta(self) -> np.ndarray:
-    """The parameters in the law's order (law.LAW.names)."""
-    return LAW.theta(dataclasses.asdict(self))
+    """The parameters in the form's order (form.names)."""
+    return self.form.theta(self.params)
 
   def predict(self, N, P):
     """Predicted loss at non-embedding parameters N and P streams."""
     self._warn()
     N, P = np.broadcast_arrays(np.asarray(N, float), np.asarray(P, float))
-    return LAW.predict(self.theta[None], N.ravel(), P.ravel())[0].reshape(N.shape)[()]
+    return self.form.predict(self.theta[None], N.ravel(), P.ravel())[0].reshape(N.shape)[()]
 
   def multiplier(self, P):
-    """k·ln P + 1: how many times the parameters P streams are worth."""
-    return LAW.multiplier(self.theta, P)
+    """How many times the parameters P streams are worth (k·ln P + 1 under the paper's law)."""
+    return self.form.multiplier(self.theta, P)
 
   def equivalent_params(self, N, P):
     """The parameter count that a single stream would need to match N parameters at P streams."""
@@ -81,7 +105,7 @@ class FittedLaw:
 
   def params_for_loss(self, loss, P=1):
     """N at which P streams reach `loss` (inf where the loss is at or below E)."""
-    return LAW.params_for_loss(self.theta, loss, P)
+    return self.form.params_for_loss(self.theta, loss, P)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +129,9 @@ class FitResult:
   def law(self, group: str | None = None) -> FittedLaw:
     group = self.group_name(group)
     g = self.doc["groups"][group]
-    return FittedLaw(**{name: g[name] for name in LAW.names}, group=group,
-                     not_identified=tuple(g.get("not_identified") or ()))
+    form = law_form(self.doc)
+    return FittedLaw({name: g[name] for name in form.names}, form, group,
+                     tuple(g.get("not_identified") or ()))
 
   def predict(self, N, P, group: str | None = None):
     return self.law(group).predict(N, P)
@@ -126,14 +151,18 @@ def load_fit(path: str | Path) -> FitResult:
     raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
   if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("groups"), dict):
     raise UserError(f"{path}: not a version-{VERSION} fit.json (no 'version'/'groups')")
+  try:
+    form = law_form(doc)
+  except UserError as e:
+    raise UserError(f"{path}: {e}".replace("fit.json: ", "")) from None
   for name, g in doc["groups"].items():
     if not isinstance(g, dict):
       raise UserError(f"{path}: group {name!r} is not a mapping")
-    for key in (*LAW.names, "objective", "r2"):
+    for key in (*form.names, "objective", "r2"):
       # bool is an int in Python: `k: true` is no number.
       if isinstance(g.get(key), bool) or not isinstance(g.get(key), (int, float)) or not math.isfinite(g[key]):
         raise UserError(f"{path}: group {name!r} has no valid {key!r}")
-    for key in LAW.names:  # The law's parameters are positive (fitted >= 1e-8).
+    for key in form.names:  # The law's parameters are positive (fitted >= 1e-8).
       if g[key] <= 0:
         raise UserError(f"{path}: group {name!r} has {key} = {g[key]:g}; the law needs {key} > 0")
   return FitResult(doc)
@@ -142,8 +171,6 @@ def load_fit(path: str | Path) -> FitResult:
 def paper_fit() -> FitResult:
   """The law fitted to the paper's published losses, per dataset, with 1000 bootstrap draws
   (package data: `parscale fit --reference paper` wrote it; a test checks it is current)."""
-  from importlib import resources
-
   text = resources.files("parscale_jax.analysis").joinpath("paper_fit.json").read_text()
   return FitResult(json.loads(text))
 

@@ -1,7 +1,8 @@
 """Loss tables for fitting: CSV or JSON lines with N, P, loss (a sweep's results table as it is).
 
 Rows of a sweep table that are not `done` are skipped. Several seeds of one (group, N, P) point
-are averaged, and their standard error becomes the point's `loss_sem`.
+are averaged: their standard error is the point's `seed_sem`; a point of one run keeps that run's
+validation standard error (the table's `val_sem`) as its `val_sem`.
 """
 from __future__ import annotations
 
@@ -23,12 +24,22 @@ class Points:
   N: np.ndarray
   P: np.ndarray
   loss: np.ndarray
-  loss_sem: np.ndarray | None = None  # Standard error of each point's loss, where known.
+  seed_sem: np.ndarray | None = None  # SE over the seeds averaged into a point (NaN: one seed).
+  val_sem: np.ndarray | None = None  # A one-run point's validation SE (NaN: several seeds).
   seeds: np.ndarray | None = None  # Runs averaged into each point.
   D: np.ndarray | None = None  # Training tokens, where the table has several budgets.
 
   def __len__(self):
     return len(self.N)
+
+  @property
+  def sem(self) -> np.ndarray | None:
+    """Each point's standard error: over seeds, or its one run's validation SE (None: unknown)."""
+    if self.seed_sem is None and self.val_sem is None:
+      return None
+    nan = np.full(len(self), np.nan)
+    seed = nan if self.seed_sem is None else self.seed_sem
+    return np.where(np.isfinite(seed), seed, nan if self.val_sem is None else self.val_sem)
 
   @property
   def X(self) -> tuple[np.ndarray, ...]:
@@ -38,8 +49,8 @@ class Points:
   def select(self, mask) -> Points:
     """The points where mask holds."""
     pick = lambda a: None if a is None else a[mask]
-    return Points(self.N[mask], self.P[mask], self.loss[mask], pick(self.loss_sem),
-                  pick(self.seeds), pick(self.D))
+    return Points(self.N[mask], self.P[mask], self.loss[mask], pick(self.seed_sem),
+                  pick(self.val_sem), pick(self.seeds), pick(self.D))
 
   def size_index(self) -> np.ndarray:
     """Which model size each point is: the rank of N among the distinct N with the same P (N
@@ -103,8 +114,9 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
       raise UserError(f"{where} repeats row {seen[identity]} (the same N, P{', ' + tokens_column if d else ''} and seed); remove "
                       f"the duplicate, or give each seed its own `seed` value")
     seen[identity] = i
-    sem = row.get("loss_sem")
-    sem = _number(sem, "loss_sem", where) if sem not in (None, "") else None
+    column = "val_sem" if "val_sem" in row else "loss_sem"  # Tables written before the rename.
+    sem = row.get(column)
+    sem = _number(sem, column, where) if sem not in (None, "") else None
     group = str(row[group_by]) if group_by else "all"
     grouped.setdefault(group, {}).setdefault((n, p, *d), []).append((loss, sem))
   if not grouped:
@@ -114,11 +126,12 @@ def load_points(source: str | Path | list[dict], group_by: str | None = None,
     keys = sorted(points)
     losses = [np.array([x[0] for x in points[k]]) for k in keys]
     given = [points[k][0][1] for k in keys]
-    sem = np.array([standard_error(l) if len(l) > 1 else (g if g is not None else np.nan)
-                    for l, g in zip(losses, given)])
+    seed_sem = np.array([standard_error(l) if len(l) > 1 else np.nan for l in losses])
+    val_sem = np.array([g if len(l) == 1 and g is not None else np.nan for l, g in zip(losses, given)])
     out[group] = Points(N=np.array([k[0] for k in keys]), P=np.array([k[1] for k in keys]),
                         loss=np.array([l.mean() for l in losses]),
-                        loss_sem=None if np.all(np.isnan(sem)) else sem,
+                        seed_sem=None if np.all(np.isnan(seed_sem)) else seed_sem,
+                        val_sem=None if np.all(np.isnan(val_sem)) else val_sem,
                         seeds=np.array([len(l) for l in losses]),
                         D=np.array([k[2] for k in keys]) if with_D else None)
   return out

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+
+from parscale_jax.configlib import apply_overrides, load_yaml, positive_int
+from parscale_jax.model.config import PRESETS
+from parscale_jax.train.config import config_from_dict
+
 
 # The paper's training shape (experiments/paper.yaml) where no config file is given, rematerialised
 # with 32 micro-batches a step as sweeps/paper_*.yaml train it (without, no paper size fits a slice).
@@ -17,9 +23,6 @@ GIB = 2 ** 30
 def compile_config(args, chips: int):
   """The run config from CONFIG (or the paper's shape) and the flags, as `parscale train` takes
   them; with no mesh given, parameters are sharded over all `chips` (ZeRO-3 style)."""
-  from parscale_jax.configlib import apply_overrides, load_yaml
-  from parscale_jax.train.config import config_from_dict
-
   data = load_yaml(args.config) if args.config else json.loads(json.dumps(PAPER_SHAPE))
   overrides = list(args.set)
   for flag, key in ((args.size, "model.size"), (args.P, "model.P"), (args.batch, "batch_size"),
@@ -34,8 +37,6 @@ def compile_config(args, chips: int):
 
 
 def _compile(args) -> None:
-  import sys
-
   from parscale_jax.aot.check import check
   from parscale_jax.aot.topology import topology_devices
 
@@ -87,9 +88,6 @@ def _memory_line(p: dict) -> str:
 
 
 def register(sub) -> None:
-  from parscale_jax.configlib import positive_int
-  from parscale_jax.model.config import PRESETS
-
   c = sub.add_parser("compile", help="compile a run's training and decoding for a TPU topology (or "
                                      "this process's devices): memory per chip, FLOPs, fits or not")
   c.add_argument("config", nargs="?", help="experiment YAML (default: the paper's training shape, "

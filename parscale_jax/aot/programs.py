@@ -13,16 +13,18 @@ import math
 import re
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+import jax
 from jax.experimental.layout import Format, Layout
-from jax.sharding import NamedSharding, PartitionSpec as P
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
 
 from parscale_jax.aot.topology import native_stderr_to_file
 from parscale_jax.errors import UserError
 from parscale_jax.model.accounting import flops_per_token
+from parscale_jax.model.decode import DECODE_STEP_JIT, decode_step
 from parscale_jax.model.parscale import abstract_model, init_cache
 from parscale_jax.train import sharding
 from parscale_jax.train.config import TrainConfig
@@ -153,8 +155,6 @@ def compile_decoding(config: TrainConfig, devices, batch: int, prompt_tokens: in
   """(prefill of `prompt_tokens`, one decode step) at `batch` rows with a cache of `max_tokens`,
   parameters sharded as in training, the batch split over the mesh where it divides. Weights stay
   in the training dtype unless `weights_dtype` casts the floating ones (a served model in bf16)."""
-  from parscale_jax.model.decode import DECODE_STEP_JIT, decode_step
-
   mesh = sharding.make_mesh(config.mesh, devices)
   graphdef, params = nnx.split(abstract_model(config.model))
   param_shardings = sharding.tree_shardings(mesh, params)

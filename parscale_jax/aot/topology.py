@@ -14,8 +14,12 @@ import re
 import sys
 import tempfile
 
+import jax
+from jax.experimental import topologies
+
 from parscale_jax.cost.devices import Device, device_for_kind
 from parscale_jax.errors import UserError
+
 
 LOCAL = "local"
 _NAME = re.compile(r"^v\d+[a-z]*:\d+(x\d+)+$")
@@ -39,8 +43,6 @@ def native_stderr_to_file():
 
 def topology_devices(name: str) -> list:
   """The devices of topology `name` ("v5e:4x4", "v5p:2x2x2", ...), or of this process ("local")."""
-  import jax
-
   if name == LOCAL:
     return list(jax.devices())
   if not _NAME.match(name):
@@ -49,7 +51,6 @@ def topology_devices(name: str) -> list:
   if importlib.util.find_spec("libtpu") is None:
     raise UserError(f"--topology {name}: compiling for TPUs needs libtpu: "
                     f"pip install 'parscale-jax[tpu]' (or bash scripts/setup.sh tpu)")
-  from jax.experimental import topologies
 
   # libtpu takes a host-wide lock file when it loads, as if it owned the host's chips; compiling
   # needs no chip, so several processes (two checks, parallel tests) may load it at once.

@@ -5,10 +5,15 @@ import dataclasses
 import json
 from pathlib import Path
 
-from parscale_jax.cost import DEFAULT_PREFIX_MODE, PREFIX_MODES
-from parscale_jax.model.config import PRESETS
+import numpy as np
+
+from parscale_jax.analysis.results import load_fit, paper_fit
 from parscale_jax.configlib import (bounded, fraction, nonnegative_int, positive_float, positive_int,
-                                     positive_ints)
+                                    positive_ints)
+from parscale_jax.cost import DEFAULT_PREFIX_MODE, PREFIX_MODES
+from parscale_jax.errors import UserError
+from parscale_jax.model.config import PRESETS, preset
+
 
 # P = 1 has no streams to compare with more parameters.
 _streams = bounded(int, lambda v: v >= 2, "an integer >= 2")
@@ -17,8 +22,6 @@ _streams = bounded(int, lambda v: v >= 2, "an integer >= 2")
 def _fitted_group(fit: str, group: str | None):
   """(law, its fit.json group) of --fit (paper: the published table's fit, Stack-V2-Python unless
   a group is named); refused when the group's data do not identify the law."""
-  from parscale_jax.analysis.results import load_fit, paper_fit
-
   result = paper_fit() if fit == "paper" else load_fit(fit)
   name = result.group_name(group or ("stack-v2-python" if fit == "paper" else None))
   _require_identified(fit, name, result.doc["groups"][name])
@@ -33,7 +36,6 @@ def _law(fit: str, group: str | None):
 def _require_identified(fit: str, group, g: dict) -> None:
   """Costs and plans from a law the data do not pin down would read as findings: refused."""
   if not g.get("identified", True):
-    from parscale_jax.errors import UserError
     raise UserError(f"--fit {fit}: group {group!r} does not identify the law "
                     f"({'; '.join(g.get('not_identified', []))}); its k is no basis for a cost or plan")
 
@@ -41,7 +43,6 @@ def _require_identified(fit: str, group, g: dict) -> None:
 def _cost(args) -> None:
   from parscale_jax.cost.devices import DEVICES, measure_cpu
   from parscale_jax.cost.model import Workload, compare
-  from parscale_jax.model.config import preset
 
   k, source = _law(args.fit, args.group)
   device = measure_cpu() if args.device == "cpu" else DEVICES[args.device]
@@ -122,12 +123,9 @@ def register(sub) -> None:
 
 
 def _plan(args) -> None:
-  import numpy as np
-
   from parscale_jax.cost.devices import DEVICES, measure_cpu
   from parscale_jax.cost.model import Workload
   from parscale_jax.cost.plan import Constraint, plan
-  from parscale_jax.model.config import preset
 
   law, g = _fitted_group(args.fit, args.dataset)
   group = law.group
@@ -135,7 +133,6 @@ def _plan(args) -> None:
   Ps = args.P or (1, 2, 4, 8, 16, 32)
   beyond = sorted(p for p in Ps if p > max_fitted)
   if beyond and args.P and not args.extrapolate:
-    from parscale_jax.errors import UserError
     raise UserError(f"--P {','.join(map(str, beyond))} lies beyond the fitted P <= {max_fitted:g}; "
                     f"add --extrapolate to consider it")
   if not args.extrapolate:
@@ -145,7 +142,7 @@ def _plan(args) -> None:
   constraint = Constraint(args.max_memory_gb, args.max_latency_ms, args.target_loss, args.train_flops,
                           args.train_tokens)
   workload = Workload(args.batch, args.input_tokens, args.output_tokens, prefix_mode=args.prefix_mode)
-  result = plan(law.theta, preset(args.size, prefix_tokens=48), device,
+  result = plan(law, preset(args.size, prefix_tokens=48), device,
                 constraint, samples=samples, Ps=Ps, workload=workload,
                 fit_source=f"{args.fit}, {group}", max_fitted_P=max_fitted)
   if args.plot:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -47,11 +50,6 @@ def device_for_kind(kind: str) -> Device | None:
 
 def measure_cpu(seconds: float = 1.0) -> Device:
   """This machine, measured: float32 matmul FLOP/s (jax) and copy bandwidth (numpy)."""
-  import os
-
-  import jax
-  import jax.numpy as jnp
-
   n = 1024
   a = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)

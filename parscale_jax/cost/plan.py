@@ -14,7 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from parscale_jax.analysis.law import LAW
+from parscale_jax.analysis.law import LAW, LawForm
+from parscale_jax.analysis.results import FittedLaw
 from parscale_jax.cost.devices import Device
 from parscale_jax.cost.model import Workload, inference_cost, scaled_config
 from parscale_jax.errors import UserError
@@ -81,17 +82,17 @@ class Plan:
             "front": [c.as_dict() for c in self.front], "assumptions": self.assumptions}
 
 
-def _losses(theta, N, P) -> np.ndarray:
-  return LAW.predict(np.atleast_2d(theta), np.asarray(N, float), np.asarray(P, float))
+def _losses(form: LawForm, theta, N, P) -> np.ndarray:
+  return form.predict(np.atleast_2d(theta), np.asarray(N, float), np.asarray(P, float))
 
 
 def candidate(config: ModelConfig, theta, samples, device: Device, w: Workload, seq_len: int,
-              train_tokens: float | None) -> Candidate:
+              train_tokens: float | None, form: LawForm = LAW) -> Candidate:
   n = param_counts(config).non_embedding
-  loss = float(_losses(theta, [n], [config.P])[0, 0])
+  loss = float(_losses(form, theta, [n], [config.P])[0, 0])
   ci = None
   if samples is not None and len(samples):
-    lo, hi = np.percentile(_losses(samples, [n], [config.P])[:, 0], [2.5, 97.5])
+    lo, hi = np.percentile(_losses(form, samples, [n], [config.P])[:, 0], [2.5, 97.5])
     ci = (float(lo), float(hi))
   cost = inference_cost(config, device, w)
   flops = flops_per_token(config, seq_len) * train_tokens if train_tokens else None
@@ -137,20 +138,21 @@ def _choose(cands: list[Candidate], k: Constraint) -> Candidate | None:
   return min(ok, key=lambda c: c.loss)
 
 
-def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, samples=None,
+def plan(law, base: ModelConfig, device: Device, constraint: Constraint, *, samples=None,
          Ps=(1, 2, 4, 8, 16), n_values=None, workload: Workload = Workload(), seq_len: int = 4096,
          fit_source: str = "", max_fitted_P: float | None = None) -> Plan:
-  """The recommended (N, P) under `constraint`. theta: a FittedLaw (`load_fit(...).law(group)`) or
-  its (E, A, alpha, k); samples: its
-  bootstrap draws [S, 4], for intervals and the flip share; n_values: backbone sizes to consider
+  """The recommended (N, P) under `constraint`. law: a FittedLaw (`load_fit(...).law(group)`) or
+  the paper's law's parameters in its order (E, A, alpha, k); samples: its bootstrap draws
+  [S, parameters], for intervals and the flip share; n_values: backbone sizes to consider
   (default: 40 sizes from 1/8 to 8 times base's); max_fitted_P: the largest P the law was fitted
   on, beyond which a recommendation is flagged as an extrapolation."""
-  theta = np.asarray(theta.theta if hasattr(theta, "theta") else theta, float)  # A FittedLaw, or theta.
+  form = law.form if isinstance(law, FittedLaw) else LAW
+  theta = np.asarray(law.theta if isinstance(law, FittedLaw) else law, float)
   if n_values is None:
     n0 = param_counts(dataclasses.replace(base, P=1)).backbone
     n_values = np.geomspace(n0 / 8, n0 * 8, 40)
   tokens = constraint.train_tokens
-  cands = [candidate(c, theta, samples, device, workload, seq_len, tokens)
+  cands = [candidate(c, theta, samples, device, workload, seq_len, tokens, form)
            for c in family(base, n_values, Ps)]
   best = _choose(cands, constraint)
   if best is None:
@@ -159,8 +161,8 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
   runner = rival
   if best.P > 1:
     # P = 1 at the recommendation's predicted loss, solved exactly: what the streams are worth.
-    equal = scaled_config(dataclasses.replace(base, P=1), best.N * float(LAW.multiplier(theta, best.P)))
-    runner = candidate(equal, theta, samples, device, workload, seq_len, tokens)
+    equal = scaled_config(dataclasses.replace(base, P=1), best.N * float(form.multiplier(theta, best.P)))
+    runner = candidate(equal, theta, samples, device, workload, seq_len, tokens, form)
   comparison = ""
   if runner is not None:
     same = " for the same predicted loss" if best.P > 1 else f", predicted loss {runner.loss:.4f} against {best.loss:.4f}"
@@ -170,10 +172,10 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
   if samples is not None and len(samples) and rival is not None:
     # How often the best feasible model of the other kind would predict the better outcome.
     if constraint.target_loss is None:
-      flip = float(np.mean(_losses(samples, [rival.N], [rival.P])[:, 0]
-                           < _losses(samples, [best.N], [best.P])[:, 0]))
+      flip = float(np.mean(_losses(form, samples, [rival.N], [rival.P])[:, 0]
+                           < _losses(form, samples, [best.N], [best.P])[:, 0]))
     else:
-      flip = float(np.mean(_losses(samples, [best.N], [best.P])[:, 0] > constraint.target_loss))
+      flip = float(np.mean(_losses(form, samples, [best.N], [best.P])[:, 0] > constraint.target_loss))
     if flip > 0.05:
       comparison += (f"; within the fit's uncertainty the choice flips ({100 * flip:.0f} % of "
                      f"bootstrap fits)")
@@ -189,5 +191,5 @@ def plan(theta, base: ModelConfig, device: Device, constraint: Constraint, *, sa
                  "family": {"layers": base.num_layers, "heads": base.num_heads,
                             "kv_heads": base.num_kv_heads, "vocab": base.vocab_size,
                             "prefix_tokens": base.prefix_tokens},
-                 "fit": fit_source, "max_fitted_P": max_fitted_P, "law": dict(zip(LAW.names, theta.tolist()))}
+                 "fit": fit_source, "max_fitted_P": max_fitted_P, "law": {k: float(v) for k, v in form.params(theta).items()}}
   return Plan(best, runner, comparison, flip, pareto_front(cands), assumptions, extrapolated, unbound)

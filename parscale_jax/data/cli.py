@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 
+from parscale_jax.configlib import positive_int
+from parscale_jax.data.pipeline import DataConfig
+
 
 def _train_tokenizer(args) -> None:
   from parscale_jax.data.bpe import train_bpe
-  from parscale_jax.data.pipeline import DataConfig
 
   data = DataConfig(source=args.source, text_key=args.text_key, data_dir=args.data_dir,
                     val_percent=args.val_percent)
@@ -17,8 +19,6 @@ def _train_tokenizer(args) -> None:
 
 
 def register(sub) -> None:
-  from parscale_jax.configlib import positive_int
-
   tok = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a data source")
   actions = tok.add_subparsers(dest="action", required=True)
   t = actions.add_parser("train", help="train a byte-level BPE on a source's training split")

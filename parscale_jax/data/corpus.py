@@ -9,20 +9,26 @@ as raw bytes: the byte tokenizer reads them as they are, other tokenizers decode
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import glob as globlib
 import hashlib
+import io
+import json
 import os
-import platform
-import sysconfig
 from pathlib import Path
+import platform
+import shutil
+import sysconfig
 from typing import NamedTuple
 
-import tensorflow_datasets as tfds
 from absl import logging as absl_logging
+import tensorflow_datasets as tfds
 
 from parscale_jax.bars import progress_bar
 from parscale_jax.errors import UserError, is_disk_full
+
 
 STDLIB = "stdlib"
 # Documents longer than this are stored as consecutive pieces of at most this many bytes, cut at a
@@ -216,7 +222,6 @@ def pieces(stream):
   """The non-empty pieces (each at most MAX_PIECE_BYTES) of a binary stream or a bytes object,
   holding at most two pieces' bytes at a time."""
   if isinstance(stream, bytes):
-    import io
     stream = io.BytesIO(stream)
   buffer = b""
   while True:
@@ -232,8 +237,6 @@ def pieces(stream):
 
 def read_records(fmt: str, files: list[Path], root: Path, text_key: str):
   """(id, UTF-8 bytes) of every non-empty text in record files; a missing field is an error."""
-  import json
-
   for path in files:
     rel = utf8_name(path.relative_to(root).as_posix() if path != root else path.name)
     if fmt == "jsonl":
@@ -305,11 +308,6 @@ def _prepare(builder) -> None:
   """Builds the corpus, quietly (TFDS announces a download of 'Unknown size'); a failed build
   leaves no half-built folder behind that a retry would trip over, and a full disk is one
   OSError(ENOSPC) (the stored records are compressed: their size is not known beforehand)."""
-  import contextlib
-  import errno
-  import io
-  import shutil
-
   target = Path(builder.data_dir)
   try:
     with contextlib.redirect_stdout(io.StringIO()):

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Literal
 
 import grain
+from grain.experimental import ConcatThenSplitIterDataset, WindowShuffleIterDataset
 import numpy as np
 import tensorflow_datasets as tfds
-from grain.experimental import ConcatThenSplitIterDataset, WindowShuffleIterDataset
 
+from parscale_jax.configlib import ConfigError, check_choices
 from parscale_jax.data.corpus import STDLIB, build_code_corpus
 from parscale_jax.data.tokenizer import Tokenizer, get_tokenizer
 from parscale_jax.errors import UserError
@@ -50,7 +51,6 @@ class DataConfig:
   row_order: Literal["documents", "windows"] = "documents"
 
   def __post_init__(self):
-    from parscale_jax.configlib import ConfigError, check_choices
     check_choices(self, "data.")
     if self.seq_len < 2:
       raise ConfigError(f"data.seq_len must be >= 2, got {self.seq_len}")

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from typing import Protocol
 
 import numpy as np
+
+from parscale_jax.configlib import ConfigError
+from parscale_jax.errors import UserError
 
 
 class Tokenizer(Protocol):
@@ -42,8 +47,6 @@ class HFTokenizer:
   `tokenizers` library (the `hf` extra); nothing is downloaded."""
 
   def __init__(self, path: str):
-    import os
-
     from tokenizers import Tokenizer as _Tokenizer
 
     self.tok = _Tokenizer.from_file(os.path.expanduser(path))
@@ -56,7 +59,6 @@ class HFTokenizer:
       try:
         text = text.decode("utf-8")
       except UnicodeDecodeError as e:
-        from parscale_jax.errors import UserError
         raise UserError(f"data: a document is not UTF-8 text ({e.reason} at byte {e.start}); "
                         f"the hf tokenizer needs text (the byte tokenizer reads any bytes)") from None
     return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, np.int32)
@@ -75,7 +77,6 @@ def get_tokenizer(name: str) -> Tokenizer:
   """`byte`, or `hf:PATH` for a local tokenizer.json; loaded once per process while the file is
   unchanged (a run asks for it in several places)."""
   if name.startswith("hf:"):
-    import os
     try:
       st = os.stat(os.path.expanduser(name[3:]))
       return _load_tokenizer(name, (st.st_mtime_ns, st.st_size))
@@ -87,8 +88,6 @@ def get_tokenizer(name: str) -> Tokenizer:
 @functools.lru_cache(maxsize=8)
 def _load_tokenizer(name: str, version) -> Tokenizer:
   """The tokenizer `name`; `version` (the file's mtime and size) keys the cache."""
-  from parscale_jax.configlib import ConfigError
-
   if name.startswith("hf:"):
     try:
       return HFTokenizer(name[3:])
@@ -106,8 +105,6 @@ def _load_tokenizer(name: str, version) -> Tokenizer:
 def check_vocabulary(tokenizer: str, model_vocab: int, model: str = "model.vocab_size") -> None:
   """Refuses a model whose vocabulary does not cover the tokenizer's ids (they would index past
   the embedding); a larger model vocabulary is fine (Qwen2 pads its own)."""
-  from parscale_jax.configlib import ConfigError
-
   vocab = get_tokenizer(tokenizer).vocab_size
   if vocab > model_vocab:
     hint = f"; set model.vocab_size: {vocab}" if model == "model.vocab_size" else ""
@@ -119,12 +116,9 @@ def tokenizer_fingerprint(name: str) -> str:
   run, so that evaluation can tell another tokenizer of the same vocabulary size from its own."""
   if not name.startswith("hf:"):
     return name
-  import hashlib
-  import os
   path = os.path.expanduser(name[3:])
   try:
     with open(path, "rb") as f:
       return "hf:" + hashlib.sha256(f.read()).hexdigest()[:12]
   except OSError as e:
-    from parscale_jax.errors import UserError
     raise UserError(f"data.tokenizer: {path}: {e.strerror}") from None

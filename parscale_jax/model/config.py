@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from parscale_jax.configlib import ConfigError, check_choices
+from parscale_jax.configlib import ConfigError, check_choices, from_dict
+from parscale_jax.model.prefix import PREFIX_FORMS  # The forms are modules: JAX loads late.
+
 
 BYTE_VOCAB = 257  # 256 byte values + one end-of-document token (see data/tokenizer.py).
 SCAN_FROM_LAYERS = 12  # Default depth from which the layer stack is scanned (ModelConfig.scan_layers).
@@ -60,7 +62,6 @@ class ModelConfig:
 
   def __post_init__(self):
     check_choices(self, "model.")
-    from parscale_jax.model.prefix import PREFIX_FORMS  # The forms are modules: JAX loads late.
     if self.prefix_param not in PREFIX_FORMS:
       raise ConfigError(f"model.prefix_param: {self.prefix_param!r} is not one of {list(PREFIX_FORMS)}")
     if self.size is not None and (self.size not in PRESETS or any(
@@ -165,8 +166,6 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 def model_config_from_dict(data: dict) -> ModelConfig:
   """A model section of a config file: optional `size` preset name plus field overrides."""
-  from parscale_jax.configlib import from_dict
-
   data = dict(data)
   size = data.pop("size", None)
   if size is not None:

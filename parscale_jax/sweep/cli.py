@@ -1,9 +1,17 @@
 """`parscale sweep run|status FILE [--results DIR]`."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+import sys
 
+from parscale_jax.analysis.results import paper_fit
+from parscale_jax.errors import UserError
 from parscale_jax.rundir import CONFIG, REPORT, ResultsDir, local_or_published
+from parscale_jax.sweep.executors import EXECUTORS
+from parscale_jax.sweep.spec import load_sweep
+from parscale_jax.train.config import config_differences
 
 
 def _results(args, spec) -> Path:
@@ -13,7 +21,6 @@ def _results(args, spec) -> Path:
 
 def _run(args) -> None:
   from parscale_jax.sweep.runner import run_sweep
-  from parscale_jax.sweep.spec import load_sweep
 
   spec = load_sweep(args.file)
   results = _results(args, spec)
@@ -35,10 +42,7 @@ def _run(args) -> None:
 def verdict_lines(fit_dir: Path) -> list[str]:
   """What the sweep's fit says, under each parameter count, beside the paper's law refitted by the
   same code: the lines a sweep ends on."""
-  import json
-
   from parscale_jax.analysis.report import verdict
-  from parscale_jax.analysis.results import paper_fit
 
   lines = []
   for path in [fit_dir / "fit.json", *sorted(fit_dir.glob("fit_*.json"))]:
@@ -56,7 +60,6 @@ def verdict_lines(fit_dir: Path) -> list[str]:
 
 def _report(args) -> None:
   from parscale_jax.sweep.runner import report_sweep
-  from parscale_jax.sweep.spec import load_sweep
 
   spec = load_sweep(args.file)
   results = _results(args, spec)
@@ -70,7 +73,6 @@ def _report(args) -> None:
 
 def _status(args) -> None:
   from parscale_jax.sweep.runner import run_state
-  from parscale_jax.sweep.spec import load_sweep
   from parscale_jax.sweep.table import run_result
 
   spec = load_sweep(args.file)
@@ -94,8 +96,6 @@ def _status(args) -> None:
     print(f"{run.run_id:<48} {state:<8} {loss_text:>8}  {detail}")
   print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
   if not results.exists() and (published is None or not published.exists()):
-    import os
-    import sys
     print(f"note: neither {results} nor a published folder exists under {os.getcwd()}: results "
           f"folders, analysis.publish and data paths are relative to the directory `sweep run` ran "
           f"in (`base:` to the sweep file); run from there, or give --results", file=sys.stderr)
@@ -103,8 +103,6 @@ def _status(args) -> None:
 
 def _trained_otherwise(run, results: Path, published) -> list[str]:
   """The settings in which the run's saved config (here, else published) differs from the file's."""
-  from parscale_jax.train.config import config_differences
-
   found = local_or_published(results, published, run.run_id, needs=CONFIG)
   if found is None:
     return []
@@ -112,11 +110,7 @@ def _trained_otherwise(run, results: Path, published) -> list[str]:
 
 
 def _check(args) -> None:
-  import sys
-
   from parscale_jax.aot.preflight import preflight
-  from parscale_jax.errors import UserError
-  from parscale_jax.sweep.spec import load_sweep
 
   spec = load_sweep(args.file)
   topology = args.topology or spec.target
@@ -136,7 +130,6 @@ def register(sub) -> None:
   run = verbs.add_parser("run", help="run (or resume) every run of a sweep file")
   run.add_argument("file", help="sweep YAML, e.g. sweeps/quick.yaml")
   run.add_argument("--results", help="results directory (default: results/<sweep name>)")
-  from parscale_jax.sweep.executors import EXECUTORS
   run.add_argument("--executor", choices=list(EXECUTORS), default="local",
                    help="where runs execute: local worker processes, or a Ray cluster")
   run.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")

@@ -2,14 +2,17 @@
 the other grid axes, and the stream diversity (rho) of its P > 1 runs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.stats import mean_se_interval, paired_differences, standard_error
+from parscale_jax.analysis.results import paper_law
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.rundir import DIVERSITY, ResultsDir, local_or_published
+from parscale_jax.stats import mean_se_interval, paired_differences, standard_error
+
 
 _PAIRING_AXES = ("grid.variant", "grid.seed")
 
@@ -106,9 +109,6 @@ def measure_diversity(spec, results_dir: Path, rows: list[dict], published: Path
                       log=print) -> None:
   """Writes diversity.json (stream losses, rho) beside each finished P > 1 run that has its final
   model here and no diversity.json yet, and publishes it with the run."""
-  import dataclasses
-
-  from parscale_jax.analysis.results import paper_law
   from parscale_jax.sweep.table import publish_run
   from parscale_jax.train.evaluate import diversity_checkpoint
 

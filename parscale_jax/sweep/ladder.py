@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 from pathlib import Path
+import shutil
 
 from parscale_jax.configlib import ConfigError, set_nested
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import BRANCH_POINTS, ResultsDir, RunDir
-
+from parscale_jax.train.config import config_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,6 @@ class Branch:
 
 def expand(config: dict, ladder: LadderConfig, trunk_id: str) -> list[tuple[int, dict, Branch]]:
   """(budget, branch config, Branch) for each budget of one grid point's config."""
-  from parscale_jax.train.config import config_from_dict
   from parscale_jax.train.optimizer import decay_start
 
   first = config_from_dict(_with(config, tokens=ladder.budgets[0]))
@@ -85,7 +84,6 @@ def _with(config: dict, **values) -> dict:
 def prepare_branch(branch: Branch, results_dir: Path, workdir: Path, run_id: str) -> None:
   """Gives a branch with no checkpoint of its own the trunk's checkpoint at its cooldown start,
   training the trunk that far first if needed. Nothing to do for a branch that has begun."""
-  from parscale_jax.train.config import config_from_dict
   from parscale_jax.train.trainer import train
 
   if RunDir(workdir).latest_checkpoint() is not None:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from parscale_jax.analysis.results import FitResult, write_fit
 from parscale_jax.atomic import copy_file_atomic, write_text_atomic
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import REPORT, SWEEP_MARK, TABLE, ResultsDir
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
-from parscale_jax.sweep.contrasts import (baseline_table, contrast_table, diversity_table,
-                                          measure_diversity)
+from parscale_jax.sweep.contrasts import baseline_table, contrast_table, diversity_table, measure_diversity
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -96,7 +96,6 @@ def fit_section(spec, fit_dir: Path, fit_rows: list[dict], log) -> list[str]:
   from parscale_jax.analysis.fit_table import fit_table
   from parscale_jax.analysis.plots import plot_all
   from parscale_jax.analysis.report import fit_markdown
-  from parscale_jax.analysis.results import FitResult, write_fit
 
   # One law per setting (stage and any grid axis besides size, P, seed and token budget): runs
   # that differ in, say, learning rate are never averaged as if they were seeds. Budgets are the

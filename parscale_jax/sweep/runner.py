@@ -2,17 +2,22 @@
 local processes, Ray tasks), the table after every finished run, then the fit, plots and report."""
 from __future__ import annotations
 
+import json
 import os
-import sys
 from pathlib import Path
+import subprocess
+import sys
 
 from parscale_jax import bars
+from parscale_jax.atomic import create_json_exclusive
+from parscale_jax.data.pipeline import prepare_corpus
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
 from parscale_jax.sweep.executors import Executor, make_executor
-from parscale_jax.sweep.worker import chains, is_locked
 from parscale_jax.sweep.spec import SweepSpec
 from parscale_jax.sweep.table import publish_run, run_result, table_turn, write_table
+from parscale_jax.sweep.worker import chains, is_locked
+from parscale_jax.train.config import config_differences
 from parscale_jax.train.run_record import read_result
 
 
@@ -32,8 +37,6 @@ def run_state(results_dir: Path, run, published: Path | None = None) -> str:
 
 def _prepare_data(spec: SweepSpec, results_dir: Path) -> None:
   """Builds each corpus once here, so that workers never race to build it."""
-  from parscale_jax.data.pipeline import prepare_corpus
-
   seen = set()
   for run in spec.runs:
     data = run.train_config(results_dir).data
@@ -115,8 +118,6 @@ def _show(bar, live) -> None:
 def check_target(spec: SweepSpec, results_dir: Path) -> None:
   """Nothing trains until every run is known to fit the sweep's target slice. The compiles run in
   a process of their own on JAX's CPU platform, so that this one never takes a host's chips."""
-  import subprocess
-
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   check = subprocess.run([sys.executable, "-m", "parscale_jax.cli", "sweep", "check", str(spec.path),
                           "--results", str(results_dir)], env=env, stdout=subprocess.PIPE, text=True)
@@ -135,11 +136,6 @@ def claim_publish_dir(spec: SweepSpec) -> None:
 def claim_results_dir(spec: SweepSpec, results_dir: Path, setting: str = "--results") -> None:
   """A results folder holds one sweep: refuses another sweep's folder, and runs of this one whose
   saved settings differ from the file's (their results would be reported as this file's)."""
-  import json
-
-  from parscale_jax.atomic import create_json_exclusive
-  from parscale_jax.train.config import config_differences
-
   marker = ResultsDir(results_dir).mark
 
   def refuse_another_owner():
@@ -170,7 +166,6 @@ def adopt_reused_runs(spec: SweepSpec, results_dir: Path, log=lambda s: None) ->
   with (same model, data, seed and budget: the same computation); its files are copied into this
   sweep's run folder, result.json naming where it came from. Returns how many."""
   from parscale_jax.sweep.table import copy_run_files
-  from parscale_jax.train.config import config_differences
   from parscale_jax.train.run_record import RunRecord
 
   if not spec.reuse_dirs:

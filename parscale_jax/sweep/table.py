@@ -14,7 +14,7 @@ from parscale_jax.sweep.comparisons import SHAPE_AXES
 from parscale_jax.sweep.spec import RunSpec
 from parscale_jax.train.run_record import read_result
 
-COLUMNS = ("run_id", "stage", "size", "N", "N_backbone", "P", "seed", "tokens", "loss", "loss_sem", "train_loss",
+COLUMNS = ("run_id", "stage", "size", "N", "N_backbone", "P", "seed", "tokens", "loss", "val_sem", "train_loss",
            "eval_bits_per_byte", "flops", "wall_seconds", "status", "reason")
 
 
@@ -54,7 +54,7 @@ def table_row(run: RunSpec, result: dict | None) -> dict:
   row = {"run_id": run.run_id, "stage": run.stage, "size": size,
          "N": result.get("N"), "N_backbone": result.get("N_backbone"), "P": result.get("P", run.values.get("model.P")),
          "seed": result.get("seed", run.values.get("seed")), "tokens": result.get("tokens"),
-         "loss": result.get("eval_loss"), "loss_sem": result.get("eval_loss_sem"),
+         "loss": result.get("eval_loss"), "val_sem": result.get("eval_loss_sem"),
          "train_loss": result.get("train_loss"), "eval_bits_per_byte": result.get("eval_bits_per_byte"),
          "flops": result.get("flops"), "wall_seconds": result.get("wall_seconds"),
          "status": result.get("status", "pending"), "reason": result.get("reason")}

@@ -4,17 +4,20 @@ This module imports no JAX at the top: a worker sets its thread limits before JA
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+from pathlib import Path
+import shutil
 import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from parscale_jax.locks import DirLock
 from parscale_jax.rundir import ATTEMPTS, LOCK, ResultsDir, RunDir
+from parscale_jax.sweep.ladder import prepare_branch
 
 
 def limit_threads(threads: int, cpus: list[int] | None = None) -> None:
@@ -51,7 +54,6 @@ def _die_with_parent() -> None:
   """A worker whose sweep process is killed stops too, instead of training queued runs unseen
   (its run resumes from its checkpoint when the sweep is started again). Linux only."""
   if sys.platform.startswith("linux"):
-    import ctypes
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -97,7 +99,6 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
     from parscale_jax.train.trainer import train
     config = run.train_config(results_dir)
     if run.branch is not None:
-      from parscale_jax.sweep.ladder import prepare_branch
       prepare_branch(run.branch, results_dir, workdir, run.run_id)
     result = train(config, workdir, run_id=run.run_id, progress=False)
     drop_checkpoints_of_finished(workdir, result)
@@ -117,7 +118,6 @@ def drop_checkpoints_of_finished(workdir: Path, result: dict) -> None:
   """A finished sweep run keeps its exported model (final/: what evaluation, diversity and
   init_from read), not the checkpoints it would resume from (most of a run's disk: the optimizer
   state of the prefix MLP made the demo's results 980 MB)."""
-  import shutil
   if result.get("status") == "done" and RunDir(workdir).exported:
     shutil.rmtree(RunDir(workdir).checkpoints, ignore_errors=True)
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 
+from parscale_jax.configlib import positive_int
+from parscale_jax.data.pipeline import DataConfig
+from parscale_jax.errors import UserError
+from parscale_jax.train.config import load_config
+
 
 def _train(args) -> None:
-  from parscale_jax.errors import UserError
-  from parscale_jax.train.config import load_config
-  from parscale_jax.train.trainer import train
-
   from parscale_jax.train.run_record import read_result
+  from parscale_jax.train.trainer import train
 
   config = load_config(args.config, args.set)
   try:
@@ -27,7 +29,6 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-  from parscale_jax.data.pipeline import DataConfig
   from parscale_jax.train.evaluate import evaluate_checkpoint
 
   data = DataConfig(source=args.data, text_key=args.text_key, tokenizer=args.tokenizer,
@@ -39,8 +40,6 @@ def _eval(args) -> None:
 # Fewer validation tokens leave rho and the stream losses to chance (2 tokens gave rho 0 and a
 # predicted multiplier of 1,500).
 def register(sub) -> None:
-  from parscale_jax.configlib import positive_int
-
   e = sub.add_parser("eval", help="loss and bits per byte of a run or a pretrained folder on a dataset")
   e.add_argument("--checkpoint", required=True, help="a finished run directory or a Hugging Face folder")
   e.add_argument("--data", default="stdlib", help="data source (as data.source in a config)")

@@ -71,6 +71,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: in
   bpt = bytes_per_token(data, rows)
   return {"checkpoint": str(folder), "source": data.source, "tokenizer": data.tokenizer,
           "tokens": int(rows[:, 1:].size), "loss": loss,
-          "loss_sem": sem if math.isfinite(sem) else None,
+          "val_sem": sem if math.isfinite(sem) else None,
           "bits_per_byte": loss / math.log(2) / bpt if bpt else None,
           "tokens_per_s": rows[:, 1:].size / seconds, "P": model.config.P}

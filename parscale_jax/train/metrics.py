@@ -2,9 +2,11 @@
 reader, with TensorBoard and W&B beside it."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+from parscale_jax.errors import UserError
 from parscale_jax.rundir import RunDir
 
 
@@ -72,12 +74,10 @@ def _start_wandb(config, workdir: Path, run_id: str, run_config: dict | None):
   try:
     import wandb
   except ImportError:
-    from parscale_jax.errors import UserError
     raise UserError("wandb.project is set but wandb is not installed "
                     "(pip install 'parscale-jax[wandb]')") from None
   # The id must be stable across resumes and unique within a project: the workdir's name alone
   # repeats across sweeps, so its absolute path is hashed in.
-  import hashlib
   wid = f"{run_id}-{hashlib.sha256(str(workdir.absolute()).encode()).hexdigest()[:8]}"
   wid = "".join(c if c.isalnum() or c in "-_." else "_" for c in wid)
   try:
@@ -85,7 +85,6 @@ def _start_wandb(config, workdir: Path, run_id: str, run_config: dict | None):
                       dir=str(workdir), id=wid, name=run_id, resume="allow", config=run_config,
                       settings=wandb.Settings(silent=True))
   except Exception as e:  # No API key, no network, a wrong entity: wandb raises many types.
-    from parscale_jax.errors import UserError
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise UserError(f"wandb ({config.mode}): cannot start the run: {first} (wandb login, or "
                     f"wandb.mode: offline)") from None

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from parscale_jax.atomic import write_json_atomic
+from parscale_jax.errors import UserError
 from parscale_jax.rundir import RunDir
 
 
@@ -31,7 +32,6 @@ def failure_reason(error: BaseException) -> str:
     return (f"disk full: {error.filename or 'a write'}: {error.strerror} (free space, then run "
             f"again to resume)")
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-  from parscale_jax.errors import UserError
   if isinstance(error, UserError):
     return text or type(error).__name__
   return f"{type(error).__name__}: {text}" if text else type(error).__name__

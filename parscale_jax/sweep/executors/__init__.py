@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from parscale_jax.errors import UserError
 from parscale_jax.sweep.spec import SweepSpec
+
 
 POLL_SECONDS = 15.0  # How long an executor waits for a result before yielding None.
 
@@ -40,7 +42,6 @@ EXECUTORS = {"local": _local, "ray": _ray}
 
 
 def make_executor(name: str, spec: SweepSpec, address: str | None = None) -> Executor:
-  from parscale_jax.errors import UserError
   if name not in EXECUTORS:
     raise UserError(f"--executor {name}: not one of {', '.join(EXECUTORS)}")
   return EXECUTORS[name]()(spec, address)
