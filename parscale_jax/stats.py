@@ -12,6 +12,13 @@ def standard_error(values) -> float:
   return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
+def pooled_sd(groups) -> float:
+  """Square root of the mean within-group variance (ddof 1) over the groups of two or more values:
+  how much seeds scatter; NaN where no group has two."""
+  variances = [np.var(np.asarray(g, float), ddof=1) for g in groups if len(g) > 1]
+  return float(np.sqrt(np.mean(variances))) if variances else math.nan
+
+
 def paired_differences(a: dict, b: dict) -> np.ndarray:
   """a[key] - b[key] over the keys (seeds) both have, in key order."""
   return np.array([a[k] - b[k] for k in sorted(set(a) & set(b))], float)

@@ -414,3 +414,23 @@ def test_a_points_standard_error_is_named_by_what_it_measures(tmp_path):
   old = [{**{k: v for k, v in r.items() if k != "val_sem"}, "loss_sem": r["val_sem"]} for r in rows]
   assert np.allclose(load_points(old)["all"].sem, points.sem)  # A table from before the names.
   assert point_sem({"loss_sem": 0.003}) == 0.003 and np.isnan(point_sem({}))
+
+
+def test_the_statistics_every_report_uses():
+  from parscale_jax.stats import mean_se_interval, pooled_sd, standard_error, t_interval
+  from parscale_jax.sweep.calibration import settings_table
+
+  assert standard_error([1.0, 2.0, 3.0]) == pytest.approx(1 / np.sqrt(3))
+  lo, hi = t_interval([1.0, 2.0, 3.0])  # t(0.975, 2) = 4.3027
+  assert (lo, hi) == pytest.approx((2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)), rel=1e-6)
+  assert pooled_sd([[1.0, 3.0], [5.0], [2.0, 2.0, 2.0]]) == pytest.approx(np.sqrt(1.0))  # (2 + 0) / 2
+  assert np.isnan(pooled_sd([[1.0], [2.0]]))
+  # Two sizes x P in {1, 2} x 2 seeds: P = 2 is 0.01 and 0.03 better, paired by seed.
+  rows = [{"status": "done", "stage": "main", "size": s, "N": n, "P": p, "seed": seed,
+           "loss": 3.0 - 0.1 * (s == "b") - (0.01 + 0.02 * seed) * (p == 2) + 0.001 * seed}
+          for s, n in (("a", 1e5), ("b", 2e5)) for p in (1, 2) for seed in (0, 1)]
+  line = settings_table(rows).splitlines()[-1]
+  # Seed SD: within-cell seed differences 0.001 (P = 1) and 0.019 (P = 2), variance d²/2 each.
+  sd = np.sqrt((2 * 0.001 ** 2 / 2 + 2 * 0.019 ** 2 / 2) / 4)
+  assert line.startswith("| main | +0.1000 ± 0.0000") and f"| {sd:.4f} |" in line
+  assert mean_se_interval(np.array([-0.01, -0.03, -0.01, -0.03])) in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parscale_jax.stats import mean_se, paired_differences, standard_error, t_interval
+from parscale_jax.stats import mean_se, mean_se_interval, paired_differences, pooled_sd, standard_error
 
 
 def settings_table(rows: list[dict]) -> str:
@@ -27,21 +27,14 @@ def settings_table(rows: list[dict]) -> str:
       continue
     gap = paired_differences(cells[(sizes[0], 1)], cells[(sizes[-1], 1)])
     ratio = f" ({gap.mean() / standard_error(gap):.1f}×)" if len(gap) > 1 and standard_error(gap) > 0 else ""
-    variances = [np.var(list(v.values()), ddof=1) for v in cells.values() if len(v) > 1]
-    sd = f"{np.sqrt(np.mean(variances)):.4f}" if variances else ""
+    sd = pooled_sd(list(v.values()) for v in cells.values())
+    sd = f"{sd:.4f}" if np.isfinite(sd) else ""
     gains = []
     for p in ps:
       diffs = np.concatenate([paired_differences(cells[(s, p)], cells[(s, 1)]) for s in sizes
                               if (s, p) in cells] or [np.array([])])
       ends = [mean_se(paired_differences(cells[(s, p)], cells[(s, 1)])) if (s, p) in cells else ""
               for s in (sizes[0], sizes[-1])]
-      gains.append(mean_se(diffs) + _interval(diffs) + f"; {ends[0]} / {ends[1]}")
+      gains.append(mean_se_interval(diffs) + f"; {ends[0]} / {ends[1]}")
     lines.append(f"| {stage} | {mean_se(gap)}{ratio} | {sd} | " + " | ".join(gains) + " |")
   return "\n".join(lines) if len(lines) > 2 else ""
-
-
-def _interval(diffs: np.ndarray) -> str:
-  if len(diffs) < 2:
-    return ""
-  lo, hi = t_interval(diffs)
-  return f" [{lo:+.4f}, {hi:+.4f}]"
