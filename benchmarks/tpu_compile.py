@@ -5,6 +5,7 @@ its memory per chip, the compiler's FLOPs against the project's accounting, and 
 bound. Resumable: cells already in the JSON are kept; each new cell is written as it lands.
 
     python benchmarks/tpu_compile.py --topologies v5p:2x2x2 v5e:4x4   # hours on 2 cores
+    python benchmarks/tpu_compile.py --topologies v5e:4x4 &   # a second process: one per topology
     python benchmarks/tpu_compile.py --sizes paper-0.5b --P 1 2 --no-flops   # a corner
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from parscale_jax.aot.check import fitting_setting, roofline, settings
 from parscale_jax.aot.cli import PAPER_SHAPE
 from parscale_jax.aot.programs import step_cost
 from parscale_jax.aot.topology import chip, topology_devices
-from parscale_jax.train.config import MeshConfig, config_from_dict
+from parscale_jax.locks import held
+from parscale_jax.train.config import config_from_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_record  # noqa: E402
@@ -68,12 +70,21 @@ def main() -> None:
                                                    "bound", "mfu_bound", "compile_seconds")})
         else:
           row.update(peak_bytes=report.get("peak_bytes") if report else None)
-        rows.append(row)
-        write_record("tpu_compile", rows, str(out),
-                     {"shape": {"seq_len": 2048, "batch_size": 1024, "dtype": "bfloat16"}})
+        rows = _add_row(out, row)
         log(f"  -> {row.get('remat')} x{row.get('grad_accum')}: "
             + (f"{row['peak_bytes'] / 2**30:.1f} GiB" if row.get("peak_bytes") else "")
             + (f", FLOPs ratio {row['flops_ratio']:.3f}, MFU <= {row['mfu_bound']:.2f}" if row.get("flops_ratio") else ""))
+
+
+def _add_row(out: Path, row: dict) -> list[dict]:
+  """Adds a cell to the table as it is on disk now: one process per topology may fill it."""
+  with held(out.parent, out.name + ".lock"):
+    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    key = lambda r: (r["topology"], r["size"], r["P"])
+    rows = [r for r in rows if key(r) != key(row)] + [row]
+    write_record("tpu_compile", rows, str(out),
+                 {"shape": {"seq_len": 2048, "batch_size": 1024, "dtype": "bfloat16"}})
+  return rows
 
 
 def _preset(size: str) -> dict:

@@ -137,11 +137,11 @@ def test_tpu_compile_table_in_the_readme_is_the_json():
   import re
   rows = json.loads((REPO / "benchmarks" / "results" / "tpu_compile.json").read_text())["rows"]
   text = (REPO / "benchmarks" / "README.md").read_text()
-  shown = re.findall(r"^\| (paper-[0-9.]+b), (\d) \| (no remat|remat dots|remat full), grad_accum (\d+) \| "
-                     r"([0-9.]+) \| ([0-9.]+) \| (\w+) \| ([0-9.]+) \|$", text, re.M)
+  shown = re.findall(r"^\| (v\w+:[0-9x]+) \| (paper-[0-9.]+b), (\d) \| (no remat|remat dots|remat full), "
+                     r"grad_accum (\d+) \| ([0-9.]+) \| ([0-9.]+) \| (\w+) \| ([0-9.]+) \|$", text, re.M)
   assert shown
-  for size, P, remat, accum, gib, ratio, bound, mfu in shown:
-    row = next(r for r in rows if r["topology"] == "v5p:2x2x2" and r["size"] == size and r["P"] == int(P))
+  for topology, size, P, remat, accum, gib, ratio, bound, mfu in shown:
+    row = next(r for r in rows if r["topology"] == topology and r["size"] == size and r["P"] == int(P))
     assert row["remat"] == {"no remat": "none", "remat dots": "dots", "remat full": "full"}[remat]
     assert row["grad_accum"] == int(accum) and row["bound"] == bound
     assert round(row["peak_bytes"] / 2 ** 30, 1) == float(gib)
