@@ -7,7 +7,7 @@ import sys
 
 from parscale_jax.analysis.results import FitResult, load_fit, paper_law
 from parscale_jax.configlib import nonnegative_int, positive_float, positive_int
-from parscale_jax.data.pipeline import DataConfig
+from parscale_jax.data.config import DataConfig
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import REPORT, ResultsDir
 

@@ -27,10 +27,10 @@ from absl import logging as absl_logging
 import tensorflow_datasets as tfds
 
 from parscale_jax.bars import progress_bar
+from parscale_jax.data.config import STDLIB
 from parscale_jax.errors import UserError, is_disk_full
 
 
-STDLIB = "stdlib"
 # Documents longer than this are stored as consecutive pieces of at most this many bytes, cut at a
 # line end where one is near: the pipeline then never holds a whole huge document (a 64 MB file
 # grew training to 20 GB resident), and its memory is bounded whatever the document's size.

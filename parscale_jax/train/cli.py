@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from parscale_jax.configlib import positive_int
-from parscale_jax.data.pipeline import DataConfig
+from parscale_jax.data.config import DataConfig
 from parscale_jax.errors import UserError
 from parscale_jax.train.config import load_config
 

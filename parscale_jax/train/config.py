@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from parscale_jax.configlib import ConfigError, apply_overrides, check_choices, from_dict, load_yaml, to_dict
-from parscale_jax.data.pipeline import DataConfig
+from parscale_jax.data.config import DataConfig
 from parscale_jax.model.config import ModelConfig, model_config_from_dict
 
 
