@@ -130,8 +130,20 @@ def test_a_flax_too_old_for_the_installed_jax_is_one_line_and_tests_keep_out_of_
 
 
 # Where JAX must not be loaded yet: the entry point restarts the process under a glibc tunable
-# (hostmem.py) and the package fixes the platform's environment (platforms.py) before it.
-BEFORE_JAX = {"__init__.py", "launch.py", "hostmem.py"}
+# (hostmem.py), the package fixes the platform's environment (platforms.py) before it, and a sweep
+# worker takes its cores, threads and GPU (sweep/worker.py) before it.
+BEFORE_JAX = {"__init__.py", "launch.py", "hostmem.py", "platforms.py", "versions.py", "sweep/worker.py"}
+
+
+@pytest.mark.parametrize("module", sorted(BEFORE_JAX))
+def test_the_before_jax_modules_import_no_jax(module):
+  import subprocess
+  import sys
+
+  name = "parscale_jax" + ("" if module == "__init__.py" else "." + module.removesuffix(".py").replace("/", "."))
+  loaded = subprocess.run([sys.executable, "-c", f"import sys, {name}; print(*sys.modules)"],
+                          capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
+  assert name in loaded and "jax" not in loaded and "flax" not in loaded
 
 
 def test_imports_inside_functions_defer_something():

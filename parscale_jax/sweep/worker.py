@@ -17,7 +17,6 @@ import traceback
 
 from parscale_jax.locks import DirLock
 from parscale_jax.rundir import ATTEMPTS, LOCK, ResultsDir, RunDir
-from parscale_jax.sweep.ladder import prepare_branch
 
 
 def limit_threads(threads: int, cpus: list[int] | None = None) -> None:
@@ -96,6 +95,7 @@ def execute_run(run, results_dir: str, retry_failed: bool = False) -> dict:
       parent = read_result(ResultsDir(results_dir).run(run.init_from_run).path)
       if not parent or parent.get("status") != "done":
         raise RuntimeError(f"init_from run {run.init_from_run} has not finished")
+    from parscale_jax.sweep.ladder import prepare_branch
     from parscale_jax.train.trainer import train
     config = run.train_config(results_dir)
     if run.branch is not None:
