@@ -373,7 +373,7 @@ def test_a_new_law_form_is_one_entry(monkeypatch, tmp_path):
   with pytest.raises(AttributeError, match="has no 'k'"):
     fitted_law.k
   path.write_text(path.read_text().replace('"linear"', '"cubic"'))
-  with pytest.raises(UserError, match="unknown law form 'cubic'"):
+  with pytest.raises(UserError, match=f"^{path}: unknown law form 'cubic' \\(known: parscale, "):
     load_fit(path)
 
 

@@ -37,11 +37,11 @@ def fit_document(groups: dict, source: str, n_column: str = "N") -> dict:
           "N": N_MEANING.get(n_column, n_column), "groups": groups}
 
 
-def law_form(doc: dict) -> LawForm:
+def law_form(doc: dict, where: str = "fit.json") -> LawForm:
   """The form a fit.json's groups were fitted with (files without a `form` hold the paper's law)."""
   name = doc.get("form", UNNAMED_FORM)
   if name not in FORMS:
-    raise UserError(f"fit.json: unknown law form {name!r} (known: {', '.join(FORMS)})")
+    raise UserError(f"{where}: unknown law form {name!r} (known: {', '.join(FORMS)})")
   return FORMS[name]
 
 
@@ -151,10 +151,7 @@ def load_fit(path: str | Path) -> FitResult:
     raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
   if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("groups"), dict):
     raise UserError(f"{path}: not a version-{VERSION} fit.json (no 'version'/'groups')")
-  try:
-    form = law_form(doc)
-  except UserError as e:
-    raise UserError(f"{path}: {e}".replace("fit.json: ", "")) from None
+  form = law_form(doc, str(path))
   for name, g in doc["groups"].items():
     if not isinstance(g, dict):
       raise UserError(f"{path}: group {name!r} is not a mapping")
