@@ -130,16 +130,16 @@ def test_sweep_check_names_the_run_too_large_for_its_target_and_run_refuses(tmp_
   base = {**SMALL, "tensorboard": False, "mesh": {"data": 1, "fsdp": 4}, "tokens": 10 ** 8}
   (tmp_path / "base.yaml").write_text(json.dumps(base))
   sweep = {"name": "big", "base": "base.yaml", "target": {"topology": "v5e:2x2"},
-           "grid": {"batch_size": [8, 65536], "seed": [0, 1]}, "analysis": {"fit": False}}
+           "grid": {"batch_size": [8, 262144], "seed": [0, 1]}, "analysis": {"fit": False}}
   (tmp_path / "big.yaml").write_text(json.dumps(sweep))
   cli = lambda *a: subprocess.run([sys.executable, "-m", "parscale_jax.cli", "sweep", *a],
                                   capture_output=True, text=True, cwd=tmp_path)
   out = cli("check", "big.yaml")
   assert out.returncode == 2
-  # Two programs compiled (seeds share one); the batch of 65536 rows is refused, by name.
+  # Two programs compiled (seeds share one); the batch of 262144 rows is refused, by name.
   assert "[2/2]" in out.stderr and "DOES NOT FIT" in out.stderr, out.stderr
   last = out.stderr.strip().splitlines()[-1]
-  assert "2 of 4 runs do not fit v5e:2x2" in last and "batch_size=65536_seed=0" in last
+  assert "2 of 4 runs do not fit v5e:2x2" in last and "batch_size=262144_seed=0" in last
   assert "batch_size=8_" not in last
   out = cli("run", "big.yaml", "--no-progress")
   assert out.returncode == 2 and "nothing was trained" in out.stderr

@@ -425,3 +425,16 @@ def test_cpu_and_plain_kernels_agree_in_values_and_gradients():
   scores = jax.random.normal(next(key), (2, 3, 8))
   np.testing.assert_allclose(cpu_kernels.attention_softmax(scores), jax.nn.softmax(scores, -1), rtol=1e-6)
   assert kernels.on_cpu()  # This suite runs on XLA:CPU: the models above used the CPU kernels.
+
+
+def test_a_program_traced_for_another_platform_gets_that_platforms_kernels():
+  """A TPU program compiled on this CPU host is traced with the plain dense layer a TPU host would
+  trace (the CPU kernel's custom backward pass would also hide its matmuls from remat dots)."""
+  from parscale_jax.model import kernels
+
+  args = (jnp.ones((128, 8)), jnp.ones((4, 8)))
+  traced = lambda: str(jax.make_jaxpr(lambda x, w: kernels.dense(x, w, None))(*args))  # A new trace.
+  assert kernels.on_cpu() and "custom_vjp" in traced()
+  with kernels.traced_for("tpu"):
+    assert not kernels.on_cpu() and "custom_vjp" not in traced()
+  assert kernels.on_cpu()

@@ -24,6 +24,7 @@ import numpy as np
 from parscale_jax.aot.topology import native_stderr_to_file
 from parscale_jax.errors import UserError
 from parscale_jax.model.accounting import flops_per_token
+from parscale_jax.model import kernels
 from parscale_jax.model.decode import DECODE_STEP_JIT, decode_step
 from parscale_jax.model.parscale import abstract_model, init_cache
 from parscale_jax.train import sharding
@@ -70,10 +71,11 @@ def shard_bytes(abstract_tree, shardings) -> int:
   return total
 
 
-def _compile(name: str, lower, accounted_flops: float, state_bytes: int, param_bytes: int) -> Compiled:
-  """lower: () -> a jax Lowered program."""
+def _compile(name: str, lower, accounted_flops: float, state_bytes: int, param_bytes: int,
+             platform: str) -> Compiled:
+  """lower: () -> a jax Lowered program, traced with the kernels of `platform` (the devices')."""
   start = time.perf_counter()
-  with native_stderr_to_file():
+  with native_stderr_to_file(), kernels.traced_for(platform):
     try:
       compiled = lower().compile()
     except Exception as e:  # XLA's out-of-memory error names what the program needs.
@@ -130,7 +132,7 @@ def compile_training(config: TrainConfig, devices) -> Compiled:
   param_bytes = sum(shard_bytes(getattr(training.abstract_state, k), getattr(training.state_shardings, k))
                     for k in ("params", "frozen"))
   return _compile("train step", lambda: training.train_step.lower(state, rows), accounted,
-                  state_bytes, param_bytes)
+                  state_bytes, param_bytes, devices[0].platform)
 
 
 def step_cost(config: TrainConfig, devices) -> tuple[float, float]:
@@ -183,5 +185,5 @@ def compile_decoding(config: TrainConfig, devices, batch: int, prompt_tokens: in
     accounted = flops_per_token(config.model, tokens, training=False) * batch * tokens / n
     out.append(_compile(f"{name} (batch {batch})",
                         lambda ids=ids: step.lower(graphdef, params, ids, cache, key),
-                        accounted, state_bytes, state_bytes))
+                        accounted, state_bytes, state_bytes, devices[0].platform))
   return out[0], out[1]

@@ -3,6 +3,8 @@ backward passes and a skinny-row layout (model/cpu_kernels.py); GPUs and TPUs ge
 forms, which their compilers handle well. Both give the same numbers (tests/test_model.py)."""
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -10,9 +12,23 @@ from parscale_jax.model.cpu_kernels import attention_softmax
 from parscale_jax.model.cpu_kernels import dense as cpu_dense
 
 
+_TARGETS: list[str] = []  # Platforms of the programs being traced for other devices than this host's.
+
+
+@contextlib.contextmanager
+def traced_for(platform: str):
+  """Within it, programs are traced with `platform`'s kernels: a TPU program compiled on a CPU host
+  is the program a TPU host would trace."""
+  _TARGETS.append(platform)
+  try:
+    yield
+  finally:
+    _TARGETS.pop()
+
+
 def on_cpu() -> bool:
-  """Whether the arrays of this trace live on XLA:CPU (the default backend)."""
-  return jax.default_backend() == "cpu"
+  """Whether this trace's arrays live on XLA:CPU (the default backend, unless `traced_for`)."""
+  return (_TARGETS[-1] if _TARGETS else jax.default_backend()) == "cpu"
 
 
 def plain_dense(x_NxI: jax.Array, w_OxI: jax.Array, b_O: jax.Array | None) -> jax.Array:
