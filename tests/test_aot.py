@@ -132,17 +132,21 @@ def test_sweep_check_names_the_run_too_large_for_its_target_and_run_refuses(tmp_
   sweep = {"name": "big", "base": "base.yaml", "target": {"topology": "v5e:2x2"},
            "grid": {"batch_size": [8, 262144], "seed": [0, 1]}, "analysis": {"fit": False}}
   (tmp_path / "big.yaml").write_text(json.dumps(sweep))
+  env = {**os.environ, "HOME": str(tmp_path / "home")}  # Its own preflight cache.
   cli = lambda *a: subprocess.run([sys.executable, "-m", "parscale_jax.cli", "sweep", *a],
-                                  capture_output=True, text=True, cwd=tmp_path)
+                                  capture_output=True, text=True, cwd=tmp_path, env=env)
   out = cli("check", "big.yaml")
   assert out.returncode == 2
   # Two programs compiled (seeds share one); the batch of 262144 rows is refused, by name.
   assert "[2/2]" in out.stderr and "DOES NOT FIT" in out.stderr, out.stderr
+  assert "compiled before" not in out.stderr
   last = out.stderr.strip().splitlines()[-1]
   assert "2 of 4 runs do not fit v5e:2x2" in last and "batch_size=262144_seed=0" in last
   assert "batch_size=8_" not in last
   out = cli("run", "big.yaml", "--no-progress")
   assert out.returncode == 2 and "nothing was trained" in out.stderr
+  # The run's preflight reads both reports the check compiled.
+  assert out.stderr.count("(compiled before)") == 2, out.stderr
   assert not (tmp_path / "results" / "big" / "runs").exists()
 
 
@@ -212,3 +216,10 @@ def test_compile_without_a_config_takes_the_paper_sweeps_setting():
   assert compile_config(argparse.Namespace(config=None, set=[], size=None, P=None, batch=24, seq=None), 4).grad_accum == 8
   assert compile_config(argparse.Namespace(config=None, set=["grad_accum=1"], size=None, P=None, batch=None,
                                            seq=None), 4).grad_accum == 1
+
+
+def test_a_preflight_report_is_reused_only_for_the_same_program_and_topology():
+  from parscale_jax.aot.preflight import report_key
+  assert report_key("program a", "v5e:2x2") == report_key("program a", "v5e:2x2")
+  assert len({report_key("program a", "v5e:2x2"), report_key("program b", "v5e:2x2"),
+              report_key("program a", "v5p:2x2x1")}) == 3
