@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
-import os
 from importlib import metadata
+import json
 from pathlib import Path
 
 import parscale_jax
 from parscale_jax.aot.check import check_training
 from parscale_jax.aot.topology import chip, topology_devices
+from parscale_jax.atomic import write_json_atomic
 from parscale_jax.train.config import config_to_dict
+
 
 # Reports of programs compiled before, so that `sweep run` after `sweep check` (or a second sweep of
 # the same programs) does not compile them again: hours on a CPU host at the paper's sizes.
@@ -46,8 +47,8 @@ def report_key(program: str, topology: str) -> str:
 
 @functools.cache
 def _code_digest() -> str:
-  """This package's code as this process loaded it (read once: a file edited while a long check
-  runs does not change what the check compiled)."""
+  """This package's code, read once (at the first check): a file edited while a long check runs
+  does not change the key of what the check compiled."""
   code = hashlib.sha256()
   for path in sorted(Path(parscale_jax.__file__).parent.rglob("*.py")):
     code.update(path.read_bytes())
@@ -65,9 +66,7 @@ def _cached_check(config, topology: str, devices, device, cache_dir: Path | None
   report = check_training(config, devices, device)
   if path is not None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f"{path.name}.{os.getpid()}.part")
-    part.write_text(json.dumps(report))
-    os.replace(part, path)
+    write_json_atomic(path, report)
   return report, False
 
 
