@@ -13,10 +13,10 @@ from parscale_jax.aot.programs import (Compiled, OutOfMemory, compile_decoding, 
 from parscale_jax.aot.topology import chip, topology_devices
 from parscale_jax.configlib import ConfigError
 from parscale_jax.cost.devices import Device
-from parscale_jax.model.accounting import flops_per_token
+from parscale_jax.model.accounting import flops_per_token, recompute_flops_per_token
 from parscale_jax.train.config import TrainConfig
 
-# Cheapest first: remat adds recomputation (full: about a third more FLOPs); accumulation splits a
+# Cheapest first: remat adds recomputation (full: about a fifth more FLOPs); accumulation splits a
 # step into smaller, less efficient micro-batches.
 REMAT_ORDER = ("none", "dots", "full")
 
@@ -35,6 +35,9 @@ def roofline(report: dict, flops: float, bytes_accessed: float, device: Device) 
   step_s = max(compute_s, memory_s)
   return {**report, "step_flops": flops, "step_bytes_accessed": bytes_accessed,
           "flops_ratio": flops / report["accounted_flops"],
+          # Against model FLOPs plus what remat recomputes: the work the program should do.
+          "flops_ratio_with_recompute": flops / (report["accounted_flops"]
+                                                 + report.get("recompute_flops", 0.0)),
           "roofline_seconds": step_s, "bound": "compute" if compute_s >= memory_s else "memory",
           # Model FLOPs (the accounting's) over what the chip could do in the roofline time.
           "mfu_bound": report["accounted_flops"] / (device.peak_flops * step_s)}
@@ -49,11 +52,12 @@ def _refused(error: OutOfMemory, device: Device, accounted_flops: float) -> dict
 
 
 def check_training(config: TrainConfig, devices, device: Device) -> dict:
+  per_chip = config.tokens_per_step / len(devices)
+  recompute = {"recompute_flops": recompute_flops_per_token(config.model, config.data.seq_len) * per_chip}
   try:
-    return judge(compile_training(config, devices), device)
+    return {**judge(compile_training(config, devices), device), **recompute}
   except OutOfMemory as e:
-    accounted = flops_per_token(config.model, config.data.seq_len) * config.tokens_per_step / len(devices)
-    return _refused(e, device, accounted)
+    return {**_refused(e, device, flops_per_token(config.model, config.data.seq_len) * per_chip), **recompute}
 
 
 def settings(batch: int, chips: int) -> list[tuple[str, int]]:

@@ -64,7 +64,10 @@ def render(report: dict) -> str:
   lines.append("  " + _memory_line(t))
   if "step_flops" in t:
     lines.append(f"  FLOPs per chip and step: compiler {t['step_flops']:.3e}, accounting "
-                 f"{t['accounted_flops']:.3e} (ratio {t['flops_ratio']:.3f}); roofline "
+                 f"{t['accounted_flops']:.3e} (ratio {t['flops_ratio']:.3f}"
+                 + (f"; {t['flops_ratio_with_recompute']:.3f} with remat's recompute"
+                    if t.get("recompute_flops") else "")
+                 + f"); roofline "
                  f"{t['roofline_seconds'] * 1e3:.0f} ms ({t['bound']}-bound), MFU at most "
                  f"{100 * t['mfu_bound']:.0f} %")
   elif "accounted_flops" in t:

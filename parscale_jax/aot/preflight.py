@@ -57,7 +57,8 @@ def _code_digest() -> str:
 
 def _cached_check(config, topology: str, devices, device, cache_dir: Path | None) -> tuple[dict, bool]:
   """(report, whether it came from the cache)."""
-  path = None if cache_dir is None else cache_dir.expanduser() / f"{report_key(program_key(config), topology)}.json"
+  key = report_key(program_key(config), topology)
+  path = None if cache_dir is None else cache_dir.expanduser() / f"{key}.json"
   if path is not None and path.exists():
     try:
       return json.loads(path.read_text()), True

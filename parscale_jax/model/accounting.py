@@ -56,6 +56,21 @@ def flops_per_token(c: ModelConfig, seq_len: int, training: bool = True) -> floa
   return float(3 * forward if training else forward)
 
 
+def recompute_flops_per_token(c: ModelConfig, seq_len: int) -> float:
+  """FLOPs per token that model.remat adds to a training step, beyond flops_per_token's model
+  FLOPs: the forward work the backward pass needs again. full recomputes a layer but for its two
+  output projections (attention's and the MLP's: the backward pass needs their inputs, never their
+  outputs); dots keeps the weight matmuls' outputs and recomputes attention's two batched products."""
+  if c.remat == "none":
+    return 0.0
+  d, f, h = c.hidden_size, c.intermediate_size, c.head_dim
+  q, kv = c.num_heads * h, c.num_kv_heads * h
+  keys = (seq_len + 1) / 2 + (c.prefix_tokens if c.has_prefix else 0)
+  attention = 2 * 2 * q * keys
+  layer = attention + (2 * (d * q + 2 * d * kv + 2 * d * f) if c.remat == "full" else 0)
+  return float(c.P * c.num_layers * layer)
+
+
 def describe(c: ModelConfig, seq_len: int) -> dict:
   counts = param_counts(c)
   return {

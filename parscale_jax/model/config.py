@@ -47,7 +47,7 @@ class ModelConfig:
   # on a 2-core CPU).
   scan_layers: bool | None = None
   # Activation rematerialisation of each layer in training: none (keep every activation), full
-  # (keep only each layer's input, recompute the rest: about 4/3 the FLOPs), dots (keep the weight
+  # (keep only each layer's input, recompute the rest: about 1.2x the FLOPs), dots (keep the weight
   # matmuls' outputs, recompute the rest). Same gradients; less memory.
   remat: Literal["none", "full", "dots"] = "none"
   # How streams run in training and uncached forwards; all give the same numbers. loop: 8-21 %
