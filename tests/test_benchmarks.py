@@ -148,6 +148,26 @@ def test_tpu_compile_table_in_the_readme_is_the_json():
     assert round(row["flops_ratio"], 3) == float(ratio) and round(row["mfu_bound"], 2) == float(mfu)
 
 
+def test_every_tpu_flops_ratio_is_the_accounting_plus_remat_recompute():
+  """Each compiled cell's FLOPs (compiler / accounting) is 1 + what its remat recomputes over the
+  model FLOPs, within 5 %: no remat counts 1.00-1.05 (element-wise work, block-causal attention's
+  corners), dots adds attention's batched products, full a layer's forward but for its output
+  projections (model/accounting.py: recompute_flops_per_token)."""
+  import dataclasses
+  import json
+
+  from parscale_jax.model.accounting import flops_per_token, recompute_flops_per_token
+  from parscale_jax.model.config import PRESETS, ModelConfig
+
+  rows = json.loads((REPO / "benchmarks" / "results" / "tpu_compile.json").read_text())["rows"]
+  counted = [r for r in rows if r.get("flops_ratio") is not None]
+  assert counted
+  for r in counted:
+    model = ModelConfig(**{**PRESETS[r["size"]], "size": r["size"], "P": r["P"], "remat": r["remat"]})
+    expected = 1 + recompute_flops_per_token(model, 2048) / flops_per_token(model, 2048)
+    assert 0.95 <= r["flops_ratio"] / expected <= 1.05, (r["topology"], r["size"], r["P"], r["flops_ratio"])
+
+
 def test_cost_model_memory_is_within_15_percent_of_the_tpu_compiler():
   """The serving memory `parscale cost` and `parscale plan` compute, against XLA:TPU's memory
   analysis of the same prefill and decode step (benchmarks/results/cost_memory.json): the model
