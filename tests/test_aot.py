@@ -269,8 +269,12 @@ def test_compile_without_a_config_takes_the_paper_sweeps_setting():
                                            seq=None), 4).grad_accum == 1
 
 
-def test_a_preflight_report_is_reused_only_for_the_same_program_and_topology():
+def test_a_preflight_report_is_reused_only_for_the_same_program_and_topology(monkeypatch):
   from parscale_jax.aot.preflight import report_key
+  monkeypatch.delenv("LIBTPU_INIT_ARGS", raising=False)
+  plain = report_key("program a", "v5e:2x2")
   assert report_key("program a", "v5e:2x2") == report_key("program a", "v5e:2x2")
   assert len({report_key("program a", "v5e:2x2"), report_key("program b", "v5e:2x2"),
               report_key("program a", "v5p:2x2x1")}) == 3
+  monkeypatch.setenv("LIBTPU_INIT_ARGS", "--xla_tpu_enable_windowed_einsum_for_all_gather=false")
+  assert report_key("program a", "v5e:2x2") != plain

@@ -7,6 +7,7 @@ import functools
 import hashlib
 from importlib import metadata
 import json
+import os
 from pathlib import Path
 
 import parscale_jax
@@ -33,15 +34,16 @@ def program_key(config) -> str:
 
 
 def report_key(program: str, topology: str) -> str:
-  """A program on a topology, compiled by these versions of JAX and libtpu from this package's
-  code: a change to any of them compiles again."""
+  """A program on a topology, compiled by these versions of JAX and libtpu, with these compiler
+  flags from the environment, from this package's code: a change to any of them compiles again."""
   versions = []
   for name in ("jax", "jaxlib", "libtpu"):
     try:
       versions.append(f"{name}=={metadata.version(name)}")
     except metadata.PackageNotFoundError:
       versions.append(f"{name} absent")
-  text = "\n".join([program, topology, *versions, _code_digest()])
+  flags = [f"{name}={os.environ.get(name, '')}" for name in ("XLA_FLAGS", "LIBTPU_INIT_ARGS")]
+  text = "\n".join([program, topology, *versions, *flags, _code_digest()])
   return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
