@@ -59,17 +59,17 @@ def _code_digest() -> str:
 
 def _cached_check(config, topology: str, devices, device, cache_dir: Path | None) -> tuple[dict, bool]:
   """(report, whether it came from the cache)."""
-  key = report_key(program_key(config), topology)
-  path = None if cache_dir is None else cache_dir.expanduser() / f"{key}.json"
-  if path is not None and path.exists():
+  if cache_dir is None:
+    return check_training(config, devices, device), False
+  path = cache_dir.expanduser() / f"{report_key(program_key(config), topology)}.json"
+  if path.exists():
     try:
       return json.loads(path.read_text()), True
     except (OSError, ValueError):
       pass  # A torn or unreadable entry: compile again.
   report = check_training(config, devices, device)
-  if path is not None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, report)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  write_json_atomic(path, report)
   return report, False
 
 
