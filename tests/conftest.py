@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the golden checkpoints, tiny model configs."""
+import collections
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,22 @@ import parscale_jax  # noqa: E402,F401  Before any test module imports JAX: no T
 REPO = Path(__file__).resolve().parents[1]
 # Golden checkpoints and outputs of the reference implementation (tests/fixtures/README.md).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+# Outcomes of the tests marked tpu, stated on their own line at the end of the run: a CI log must
+# show that the TPU compiles ran, not that they were skipped for want of libtpu.
+_TPU_OUTCOMES = collections.Counter()
+
+
+def pytest_runtest_logreport(report):
+  if "tpu" in report.keywords and (report.when == "call" or report.outcome != "passed"):
+    _TPU_OUTCOMES[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+  if _TPU_OUTCOMES:
+    terminalreporter.write_line("TPU compile tests (marked tpu): "
+                                + ", ".join(f"{n} {outcome}" for outcome, n in sorted(_TPU_OUTCOMES.items())))
 
 
 def fixture_dir(name: str) -> Path:

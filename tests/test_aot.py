@@ -63,6 +63,7 @@ def test_remat_recompute_accounting_matches_the_traced_step():
   assert recompute_flops_per_token(dataclasses.replace(config, remat="none"), seq) == 0
 
 
+@pytest.mark.tpu
 def test_compiles_for_a_tpu_topology_with_exact_parameter_bytes():
   """The real XLA:TPU compiler builds the training step for 4 v5e chips; the parameter bytes per
   chip are the parameter count x 4 (float32, replicated over a data-parallel mesh) exactly, and
@@ -92,6 +93,7 @@ def test_compiles_for_a_tpu_topology_with_exact_parameter_bytes():
   assert quarter <= sharded["param_bytes"] <= quarter + 4 * 2 * config.model.P
 
 
+@pytest.mark.tpu
 def test_flop_counts_see_every_matmul_of_a_matmul_split_over_chips():
   """XLA:TPU splits a large sharded matmul and its reduce-scatter into a loop over shards, whose
   body its cost analysis counts once; the options step_cost counts with keep it whole, and the
@@ -118,6 +120,7 @@ def test_flop_counts_see_every_matmul_of_a_matmul_split_over_chips():
   assert counted["counting"] == pytest.approx(1.0, abs=0.005)
 
 
+@pytest.mark.tpu
 @pytest.mark.parametrize("P", [1, 4])
 def test_tpu_decode_updates_its_cache_in_place(P):
   """A decode step writes one token into every layer's cache and holds no copy of the cache: its
@@ -138,6 +141,7 @@ def test_tpu_decode_updates_its_cache_in_place(P):
   assert prefill.temp_bytes < 0.5 * scores_whole_prompt
 
 
+@pytest.mark.tpu
 @pytest.mark.slow
 def test_compile_cli_reports_memory_flops_and_verdict_without_libtpu_noise(tmp_path):
   (tmp_path / "small.yaml").write_text(json.dumps(SMALL))
@@ -176,6 +180,7 @@ def test_jax_starts_quietly_where_libtpu_has_no_tpu():
   assert "TPU_" not in out.stderr, out.stderr
 
 
+@pytest.mark.tpu
 @pytest.mark.slow
 def test_sweep_check_names_the_run_too_large_for_its_target_and_run_refuses(tmp_path):
   base = {**SMALL, "tensorboard": False, "mesh": {"data": 1, "fsdp": 4}, "tokens": 10 ** 8}
