@@ -74,11 +74,8 @@ def shard_bytes(abstract_tree, shardings) -> int:
 # For counting FLOPs only. XLA:TPU splits a large sharded matmul and its collective into a loop
 # over shards (windowed einsum), and its cost analysis counts a loop body once: on 8 v5p chips a
 # paper-0.5b layer counted 0.84 of its matmuls. Without the split the count is the matmuls' own
-# (the split changes when the work runs, not how much). The lowest optimisation effort leaves the
-# FLOPs as they are (paper-0.5b, P = 8, two layers: equal to 6e-6, bytes accessed to 1.1 %) and
-# compiles about 4x faster; the memory verdicts never use these options.
-COUNTING_OPTIONS = {"tpu": {"xla_jf_spmd_threshold_for_windowed_einsum_mib": "1000000",
-                            "exec_time_optimization_effort": -1.0}}
+# (the split changes when the work runs, not how much).
+COUNTING_OPTIONS = {"tpu": {"xla_jf_spmd_threshold_for_windowed_einsum_mib": "1000000"}}
 
 
 def _compile(name: str, lower, accounted_flops: float, state_bytes: int, param_bytes: int,
