@@ -148,6 +148,24 @@ def test_tpu_compile_table_in_the_readme_is_the_json():
     assert round(row["flops_ratio"], 3) == float(ratio) and round(row["mfu_bound"], 2) == float(mfu)
 
 
+def test_readme_compile_example_is_its_json():
+  """The README's `parscale compile --size paper-1.6b --P 8 --topology v5p:2x2x2 --json` numbers
+  are that command's output, committed as results/compile_paper-1.6b_P8_v5p.json."""
+  import json
+  report = json.loads((REPO / "benchmarks" / "results" / "compile_paper-1.6b_P8_v5p.json").read_text())
+  train, gib = report["train"], lambda b: b / 2 ** 30
+  assert (report["size"], report["P"], report["topology"], report["fits"]) == ("paper-1.6b", 8, "v5p:2x2x2", True)
+  text = " ".join((REPO / "benchmarks" / "README.md").read_text().split())
+  assert (f"fits, {gib(train['peak_bytes']):.1f} of {gib(train['chip_memory_bytes']):.0f} GiB per chip "
+          f"(state {gib(train['state_bytes']):.1f}: parameters {gib(train['param_bytes']):.2f} and Adam; "
+          f"temporaries {gib(train['temp_bytes']):.1f})") in text
+  assert (f"FLOPs {train['flops_ratio']:.3f}, {train['flops_ratio_with_recompute']:.3f} with full remat's "
+          f"recompute; {train['bound']}-bound, MFU bound {train['mfu_bound']:.2f}") in text
+  decoding = {d["name"]: gib(d["peak_bytes"]) for d in report["decoding"]}
+  assert (f"{decoding['prefill (batch 1)']:.2f} / {decoding['decode step (batch 1)']:.2f} GiB per chip at "
+          f"batch 1, {decoding['prefill (batch 64)']:.2f} / {decoding['decode step (batch 64)']:.2f} at batch 64") in text
+
+
 def test_every_tpu_flops_ratio_is_the_accounting_plus_remat_recompute():
   """Each compiled cell's FLOPs (compiler / accounting) is 1 + what its remat recomputes over the
   model FLOPs, within 5 %: no remat counts 1.00-1.05 (element-wise work, block-causal attention's
