@@ -166,6 +166,23 @@ def test_readme_compile_example_is_its_json():
           f"batch 1, {decoding['prefill (batch 64)']:.2f} / {decoding['decode step (batch 64)']:.2f} at batch 64") in text
 
 
+def test_paper_sweeps_pass_their_check_and_the_readme_shows_it():
+  """Both paper sweeps' `parscale sweep check` outputs (committed in results/) say that all 24
+  programs fit their target, and the README's table of GiB per chip is that output."""
+  import re
+  text = (REPO / "benchmarks" / "README.md").read_text()
+  table = text[text.index("| train step, v5p:2x2x2 |"):]
+  table = table[:table.index("\n\n")]
+  shown = {(size, P): gib for size, *cells in re.findall(r"^\| (paper-[0-9.]+b) \| (.+) \| (.+) \| (.+) \| (.+) \|$",
+                                                        table, re.M) for P, gib in zip((1, 2, 4, 8), cells)}
+  for sweep in ("paper_stack_v2", "paper_pile"):
+    out = (REPO / "benchmarks" / "results" / f"sweep_check_{sweep}.txt").read_text()
+    assert out.rstrip().endswith("all 24 runs fit v5p:2x2x2"), sweep
+    checked = {(size, int(P)): gib for P, size, gib in
+               re.findall(r"\] P=(\d)_size=(paper-[0-9.]+b): ([0-9.]+) of 95 GiB per chip, fits", out)}
+    assert checked == shown, sweep
+
+
 def test_every_tpu_flops_ratio_is_the_accounting_plus_remat_recompute():
   """Each compiled cell's FLOPs (compiler / accounting) is 1 + what its remat recomputes over the
   model FLOPs, within 5 %: no remat counts 1.00-1.05 (element-wise work, block-causal attention's
