@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import parscale_jax  # noqa: F401  (before jax: no TPU runtime on a host without TPUs)
-from parscale_jax.aot.check import fitting_setting, roofline, settings
+from parscale_jax.aot.check import fitting_setting, roofline, settings, with_setting
 from parscale_jax.aot.cli import PAPER_SHAPE
 from parscale_jax.aot.programs import step_cost
 from parscale_jax.aot.topology import chip, topology_devices
@@ -58,8 +58,7 @@ def main() -> None:
           start = settings(1024, len(devices)).index((done["remat"], done["grad_accum"])) if done["fits"] else 0
           if done["fits"] and done.get("step_flops") is None and not args.no_flops:  # Not counted yet.
             log(f"{topology} {size} P={P}: counting FLOPs of {done['remat']} x{done['grad_accum']}")
-            config = dataclasses.replace(base, grad_accum=done["grad_accum"],
-                                         model=dataclasses.replace(base.model, remat=done["remat"]))
+            config = with_setting(base, done["remat"], done["grad_accum"])
             report = roofline({"accounted_flops": done["accounted_flops"]}, *step_cost(config, devices), device)
             rows = _add_row(out, {**done, **{k: report[k] for k in COUNTED}})
           continue

@@ -188,7 +188,6 @@ def test_every_tpu_flops_ratio_is_the_accounting_plus_remat_recompute():
   model FLOPs, within 5 %: no remat counts 1.00-1.05 (element-wise work, block-causal attention's
   corners), dots adds attention's batched products, full a layer's forward but for its output
   projections (model/accounting.py: recompute_flops_per_token)."""
-  import dataclasses
   import json
 
   from parscale_jax.model.accounting import flops_per_token, recompute_flops_per_token

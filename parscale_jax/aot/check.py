@@ -68,6 +68,12 @@ def settings(batch: int, chips: int) -> list[tuple[str, int]]:
   return [(remat, a) for remat in REMAT_ORDER for a in accums]
 
 
+def with_setting(config: TrainConfig, remat: str, grad_accum: int) -> TrainConfig:
+  """`config` with one (remat, grad_accum) setting of settings()."""
+  return dataclasses.replace(config, grad_accum=grad_accum,
+                             model=dataclasses.replace(config.model, remat=remat))
+
+
 def fitting_setting(config: TrainConfig, devices, device: Device, log=lambda s: None, start: int = 0):
   """(index in settings(), config, train report) of the first setting from `start` that fits;
   (None, config, last report) when none does. A setting that does not fit skips ahead by what its
@@ -76,8 +82,7 @@ def fitting_setting(config: TrainConfig, devices, device: Device, log=lambda s: 
   i, report = start, None
   while i < len(options):
     remat, accum = options[i]
-    candidate = dataclasses.replace(config, grad_accum=accum,
-                                    model=dataclasses.replace(config.model, remat=remat))
+    candidate = with_setting(config, remat, accum)
     report = check_training(candidate, devices, device)
     log(f"  remat={remat} grad_accum={accum}: "
         + (f"{report['peak_bytes'] / 2**30:.1f} GiB" if report.get("peak_bytes") else "?")
