@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def copy_file_atomic(source: Path, target: Path) -> None:
     os.replace(tmp, target)
   except BaseException:
     tmp.unlink(missing_ok=True)
+    raise
+
+
+def copy_tree_atomic(source: Path, target: Path) -> None:
+  """A folder copied whole or not at all (renamed into place), so a kill never leaves half."""
+  source, target = Path(source), Path(target)
+  partial = target.parent.parent / f".{target.parent.name}.{target.name}.{os.getpid()}.partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    shutil.copytree(source, partial)
+    partial.rename(target)
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
     raise
 
 

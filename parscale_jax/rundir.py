@@ -10,6 +10,9 @@ Every path and file name of a run is spelled here, so that training (which write
         attempts.jsonl  deaths.jsonl  .lock  .train.lock
         checkpoints/<step>/  final/
       trunks/<trunk_id>/                   a ladder's stable run: a RunDir, plus branch_points/<step>/
+    <publish>/                             a published copy: sweep.json  table.csv  report.md
+      runs/<run_id>/                       PUBLISHED_FILES of each finished run
+      unfinished/                          newest checkpoints of runs in flight (sweep/unfinished.py)
 """
 from __future__ import annotations
 

@@ -150,3 +150,47 @@ def test_contrast_table_lists_budgets_in_numeric_order():
   lines = contrast_table(rows, [("P2", "P1")]).splitlines()[2:]
   assert [line.split(" | ")[1] for line in lines] == ["size=g6-250k, tokens=614400",
                                                        "size=g6-250k, tokens=1228800"]
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_resumes_the_published_copies_of_runs_in_flight(tmp_path, data_dir):
+  """With publish_unfinished, a branch and its trunk stopped part-way are published as their
+  newest checkpoints; a folder without them (a fresh clone) resumes from those copies to the
+  losses of runs trained from scratch, bit for bit, and the copies go once the runs are done."""
+  from parscale_jax.rundir import ResultsDir
+  from parscale_jax.sweep.ladder import prepare_branch
+  from parscale_jax.sweep.runner import run_sweep
+  from parscale_jax.sweep.unfinished import publish_unfinished
+  from parscale_jax.train.trainer import train
+
+  sweep = _sweep(tmp_path, data_dir, grid={"model.P": [2]},
+                 analysis={"fit": False, "publish": "published", "publish_unfinished": True})
+  spec = load_sweep(sweep)
+  short, long = spec.runs
+  stopped = ResultsDir(tmp_path / "stopped")
+  prepare_branch(short.branch, stopped.path, stopped.run(short.run_id).path, short.run_id)
+  assert train(short.train_config(tmp_path), stopped.run(short.run_id).path, progress=False,
+               until_step=9)["status"] == "paused"
+  trunk = stopped.trunk(short.branch.trunk_id)
+  train(config_from_dict(short.branch.trunk_config), trunk.path, progress=False, until_step=12)
+  publish_unfinished(spec, stopped.path)
+  copies = tmp_path / "published" / "unfinished"
+  assert sorted(p.name for p in (copies / "runs" / short.run_id / "checkpoints").iterdir()) == ["9"]
+  assert sorted(p.name for p in (copies / "trunks" / "P=2" / "checkpoints").iterdir()) == ["12"]
+  assert sorted(p.name for p in (copies / "trunks" / "P=2" / "branch_points").iterdir()) == ["8"]
+
+  logs = []
+  rows = run_sweep(load_sweep(sweep), tmp_path / "clone", progress=False, analyze=False,
+                   log=logs.append)
+  assert f"{short.run_id}: resumes from its published copy at step 9" in logs
+  assert "P=2: resumes from its published copy at step 12" in logs
+  for run, row in zip(spec.runs, rows):
+    alone = train(run.train_config(tmp_path), tmp_path / "alone" / run.run_id, progress=False)
+    assert row["status"] == "done" and row["loss"] == alone["eval_loss"]
+  assert not (copies / "runs").exists() or not any((copies / "runs").iterdir())
+  assert not (copies / "trunks" / "P=2").exists()
+  # The clone trained the trunk on from step 12: its earlier metrics are the copy's lines.
+  read = lambda folder: [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+  clone_lines = read(tmp_path / "clone" / "trunks" / "P=2")
+  assert [r for r in clone_lines if r.get("step", 0) <= 12] == read(trunk.path)
+  assert max(r.get("step", 0) for r in clone_lines) == 16

@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-import shutil
 
+from parscale_jax.atomic import copy_tree_atomic
 from parscale_jax.configlib import ConfigError, set_nested
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import BRANCH_POINTS, ResultsDir, RunDir
@@ -100,14 +100,6 @@ def prepare_branch(branch: Branch, results_dir: Path, workdir: Path, run_id: str
                    progress=False, until_step=branch.start_step)
     if result.get("status") == "failed":
       raise UserError(f"{run_id}: its trunk failed: {result.get('reason')}")
-    _copy_tree_atomic(trunk.checkpoints / str(branch.start_step), point)
-  _copy_tree_atomic(point, RunDir(workdir).checkpoints / str(branch.start_step))
+    copy_tree_atomic(trunk.checkpoints / str(branch.start_step), point)
+  copy_tree_atomic(point, RunDir(workdir).checkpoints / str(branch.start_step))
 
-
-def _copy_tree_atomic(source: Path, target: Path) -> None:
-  """A folder copied whole or not at all (renamed into place), so a kill never leaves half."""
-  partial = target.parent.parent / f".{target.name}.partial"
-  shutil.rmtree(partial, ignore_errors=True)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  shutil.copytree(source, partial)
-  partial.rename(target)

@@ -16,6 +16,7 @@ from parscale_jax.rundir import DEATHS, PUBLISHED_FILES, RESULT, ResultsDir
 from parscale_jax.sweep.executors import Executor, make_executor
 from parscale_jax.sweep.spec import SweepSpec
 from parscale_jax.sweep.table import publish_run, run_result, table_turn, write_table
+from parscale_jax.sweep.unfinished import publish_unfinished, restore_unfinished
 from parscale_jax.sweep.worker import chains, is_locked
 from parscale_jax.train.config import config_differences
 from parscale_jax.train.run_record import read_result
@@ -63,6 +64,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str | Executor = 
   state = lambda results_dir, run: run_state(results_dir, run, published)
   todo_states = ("pending", "failed") if retry_failed else ("pending",)
   adopt_reused_runs(spec, results_dir, log)
+  restore_unfinished(spec, results_dir, log)
   if any(state(results_dir, r) in todo_states for r in spec.runs):
     with bars.quiet(not progress):
       _prepare_data(spec, results_dir)
@@ -81,12 +83,14 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str | Executor = 
         if result is None:  # No task finished within the polling interval.
           # A ladder's budgets finish inside one task: publish each as it lands.
           publish_finished(spec, results_dir)
+          publish_unfinished(spec, results_dir)
           write_table(results_dir, spec.runs, published)
           if bar is not None:
             _show(bar, live)
           continue
         if published is not None and result.get("status") == "done" and not result.get("skipped"):
           publish_run(results_dir, result["run_id"], published)
+          publish_unfinished(spec, results_dir)
         write_table(results_dir, spec.runs, published)
         if bar is not None:
           _show(bar, live)
@@ -218,6 +222,7 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
   claim_results_dir(spec, results_dir)
   claim_publish_dir(spec)
   publish_finished(spec, results_dir)
+  publish_unfinished(spec, results_dir)
   from parscale_jax.sweep.report import analyze_sweep
   with table_turn(results_dir):
     rows = write_table(results_dir, spec.runs, spec.publish_dir, turn_held=True)

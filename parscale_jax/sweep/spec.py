@@ -73,6 +73,9 @@ class AnalysisConfig:
   # Another sweep's published folder (relative to the sweep file): each run minus that sweep's
   # run of the same size, P, seed and tokens, paired, in the report (e.g. ladder against cosine).
   compare_to: str | None = None
+  # Also publish the newest checkpoint of each run in flight (publish/unfinished/), so that a
+  # fresh clone resumes it; costs a checkpoint per run in flight (sweep/unfinished.py).
+  publish_unfinished: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,113 @@
+"""Runs in flight, published: the newest checkpoint of each unfinished run (and token-ladder trunk)
+copied beside the finished runs, so that a fresh clone of the repository resumes them where they
+were instead of training them again (a P = 8 ladder cell trains for longer than a machine is held).
+
+    <publish>/unfinished/runs/<run_id>/      config.yaml  metrics.jsonl  checkpoints/<step>/
+    <publish>/unfinished/trunks/<trunk_id>/  the same, plus branch_points/<step>/ of unfinished budgets
+
+On with `analysis.publish_unfinished`. A sweep refreshes the copies while it runs (each poll) and
+removes each once its run is published done; `sweep run` in a folder without a run's checkpoints
+starts from the copy. Each copy is one checkpoint (parameters and optimizer state): the copies
+cost disk and repository space only while their runs are in flight.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import shutil
+
+from parscale_jax.atomic import copy_file_atomic, copy_tree_atomic
+from parscale_jax.rundir import BRANCH_POINTS, CONFIG, METRICS, ResultsDir, RunDir
+from parscale_jax.sweep.table import run_result
+
+
+UNFINISHED = "unfinished"
+
+
+def publish_unfinished(spec, results_dir: Path) -> None:
+  """Refreshes the published copy of every unfinished run and trunk that has a newer checkpoint
+  here, and removes the copies of runs that are done."""
+  if spec.publish_dir is None or not spec.analysis.publish_unfinished:
+    return
+  local, copies = ResultsDir(results_dir), ResultsDir(spec.publish_dir / UNFINISHED)
+  done = {run.run_id for run in spec.runs if _done(spec, results_dir, run)}
+  for run in spec.runs:
+    if run.run_id in done:
+      shutil.rmtree(copies.run(run.run_id).path, ignore_errors=True)
+    else:
+      _refresh(local.run(run.run_id), copies.run(run.run_id))
+  for trunk_id, runs in _trunks(spec).items():
+    needed = {run.branch.start_step for run in runs if run.run_id not in done}
+    if needed:
+      _refresh(local.trunk(trunk_id), copies.trunk(trunk_id), needed)
+    else:
+      shutil.rmtree(copies.trunk(trunk_id).path, ignore_errors=True)
+
+
+def restore_unfinished(spec, results_dir: Path, log) -> None:
+  """Gives each unfinished run and trunk without a checkpoint here its published copy's."""
+  if spec.publish_dir is None or not spec.analysis.publish_unfinished:
+    return
+  local, copies = ResultsDir(results_dir), ResultsDir(spec.publish_dir / UNFINISHED)
+  for run in spec.runs:
+    if not _done(spec, results_dir, run):
+      _restore(copies.run(run.run_id), local.run(run.run_id), log)
+  for trunk_id in _trunks(spec):
+    _restore(copies.trunk(trunk_id), local.trunk(trunk_id), log)
+
+
+def _done(spec, results_dir: Path, run) -> bool:
+  return (run_result(results_dir, run.run_id, spec.publish_dir) or {}).get("status") == "done"
+
+
+def _trunks(spec) -> dict[str, list]:
+  trunks: dict[str, list] = {}
+  for run in spec.runs:
+    if run.branch is not None:
+      trunks.setdefault(run.branch.trunk_id, []).append(run)
+  return trunks
+
+
+def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None) -> None:
+  """Copies the newest checkpoint (and branch points) of `source` that `copy` lacks. The metrics
+  go first: lines past the checkpoint are dropped on resume, lines missing before it are lost."""
+  try:
+    for step in branch_points or ():
+      point = source / BRANCH_POINTS / str(step)
+      if point.is_dir() and not (copy / BRANCH_POINTS / str(step)).is_dir():
+        copy_tree_atomic(point, copy / BRANCH_POINTS / str(step))
+    for stale in _steps(copy / BRANCH_POINTS) - set(branch_points or ()):
+      shutil.rmtree(copy / BRANCH_POINTS / str(stale), ignore_errors=True)
+    step = source.latest_checkpoint()
+    if step is None or step == copy.latest_checkpoint():
+      return
+    copy.path.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG, METRICS):
+      if (source / name).exists():
+        copy_file_atomic(source / name, copy / name)
+    copy_tree_atomic(source.checkpoints / str(step), copy.checkpoints / str(step))
+  except (FileNotFoundError, shutil.Error):  # The trainer replaced that checkpoint meanwhile.
+    return
+  for stale in _steps(copy.checkpoints) - {step}:
+    shutil.rmtree(copy.checkpoints / str(stale), ignore_errors=True)
+
+
+def _restore(copy: RunDir, target: RunDir, log) -> None:
+  step = copy.latest_checkpoint()
+  points = _steps(copy / BRANCH_POINTS)
+  if (step is None and not points) or target.latest_checkpoint() is not None or _steps(target / BRANCH_POINTS):
+    return
+  target.path.mkdir(parents=True, exist_ok=True)
+  for name in (CONFIG, METRICS):
+    if (copy / name).exists():
+      copy_file_atomic(copy / name, target / name)
+  for point in sorted(points):
+    copy_tree_atomic(copy / BRANCH_POINTS / str(point), target / BRANCH_POINTS / str(point))
+  if step is not None:
+    copy_tree_atomic(copy.checkpoints / str(step), target.checkpoints / str(step))
+  log(f"{target.path.name}: resumes from its published copy"
+      + (f" at step {step}" if step is not None else ""))
+
+
+def _steps(folder: Path) -> set[int]:
+  folder = Path(folder)
+  return {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() else set()
