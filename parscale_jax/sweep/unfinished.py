@@ -12,8 +12,10 @@ cost disk and repository space only while their runs are in flight.
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 import shutil
+import sys
 
 from parscale_jax.atomic import copy_file_atomic, copy_tree_atomic
 from parscale_jax.rundir import BRANCH_POINTS, CONFIG, METRICS, ResultsDir, RunDir
@@ -85,7 +87,11 @@ def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None
       if (source / name).exists():
         copy_file_atomic(source / name, copy / name)
     copy_tree_atomic(source.checkpoints / str(step), copy.checkpoints / str(step))
-  except (FileNotFoundError, shutil.Error):  # The trainer replaced that checkpoint meanwhile.
+  except OSError as e:
+    # The trainer dropped that checkpoint meanwhile, or another sweep process (`sweep report`)
+    # copied it first: the next poll sees the copy as it is. Anything else is said.
+    if e.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
+      print(f"{copy.path}: not refreshed ({e})", file=sys.stderr)
     return
   for stale in _steps(copy.checkpoints) - {step}:
     shutil.rmtree(copy.checkpoints / str(stale), ignore_errors=True)
