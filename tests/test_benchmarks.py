@@ -132,9 +132,12 @@ def test_vs_reference_worker_times_our_side_in_its_own_process(tmp_path):
 
 
 def test_tpu_compile_table_in_the_readme_is_the_json():
-  """Each row of the README's compiled-for-TPU table is a row of results/tpu_compile.json."""
+  """Each row of the README's compiled-for-TPU table is a row of results/tpu_compile.json, and
+  each row of the JSON is shown."""
   import json
   import re
+
+  from parscale_jax.aot.check import settings
   rows = json.loads((REPO / "benchmarks" / "results" / "tpu_compile.json").read_text())["rows"]
   text = (REPO / "benchmarks" / "README.md").read_text()
   shown = re.findall(r"^\| (v\w+:[0-9x]+) \| (paper-[0-9.]+b), (\d) \| (no remat|remat dots|remat full), "
@@ -146,6 +149,14 @@ def test_tpu_compile_table_in_the_readme_is_the_json():
     assert row["grad_accum"] == int(accum) and row["bound"] == bound
     assert round(row["peak_bytes"] / 2 ** 30, 1) == float(gib)
     assert round(row["flops_ratio"], 3) == float(ratio) and round(row["mfu_bound"], 2) == float(mfu)
+  # A cell that fits no setting shows what the most frugal one (full remat, one row per chip) needs.
+  refused = re.findall(r"^\| (v\w+:[0-9x]+) \| (paper-[0-9.]+b), (\d) \| nothing fits: remat full, "
+                       r"grad_accum (\d+) needs \| ([0-9.]+) \| - \| - \| - \|$", text, re.M)
+  for topology, size, P, accum, gib in refused:
+    row = next(r for r in rows if r["topology"] == topology and r["size"] == size and r["P"] == int(P))
+    assert not row["fits"] and settings(1024, row["chips"])[-1] == ("full", int(accum))
+    assert round(row["peak_bytes"] / 2 ** 30, 1) == float(gib)
+  assert len(shown) + len(refused) == len(rows)
 
 
 def test_readme_compile_example_is_its_json():
