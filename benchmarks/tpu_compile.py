@@ -5,7 +5,7 @@ its memory per chip, the compiler's FLOPs against the project's accounting, and 
 bound. Resumable: cells already in the JSON are kept; each new cell is written as it lands.
 
     python benchmarks/tpu_compile.py --topologies v5p:2x2x2 v5e:4x4   # hours on 2 cores
-    python benchmarks/tpu_compile.py --topologies v5e:4x4 &   # a second process: one per topology
+    python benchmarks/tpu_compile.py --topologies v5e:4x4 --P 4 8 &   # more processes: other cells
     python benchmarks/tpu_compile.py --sizes paper-0.5b --P 1 2 --no-flops   # a corner
 """
 from __future__ import annotations
@@ -42,8 +42,6 @@ def main() -> None:
   parser.add_argument("--out", default="benchmarks/results/tpu_compile.json")
   args = parser.parse_args()
   out = Path(args.out)
-  rows = json.loads(out.read_text())["rows"] if out.exists() else []
-  have = {(r["topology"], r["size"], r["P"]) for r in rows}
   log = lambda s: print(s, file=sys.stderr, flush=True)
   for topology in args.topologies:
     devices = topology_devices(topology)
@@ -53,6 +51,8 @@ def main() -> None:
       for P in sorted(args.P):
         base = config_from_dict({**json.loads(json.dumps(PAPER_SHAPE)), "mesh": {"data": 1, "fsdp": len(devices)}})
         base = dataclasses.replace(base, model=dataclasses.replace(base.model, **_preset(size), P=P))
+        rows = _rows(out)  # Another process may have added the cell since.
+        have = {(r["topology"], r["size"], r["P"]) for r in rows}
         if (topology, size, P) in have:
           done = next(r for r in rows if (r["topology"], r["size"], r["P"]) == (topology, size, P))
           start = settings(1024, len(devices)).index((done["remat"], done["grad_accum"])) if done["fits"] else 0
@@ -83,10 +83,14 @@ def main() -> None:
             + (f", FLOPs ratio {row['flops_ratio']:.3f}, MFU <= {row['mfu_bound']:.2f}" if row.get("flops_ratio") else ""))
 
 
+def _rows(out: Path) -> list[dict]:
+  return json.loads(out.read_text())["rows"] if out.exists() else []
+
+
 def _add_row(out: Path, row: dict) -> list[dict]:
-  """Adds a cell to the table as it is on disk now: one process per topology may fill it."""
+  """Adds a cell to the table as it is on disk now: processes on other cells may fill it too."""
   with held(out.parent, out.name + ".lock"):
-    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    rows = _rows(out)
     key = lambda r: (r["topology"], r["size"], r["P"])
     rows = [r for r in rows if key(r) != key(row)] + [row]
     write_record("tpu_compile", rows, str(out),
