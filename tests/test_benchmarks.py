@@ -157,6 +157,12 @@ def test_tpu_compile_table_in_the_readme_is_the_json():
     assert not row["fits"] and settings(1024, row["chips"])[-1] == ("full", int(accum))
     assert round(row["peak_bytes"] / 2 ** 30, 1) == float(gib)
   assert len(shown) + len(refused) == len(rows)
+  # The paper's six sizes x P in {1, 2, 4, 8} on both topologies, each cell once.
+  from parscale_jax.model.config import PRESETS
+  sizes = [name for name in PRESETS if name.startswith("paper-")]
+  cells = [(r["topology"], r["size"], r["P"]) for r in rows]
+  assert len(sizes) == 6 and sorted(cells) == sorted(
+      (t, s, P) for t in ("v5p:2x2x2", "v5e:4x4") for s in sizes for P in (1, 2, 4, 8))
 
 
 def test_readme_compile_example_is_its_json():
