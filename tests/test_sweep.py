@@ -167,7 +167,14 @@ def test_ctrl_c_stops_the_sweep_at_once_and_starts_no_queued_run(tmp_path, data_
     time.sleep(0.1)
   interrupted = time.time()
   os.killpg(sweep.pid, signal.SIGINT)  # What Ctrl-C in a terminal sends: the whole group.
-  _, err = sweep.communicate(timeout=120)
+  try:
+    _, err = sweep.communicate(timeout=120)
+  except subprocess.TimeoutExpired:  # Say which processes still hold the sweep's output open.
+    ps = subprocess.run(["ps", "-eo", "pgid,pid,ppid,stat,etime,cmd"], capture_output=True, text=True)
+    group = "\n".join(line for line in ps.stdout.splitlines() if line.split()[0] == str(sweep.pid))
+    os.killpg(sweep.pid, signal.SIGKILL)
+    _, err = sweep.communicate()
+    pytest.fail(f"the sweep did not stop within 120 s of the interrupt; its group:\n{group}\n{err[-3000:]}")
   assert sweep.returncode == 130 and "interrupted" in err, err
   assert time.time() - interrupted < 30
   started = [d.name for d in runs.iterdir() if (d / "attempts.jsonl").exists()]
