@@ -194,3 +194,29 @@ def test_a_fresh_clone_resumes_the_published_copies_of_runs_in_flight(tmp_path, 
   clone_lines = read(tmp_path / "clone" / "trunks" / "P=2")
   assert [r for r in clone_lines if r.get("step", 0) <= 12] == read(trunk.path)
   assert max(r.get("step", 0) for r in clone_lines) == 16
+
+
+def test_published_copies_only_ever_move_a_run_forward(tmp_path):
+  """A copy newer than a folder's own checkpoint is restored over it, and a folder's older
+  checkpoint never replaces a newer published copy (two machines, one behind the other)."""
+  from parscale_jax.rundir import RunDir
+  from parscale_jax.sweep.unfinished import _refresh, _restore
+
+  def run_at(folder, step, note):
+    run = RunDir(tmp_path / folder)
+    (run.checkpoints / str(step)).mkdir(parents=True)
+    (run.checkpoints / str(step) / "state").write_text(note)
+    (run / "metrics.jsonl").write_text(note)
+    return run
+
+  behind, copy = run_at("behind", 5, "five"), run_at("copy", 9, "nine")
+  (copy.path / ".checkpoints.7.123.partial").mkdir()  # A copy killed half-way.
+  _refresh(behind, copy)
+  assert copy.latest_checkpoint() == 9 and (copy / "metrics.jsonl").read_text() == "nine"
+  assert not (copy.path / ".checkpoints.7.123.partial").exists()
+  logs = []
+  _restore(copy, behind, logs.append)
+  assert behind.latest_checkpoint() == 9 and (behind / "metrics.jsonl").read_text() == "nine"
+  assert logs == ["behind: resumes from its published copy at step 9"]
+  _restore(copy, behind, logs.append)  # Nothing newer: nothing done.
+  assert len(logs) == 1

@@ -46,7 +46,8 @@ def publish_unfinished(spec, results_dir: Path) -> None:
 
 
 def restore_unfinished(spec, results_dir: Path, log) -> None:
-  """Gives each unfinished run and trunk without a checkpoint here its published copy's."""
+  """Gives each unfinished run and trunk its published copy's checkpoint where that is newer than
+  this folder's (a fresh clone has none)."""
   if spec.publish_dir is None or not spec.analysis.publish_unfinished:
     return
   local, copies = ResultsDir(results_dir), ResultsDir(spec.publish_dir / UNFINISHED)
@@ -70,8 +71,10 @@ def _trunks(spec) -> dict[str, list]:
 
 
 def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None) -> None:
-  """Copies the newest checkpoint (and branch points) of `source` that `copy` lacks. The metrics
-  go first: lines past the checkpoint are dropped on resume, lines missing before it are lost."""
+  """Copies the newest checkpoint of `source` where it is newer than the copy's, and the branch
+  points the copy lacks. The metrics go first: lines past the checkpoint are dropped on resume, lines missing before it are lost."""
+  for stale in copy.path.glob("**/.*.partial"):  # Left by a copy that was killed.
+    shutil.rmtree(stale, ignore_errors=True)
   try:
     for step in branch_points or ():
       point = source / BRANCH_POINTS / str(step)
@@ -80,7 +83,7 @@ def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None
     for stale in _steps(copy / BRANCH_POINTS) - set(branch_points or ()):
       shutil.rmtree(copy / BRANCH_POINTS / str(stale), ignore_errors=True)
     step = source.latest_checkpoint()
-    if step is None or step == copy.latest_checkpoint():
+    if step is None or step <= (copy.latest_checkpoint() or 0):
       return
     copy.path.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG, METRICS):
@@ -98,20 +101,23 @@ def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None
 
 
 def _restore(copy: RunDir, target: RunDir, log) -> None:
-  step = copy.latest_checkpoint()
-  points = _steps(copy / BRANCH_POINTS)
-  if (step is None and not points) or target.latest_checkpoint() is not None or _steps(target / BRANCH_POINTS):
+  """Copies what the published copy holds beyond this folder: a newer checkpoint, with the metrics
+  and config that go with it, and branch points this folder lacks."""
+  step, here = copy.latest_checkpoint(), target.latest_checkpoint()
+  newer = step is not None and (here is None or step > here)
+  points = _steps(copy / BRANCH_POINTS) - _steps(target / BRANCH_POINTS)
+  if not newer and not points:
     return
   target.path.mkdir(parents=True, exist_ok=True)
-  for name in (CONFIG, METRICS):
-    if (copy / name).exists():
-      copy_file_atomic(copy / name, target / name)
   for point in sorted(points):
     copy_tree_atomic(copy / BRANCH_POINTS / str(point), target / BRANCH_POINTS / str(point))
-  if step is not None:
+  if newer:
+    for name in (CONFIG, METRICS):
+      if (copy / name).exists():
+        copy_file_atomic(copy / name, target / name)
     copy_tree_atomic(copy.checkpoints / str(step), target.checkpoints / str(step))
   log(f"{target.path.name}: resumes from its published copy"
-      + (f" at step {step}" if step is not None else ""))
+      + (f" at step {step}" if newer else ""))
 
 
 def _steps(folder: Path) -> set[int]:
