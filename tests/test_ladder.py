@@ -200,7 +200,7 @@ def test_published_copies_only_ever_move_a_run_forward(tmp_path):
   """A copy newer than a folder's own checkpoint is restored over it, and a folder's older
   checkpoint never replaces a newer published copy (two machines, one behind the other)."""
   from parscale_jax.rundir import RunDir
-  from parscale_jax.sweep.unfinished import _refresh, _restore
+  from parscale_jax.sweep.unfinished import refresh_copy, restore_copy
 
   def run_at(folder, step, note):
     run = RunDir(tmp_path / folder)
@@ -211,12 +211,12 @@ def test_published_copies_only_ever_move_a_run_forward(tmp_path):
 
   behind, copy = run_at("behind", 5, "five"), run_at("copy", 9, "nine")
   (copy.path / ".checkpoints.7.123.partial").mkdir()  # A copy killed half-way.
-  _refresh(behind, copy)
+  refresh_copy(behind, copy)
   assert copy.latest_checkpoint() == 9 and (copy / "metrics.jsonl").read_text() == "nine"
   assert not (copy.path / ".checkpoints.7.123.partial").exists()
   logs = []
-  _restore(copy, behind, logs.append)
+  restore_copy(copy, behind, logs.append)
   assert behind.latest_checkpoint() == 9 and (behind / "metrics.jsonl").read_text() == "nine"
   assert logs == ["behind: resumes from its published copy at step 9"]
-  _restore(copy, behind, logs.append)  # Nothing newer: nothing done.
+  restore_copy(copy, behind, logs.append)  # Nothing newer: nothing done.
   assert len(logs) == 1

@@ -36,11 +36,11 @@ def publish_unfinished(spec, results_dir: Path) -> None:
     if run.run_id in done:
       shutil.rmtree(copies.run(run.run_id).path, ignore_errors=True)
     else:
-      _refresh(local.run(run.run_id), copies.run(run.run_id))
+      refresh_copy(local.run(run.run_id), copies.run(run.run_id))
   for trunk_id, runs in _trunks(spec).items():
     needed = {run.branch.start_step for run in runs if run.run_id not in done}
     if needed:
-      _refresh(local.trunk(trunk_id), copies.trunk(trunk_id), needed)
+      refresh_copy(local.trunk(trunk_id), copies.trunk(trunk_id), needed)
     else:
       shutil.rmtree(copies.trunk(trunk_id).path, ignore_errors=True)
 
@@ -53,9 +53,9 @@ def restore_unfinished(spec, results_dir: Path, log) -> None:
   local, copies = ResultsDir(results_dir), ResultsDir(spec.publish_dir / UNFINISHED)
   for run in spec.runs:
     if not _done(spec, results_dir, run):
-      _restore(copies.run(run.run_id), local.run(run.run_id), log)
+      restore_copy(copies.run(run.run_id), local.run(run.run_id), log)
   for trunk_id in _trunks(spec):
-    _restore(copies.trunk(trunk_id), local.trunk(trunk_id), log)
+    restore_copy(copies.trunk(trunk_id), local.trunk(trunk_id), log)
 
 
 def _done(spec, results_dir: Path, run) -> bool:
@@ -70,7 +70,7 @@ def _trunks(spec) -> dict[str, list]:
   return trunks
 
 
-def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None) -> None:
+def refresh_copy(source: RunDir, copy: RunDir, branch_points: set[int] | None = None) -> None:
   """Copies the newest checkpoint of `source` where it is newer than the copy's, and the branch
   points the copy lacks. The metrics go first: lines past the checkpoint are dropped on resume, lines missing before it are lost."""
   for stale in copy.path.glob("**/.*.partial"):  # Left by a copy that was killed.
@@ -100,7 +100,7 @@ def _refresh(source: RunDir, copy: RunDir, branch_points: set[int] | None = None
     shutil.rmtree(copy.checkpoints / str(stale), ignore_errors=True)
 
 
-def _restore(copy: RunDir, target: RunDir, log) -> None:
+def restore_copy(copy: RunDir, target: RunDir, log) -> None:
   """Copies what the published copy holds beyond this folder: a newer checkpoint, with the metrics
   and config that go with it, and branch points this folder lacks."""
   step, here = copy.latest_checkpoint(), target.latest_checkpoint()
