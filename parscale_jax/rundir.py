@@ -91,11 +91,15 @@ class RunDir:
     return yaml_load(self.config.read_text()) if self.config.exists() else None
 
 
-def latest_step(folder: Path) -> int | None:
-  """The highest step numbering a subfolder of `folder` (checkpoints/, branch_points/), or None."""
+def steps(folder: Path) -> set[int]:
+  """The steps numbering the subfolders of `folder` (checkpoints/, branch_points/)."""
   folder = Path(folder)
-  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-  return max(steps, default=None)
+  return {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() else set()
+
+
+def latest_step(folder: Path) -> int | None:
+  """The highest of `steps(folder)`, or None."""
+  return max(steps(folder), default=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import shutil
 import sys
 
 from parscale_jax.atomic import copy_file_atomic, copy_tree_atomic
-from parscale_jax.rundir import BRANCH_POINTS, CONFIG, METRICS, ResultsDir, RunDir
+from parscale_jax.rundir import BRANCH_POINTS, CONFIG, METRICS, ResultsDir, RunDir, steps
 from parscale_jax.sweep.table import run_result
 
 
@@ -72,7 +72,8 @@ def _trunks(spec) -> dict[str, list]:
 
 def refresh_copy(source: RunDir, copy: RunDir, branch_points: set[int] | None = None) -> None:
   """Copies the newest checkpoint of `source` where it is newer than the copy's, and the branch
-  points the copy lacks. The metrics go first: lines past the checkpoint are dropped on resume, lines missing before it are lost."""
+  points the copy lacks. The metrics go first: lines past the checkpoint are dropped on resume,
+  lines missing before it are lost."""
   for stale in copy.path.glob("**/.*.partial"):  # Left by a copy that was killed.
     shutil.rmtree(stale, ignore_errors=True)
   try:
@@ -80,7 +81,7 @@ def refresh_copy(source: RunDir, copy: RunDir, branch_points: set[int] | None = 
       point = source / BRANCH_POINTS / str(step)
       if point.is_dir() and not (copy / BRANCH_POINTS / str(step)).is_dir():
         copy_tree_atomic(point, copy / BRANCH_POINTS / str(step))
-    for stale in _steps(copy / BRANCH_POINTS) - set(branch_points or ()):
+    for stale in steps(copy / BRANCH_POINTS) - set(branch_points or ()):
       shutil.rmtree(copy / BRANCH_POINTS / str(stale), ignore_errors=True)
     step = source.latest_checkpoint()
     if step is None or step <= (copy.latest_checkpoint() or 0):
@@ -96,7 +97,7 @@ def refresh_copy(source: RunDir, copy: RunDir, branch_points: set[int] | None = 
     if e.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
       print(f"{copy.path}: not refreshed ({e})", file=sys.stderr)
     return
-  for stale in _steps(copy.checkpoints) - {step}:
+  for stale in steps(copy.checkpoints) - {step}:
     shutil.rmtree(copy.checkpoints / str(stale), ignore_errors=True)
 
 
@@ -105,7 +106,7 @@ def restore_copy(copy: RunDir, target: RunDir, log) -> None:
   and config that go with it, and branch points this folder lacks."""
   step, here = copy.latest_checkpoint(), target.latest_checkpoint()
   newer = step is not None and (here is None or step > here)
-  points = _steps(copy / BRANCH_POINTS) - _steps(target / BRANCH_POINTS)
+  points = steps(copy / BRANCH_POINTS) - steps(target / BRANCH_POINTS)
   if not newer and not points:
     return
   target.path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,3 @@ def restore_copy(copy: RunDir, target: RunDir, log) -> None:
   log(f"{target.path.name}: resumes from its published copy"
       + (f" at step {step}" if newer else ""))
 
-
-def _steps(folder: Path) -> set[int]:
-  folder = Path(folder)
-  return {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() else set()
