@@ -2,7 +2,6 @@
 the Ray executor against a local head, and every shipped sweep file."""
 import json
 import os
-from pathlib import Path
 import random
 import shutil
 import signal
@@ -10,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -158,10 +156,16 @@ def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
 
 
 def _interrupted_sweep(folder, path):
-  """Starts the sweep, sends Ctrl-C once a run has begun checkpointing; (sweep, stderr, runs
-  folder, time of the interrupt), or a text naming the processes left when it did not stop."""
-  sweep = _cli("sweep", "run", str(path), "--results", str(folder), "--no-progress",
-               "--no-analysis", start_new_session=True)
+  """Starts the sweep as a terminal's foreground job, sends Ctrl-C once a run has begun
+  checkpointing; (sweep, stderr, runs folder, time of the interrupt)."""
+  # A shell starts background jobs with SIGINT ignored, and a child inherits that: a suite started
+  # with `nohup ... &` would hand the sweep an ignored Ctrl-C. Handled here, it is the default there.
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    sweep = _cli("sweep", "run", str(path), "--results", str(folder), "--no-progress",
+                 "--no-analysis", start_new_session=True)
+  finally:
+    signal.signal(signal.SIGINT, inherited)
   runs, deadline = folder / "runs", time.time() + 300
   while not any(any(d.glob("checkpoints/*")) for d in (runs.iterdir() if runs.exists() else [])):
     assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
@@ -170,15 +174,9 @@ def _interrupted_sweep(folder, path):
   os.killpg(sweep.pid, signal.SIGINT)  # What Ctrl-C in a terminal sends: the whole group.
   try:
     _, err = sweep.communicate(timeout=120)
-  except subprocess.TimeoutExpired:  # Which processes still hold the sweep's output, and why.
-    ps = subprocess.run(["ps", "-eo", "pgid,pid,ppid,stat,etime,cmd"], capture_output=True, text=True)
-    group = [line for line in ps.stdout.splitlines() if line.split()[0] == str(sweep.pid)]
-    masks = [" ".join(l.strip() for l in Path(f"/proc/{line.split()[1]}/status").read_text().splitlines()
-                      if l.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
-             for line in group if Path(f"/proc/{line.split()[1]}").exists()]
-    os.killpg(sweep.pid, signal.SIGKILL)
-    _, err = sweep.communicate()
-    return "\n".join(group + masks) + "\n" + err[-3000:]
+  finally:
+    if sweep.poll() is None:
+      os.killpg(sweep.pid, signal.SIGKILL)
   return sweep, err, runs, interrupted
 
 
@@ -186,15 +184,7 @@ def _interrupted_sweep(folder, path):
 def test_ctrl_c_stops_the_sweep_at_once_and_starts_no_queued_run(tmp_path, data_dir):
   path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2, 3]},
                      executor={"workers": 1}, set={"tokens": 8 * 32 * 4000})  # Minutes a run.
-  outcome = _interrupted_sweep(tmp_path / "res", path)
-  if isinstance(outcome, str):
-    # In about one full-suite run in three the sweep has not stopped 120 s after the interrupt
-    # (cause not found yet): said as a warning, with the processes' signal masks, and tried once
-    # more. Two in a row fail.
-    warnings.warn(f"the sweep did not stop within 120 s of Ctrl-C; its group:\n{outcome}")
-    outcome = _interrupted_sweep(tmp_path / "again", path)
-    assert not isinstance(outcome, str), f"twice the sweep did not stop after Ctrl-C:\n{outcome}"
-  sweep, err, runs, interrupted = outcome
+  sweep, err, runs, interrupted = _interrupted_sweep(tmp_path / "res", path)
   assert sweep.returncode == 130 and "interrupted" in err, err
   assert time.time() - interrupted < 30
   started = [d.name for d in runs.iterdir() if (d / "attempts.jsonl").exists()]
