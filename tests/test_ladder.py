@@ -1,6 +1,8 @@
 """Token ladders: a budget's run, branched from the shared stable run, is the wsd run of that
-length trained from scratch; sweeps expand, resume and publish them like any run."""
+length trained from scratch; sweeps expand, resume and publish them like any run, and report how
+the gains move with tokens."""
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -220,3 +222,41 @@ def test_published_copies_only_ever_move_a_run_forward(tmp_path):
   assert logs == ["behind: resumes from its published copy at step 9"]
   restore_copy(copy, behind, logs.append)  # Nothing newer: nothing done.
   assert len(logs) == 1
+
+
+def test_gains_against_tokens_under_both_parameter_counts():
+  """Losses from a known law: P = 1 falls 0.05 nats per e-fold of N at every seed and budget; P = 4,
+  with 10 % more parameters than its backbone, leads P = 1 by a seed's constant plus 0.01 more per
+  doubling of tokens. Same backbone, the tables find that lead and its slope; same total
+  parameters, the lead less what 10 % more parameters buy P = 1 (0.05 ln 1.1), and the same slope.
+  The one-stream prefix (P = 1, but ParScale parameters) is not taken for the baseline."""
+  from parscale_jax.sweep.token_gains import baseline_variant, matched_table, trend_table
+  rng = np.random.default_rng(0)
+  seed_lead, budget_shift = rng.normal(0, 0.01, 3), rng.normal(0, 0.02, (3, 5))
+  rows = []
+  for size, n in (("s1", 2e5), ("s2", 4e5)):
+    for seed in range(3):
+      for i in range(5):
+        p1 = 2.0 - 0.05 * math.log(n) + budget_shift[seed, i]
+        for variant, p, total, loss in (("P1", 1, n, p1), ("prefix", 1, 1.02 * n, p1 + 0.003),
+                                        ("P4", 4, 1.1 * n, p1 + seed_lead[seed] - 0.01 * i)):
+          rows.append({"status": "done", "grid.variant": variant, "grid.model.size": size,
+                       "grid.seed": seed, "grid.tokens": 614400 * 2 ** i, "size": size, "seed": seed,
+                       "tokens": 614400 * 2 ** i, "P": p, "N": total, "N_backbone": n, "loss": loss})
+  assert baseline_variant(rows) == "P1"
+  matched = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3:6]
+             for line in matched_table(rows).splitlines()[2:]}
+  for i in range(5):
+    backbone, total, n = matched[("P4", f"tokens={614400 * 2 ** i}")]
+    lead = seed_lead.mean() - 0.01 * i
+    assert float(backbone.split()[0]) == pytest.approx(lead, abs=1e-4)
+    assert float(total.split()[0]) == pytest.approx(lead + 0.05 * math.log(1.1), abs=1e-4)
+    assert int(n) == 6
+  trend = {tuple(c.strip() for c in line.split("|")[1:4]): line.split("|")[4:6]
+           for line in trend_table(rows, [("P4", "P1"), ("P4", "prefix")]).splitlines()[2:]}
+  for count in ("same backbone", "same total parameters"):
+    slope, n = trend[("P4 − P1", count, "sizes pooled")]
+    assert slope.split()[:3] == ["-0.0100", "±", "0.0000"] and int(n) == 6
+  assert ("P4 − prefix", "same total parameters", "sizes pooled") not in trend
+  short = [r for r in rows if r["tokens"] <= 1228800]  # Two budgets: no slope to check.
+  assert trend_table(short, [("P4", "P1")]) == ""

@@ -10,6 +10,7 @@ from parscale_jax.rundir import REPORT, SWEEP_MARK, TABLE, ResultsDir
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
 from parscale_jax.sweep.contrasts import baseline_table, contrast_table, diversity_table, measure_diversity
+from parscale_jax.sweep.token_gains import matched_table, trend_table
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -46,6 +47,19 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
     text += ["## Variants compared", "", "Validation loss (nats per token) of A minus B, paired by "
              "seed; ± is the standard error over pairs, the interval Student's t at 95 %.", "",
              contrast_table(rows, spec.analysis.contrasts), ""]
+    matched = matched_table(rows)
+    if matched:
+      text += ["## Both parameter counts", "", "Each variant minus P = 1 of the same seed and budget: "
+               "with the same backbone, and with the same total parameters (every parameter counted, "
+               "as the paper does), P = 1's loss read at the variant's N off the line through the P = 1 "
+               "runs of that seed and budget in ln N (beyond the sizes, extended). Pairs over (size, "
+               "seed); the sizes of a seed share that line.", "", matched, ""]
+    trend = trend_table(rows, spec.analysis.contrasts)
+    if trend:
+      text += ["## Gains against tokens", "", "Change of A − B per doubling of training tokens: per "
+               "(size, seed), the least-squares slope of the paired difference against log2(tokens) "
+               "over its budgets (three or more); mean ± SE [95 % t interval] over them. Negative: "
+               "A's lead over B grows with tokens.", "", trend, ""]
     diversity = diversity_table(rows, results_dir, spec.publish_dir)
     if diversity:
       text += ["## Stream diversity", "", "rho: mean pairwise correlation over validation tokens of "

@@ -1,0 +1,121 @@
+"""How the streams' gain moves with training tokens (a budget ladder's question), under both
+parameter counts: against P = 1 of the same backbone, and against P = 1 of the same total
+parameters (every parameter counted, the paper's convention), read off the P = 1 runs' line in
+ln N through the sizes, per seed and budget."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from parscale_jax.stats import mean_se_interval
+
+MIN_BUDGETS = 3  # A slope through two points has no residual to check it by.
+
+
+def _done(rows: list[dict]) -> list[dict]:
+  return [r for r in rows if r["status"] == "done" and r.get("grid.variant") and r.get("tokens")]
+
+
+def _others(row: dict) -> tuple:
+  """The row's grid values besides variant, seed, size and budget: one table block each."""
+  skip = ("grid.variant", "grid.seed", "grid.model.size", "grid.tokens")
+  return tuple(sorted((k[5:], row[k]) for k in row
+                      if k.startswith("grid.") and k not in skip and row[k] not in (None, "")))
+
+
+def baseline_variant(rows: list[dict]) -> str | None:
+  """The variant that is plain P = 1 (no ParScale parameters: N equals N_backbone); None unless
+  exactly one is."""
+  plain: dict[str, bool] = {}
+  for r in _done(rows):
+    ok = r.get("P") == 1 and r.get("N") == r.get("N_backbone")
+    plain[r["grid.variant"]] = plain.get(r["grid.variant"], True) and ok
+  names = [v for v, ok in plain.items() if ok]
+  return names[0] if len(names) == 1 else None
+
+
+def matched_differences(rows: list[dict], baseline: str) -> dict[tuple, dict[str, dict]]:
+  """{(others, tokens): {variant: {(size, seed): (same backbone, same total parameters)}}}: each
+  run's loss minus P = 1's at its backbone, and minus P = 1's at its total N, the latter on the
+  line through the P = 1 runs of its seed and budget in ln N (two or more sizes needed)."""
+  base: dict[tuple, dict[str, dict]] = {}
+  for r in _done(rows):
+    if r["grid.variant"] == baseline:
+      base.setdefault((_others(r), r["tokens"], r["seed"]), {})[r["size"]] = (r["N"], r["loss"])
+  out: dict[tuple, dict[str, dict]] = {}
+  for r in _done(rows):
+    if r["grid.variant"] == baseline:
+      continue
+    sizes = base.get((_others(r), r["tokens"], r["seed"]), {})
+    if r["size"] not in sizes or len(sizes) < 2:
+      continue
+    ln_n, loss = np.log([n for n, _ in sizes.values()]), np.array([l for _, l in sizes.values()])
+    slope, intercept = np.polyfit(ln_n, loss, 1)
+    same_total = r["loss"] - (intercept + slope * math.log(r["N"]))
+    cell = out.setdefault((_others(r), r["tokens"]), {}).setdefault(r["grid.variant"], {})
+    cell[(r["size"], r["seed"])] = (r["loss"] - sizes[r["size"]][1], same_total)
+  return out
+
+
+def matched_table(rows: list[dict]) -> str:
+  """Markdown: per variant and budget, its loss minus P = 1's with the same backbone and with the
+  same total parameters; mean ± SE [95 % t interval] over (size, seed) pairs."""
+  baseline = baseline_variant(rows)
+  cells = matched_differences(rows, baseline) if baseline else {}
+  lines = [f"| A | setting | A − {baseline}, same backbone | A − {baseline}, same total parameters | n |",
+           "|---|---|---|---|---|"]
+  for (others, tokens), variants in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    label = ", ".join([f"{k}={v}" for k, v in others] + [f"tokens={tokens}"])
+    for variant, pairs in sorted(variants.items()):
+      backbone, total = np.array(list(pairs.values())).T
+      lines.append(f"| {variant} | {label} | {mean_se_interval(backbone)} | {mean_se_interval(total)} "
+                   f"| {len(pairs)} |")
+  return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _slope(points: dict[int, float]) -> float | None:
+  """Least-squares change per doubling of tokens through (tokens, value); None below MIN_BUDGETS."""
+  if len(points) < MIN_BUDGETS:
+    return None
+  tokens = sorted(points)
+  return float(np.polyfit(np.log2(tokens), [points[t] for t in tokens], 1)[0])
+
+
+def trend_table(rows: list[dict], contrasts) -> str:
+  """Markdown: the change of each A − B per doubling of training tokens: per (size, seed), the
+  least-squares slope of the paired difference against log2(tokens) over its budgets (at least
+  MIN_BUDGETS); mean ± SE [95 % t interval] over (size, seed), per size and sizes pooled. A − P = 1
+  also against P = 1 of A's total parameters. Negative: A's lead grows with tokens."""
+  done = _done(rows)
+  loss = {(_others(r), r["grid.variant"], r["size"], r["seed"], r["tokens"]): r["loss"] for r in done}
+  baseline = baseline_variant(rows)
+  matched = matched_differences(rows, baseline) if baseline else {}
+  series: dict[tuple, dict[tuple, dict[int, float]]] = {}  # (contrast, count, others) -> unit -> points
+  for a, b in contrasts:
+    for (others, variant, size, seed, tokens), value in loss.items():
+      other = loss.get((others, b, size, seed, tokens))
+      if variant == a and other is not None:
+        unit = series.setdefault((f"{a} − {b}", "same backbone", others), {})
+        unit.setdefault((size, seed), {})[tokens] = value - other
+    if b != baseline:
+      continue
+    for (others, tokens), variants in matched.items():
+      for key, (_, total) in variants.get(a, {}).items():
+        unit = series.setdefault((f"{a} − {b}", "same total parameters", others), {})
+        unit.setdefault(key, {})[tokens] = total
+  lines = ["| A − B | count | setting | change per doubling of tokens: mean ± SE [95 % interval] | n |",
+           "|---|---|---|---|---|"]
+  for (name, count, others), units in series.items():
+    slopes = {key: s for key, points in units.items() if (s := _slope(points)) is not None}
+    label = ", ".join(f"{k}={v}" for k, v in others)
+    sizes = sorted({size for size, _ in slopes})
+    for size in sizes:
+      values = [s for (sz, _), s in sorted(slopes.items()) if sz == size]
+      lines.append(f"| {name} | {count} | {', '.join(filter(None, [label, f'size={size}']))} | "
+                   f"{mean_se_interval(values)} | {len(values)} |")
+    if len(sizes) > 1:
+      values = [s for _, s in sorted(slopes.items())]
+      lines.append(f"| {name} | {count} | {', '.join(filter(None, [label, 'sizes pooled']))} | "
+                   f"{mean_se_interval(values)} | {len(values)} |")
+  return "\n".join(lines) if len(lines) > 2 else ""
