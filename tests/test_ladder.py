@@ -224,13 +224,13 @@ def test_published_copies_only_ever_move_a_run_forward(tmp_path):
   assert len(logs) == 1
 
 
-def test_gains_against_tokens_under_both_parameter_counts():
+def test_gains_against_tokens_under_both_parameter_counts(tmp_path):
   """Losses from a known law: P = 1 falls 0.05 nats per e-fold of N at every seed and budget; P = 4,
   with 10 % more parameters than its backbone, leads P = 1 by a seed's constant plus 0.01 more per
   doubling of tokens. Same backbone, the tables find that lead and its slope; same total
   parameters, the lead less what 10 % more parameters buy P = 1 (0.05 ln 1.1), and the same slope.
   The one-stream prefix (P = 1, but ParScale parameters) is not taken for the baseline."""
-  from parscale_jax.sweep.token_gains import baseline_variant, matched_table, trend_table
+  from parscale_jax.sweep.token_gains import baseline_variant, matched_table, plot_gains, trend_table
   rng = np.random.default_rng(0)
   seed_lead, budget_shift = rng.normal(0, 0.01, 3), rng.normal(0, 0.02, (3, 5))
   rows = []
@@ -260,3 +260,8 @@ def test_gains_against_tokens_under_both_parameter_counts():
   assert ("P4 − prefix", "same total parameters", "sizes pooled") not in trend
   short = [r for r in rows if r["tokens"] <= 1228800]  # Two budgets: no slope to check.
   assert trend_table(short, [("P4", "P1")]) == ""
+  plots = plot_gains(rows, tmp_path)
+  assert [p.name for p in plots] == ["gains_vs_D.png", "gains_vs_D.pdf"]
+  assert all(p.stat().st_size for p in plots)
+  one_size = [r for r in rows if r["size"] == "s1"]  # No line through P = 1's sizes: no plot, none left.
+  assert plot_gains(one_size, tmp_path) == [] and not any(p.exists() for p in plots)

@@ -10,7 +10,7 @@ from parscale_jax.rundir import REPORT, SWEEP_MARK, TABLE, ResultsDir
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
 from parscale_jax.sweep.contrasts import baseline_table, contrast_table, diversity_table, measure_diversity
-from parscale_jax.sweep.token_gains import matched_table, trend_table
+from parscale_jax.sweep.token_gains import matched_table, plot_gains, trend_table
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -42,6 +42,7 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   by_axis = axis_comparison(rows)
   if by_axis and not spec.analysis.contrasts:
     text += ["## Grid axes compared", "", by_axis]
+  gains_plot = plot_gains(rows, results_dir)  # Also removes an old one that no longer applies.
   if spec.analysis.contrasts:
     measure_diversity(spec, results_dir, rows, spec.publish_dir, log)
     text += ["## Variants compared", "", "Validation loss (nats per token) of A minus B, paired by "
@@ -60,6 +61,8 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
                "(size, seed), the least-squares slope of the paired difference against log2(tokens) "
                "over its budgets (three or more); mean ± SE [95 % t interval] over them. Negative: "
                "A's lead over B grows with tokens.", "", trend, ""]
+    if gains_plot:
+      text += ["![each variant minus P = 1 against tokens, under both counts](gains_vs_D.png)", ""]
     diversity = diversity_table(rows, results_dir, spec.publish_dir)
     if diversity:
       text += ["## Stream diversity", "", "rho: mean pairwise correlation over validation tokens of "
@@ -95,7 +98,8 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
     if old.suffix in (".json", ".png", ".pdf") and old.name != SWEEP_MARK:  # Not the owner's mark.
       old.unlink()
   fit_dir = results_dir / "fit"
-  plots = [results_dir / name for name in ("curves.png", "curves.pdf") if (results_dir / name).exists()]
+  plots = [results_dir / name for name in ("curves.png", "curves.pdf", "gains_vs_D.png", "gains_vs_D.pdf")
+           if (results_dir / name).exists()]
   if fit_dir.is_dir():
     plots += list(fit_dir.iterdir())
   for path in plots:

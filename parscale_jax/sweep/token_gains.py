@@ -5,6 +5,7 @@ ln N through the sizes, per seed and budget."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -119,3 +120,58 @@ def trend_table(rows: list[dict], contrasts) -> str:
       lines.append(f"| {name} | {count} | {', '.join(filter(None, [label, 'sizes pooled']))} | "
                    f"{mean_se_interval(values)} | {len(values)} |")
   return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def plot_gains(rows: list[dict], out: Path) -> list[Path]:
+  """gains_vs_D.png and .pdf in `out`: each variant minus P = 1 against training tokens, a colour
+  per variant and a marker per size (mean ± SE over seeds), under both counts side by side; none
+  (and an old plot removed) without the baseline at two sizes."""
+  baseline = baseline_variant(rows)
+  cells = matched_differences(rows, baseline) if baseline else {}
+  paths = [Path(out) / "gains_vs_D.png", Path(out) / "gains_vs_D.pdf"]
+  if not cells:
+    for path in paths:
+      path.unlink(missing_ok=True)
+    return []
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from parscale_jax.analysis.plots import value_colors
+  series: dict[tuple, dict[int, list]] = {}  # (others, variant, size) -> tokens -> [(backbone, total)]
+  for (others, tokens), variants in cells.items():
+    for variant, pairs in variants.items():
+      for (size, _), values in pairs.items():
+        series.setdefault((others, variant, size), {}).setdefault(tokens, []).append(values)
+  settings = sorted({others for others, _, _ in series})
+  sizes = sorted({size for _, _, size in series})
+  colours = value_colors(sorted({variant for _, variant, _ in series}))
+  fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.8 * len(settings)), squeeze=False, sharey="row")
+  for row, others in enumerate(settings):
+    for column, count in enumerate(("same backbone", "same total parameters")):
+      ax = axes[row, column]
+      ax.axhline(0, color="grey", lw=0.8)
+      for (setting, variant, size), points in sorted(series.items()):
+        if setting != others:
+          continue
+        tokens = sorted(points)
+        values = [np.array(points[t])[:, column] for t in tokens]
+        sem = [v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values]
+        ax.errorbar(tokens, [v.mean() for v in values], yerr=sem, marker="os^D"[sizes.index(size) % 4],
+                    ms=4, capsize=2, lw=1, color=colours[variant],
+                    ls=("-", "--", ":", "-.")[sizes.index(size) % 4], label=f"{variant}, {size}")
+      ax.set_xscale("log", base=2)
+      budgets = sorted({t for (setting, _, _), points in series.items() if setting == others for t in points})
+      ax.set_xticks(budgets, [f"{t / 1e6:.3g}" for t in budgets])
+      ax.minorticks_off()
+      ax.set_xlabel("D (training tokens, millions)")
+      ax.set_ylabel(f"loss − {baseline} (nats)")
+      title = ", ".join(f"{k}={v}" for k, v in others)
+      ax.set_title(f"{title + ': ' if title else ''}against {baseline} of the {count}\n"
+                   "(below 0: the variant is better; bars: ± SE over seeds)", fontsize=9)
+    axes[row, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.tight_layout()
+  for path in paths:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return paths
