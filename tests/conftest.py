@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the golden checkpoints, tiny model configs."""
 import collections
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -55,6 +56,17 @@ def fixture_dir(name: str) -> Path:
 def data_dir(tmp_path_factory):
   """One built copy of the stdlib corpus for the whole session."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def ctrl_c_reaches_children():
+  """Processes the test starts get SIGINT at its default, as a terminal's foreground job does. A
+  shell starts background jobs with SIGINT ignored and a child inherits an ignore: from a suite
+  started with `nohup ... &`, a Ctrl-C sent to them would reach no one. Handled here, it is the
+  default there."""
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, inherited)
 
 
 def tiny_train_dict(data_dir: str, **top) -> dict:

@@ -156,16 +156,10 @@ def test_sweep_survives_sigkill_and_matches_uninterrupted(tmp_path, data_dir):
 
 
 def _interrupted_sweep(folder, path):
-  """Starts the sweep as a terminal's foreground job, sends Ctrl-C once a run has begun
-  checkpointing; (sweep, stderr, runs folder, time of the interrupt)."""
-  # A shell starts background jobs with SIGINT ignored, and a child inherits that: a suite started
-  # with `nohup ... &` would hand the sweep an ignored Ctrl-C. Handled here, it is the default there.
-  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-  try:
-    sweep = _cli("sweep", "run", str(path), "--results", str(folder), "--no-progress",
-                 "--no-analysis", start_new_session=True)
-  finally:
-    signal.signal(signal.SIGINT, inherited)
+  """Starts the sweep, sends Ctrl-C once a run has begun checkpointing; (sweep, stderr, runs
+  folder, time of the interrupt)."""
+  sweep = _cli("sweep", "run", str(path), "--results", str(folder), "--no-progress", "--no-analysis",
+               start_new_session=True)
   runs, deadline = folder / "runs", time.time() + 300
   while not any(any(d.glob("checkpoints/*")) for d in (runs.iterdir() if runs.exists() else [])):
     assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
@@ -181,7 +175,7 @@ def _interrupted_sweep(folder, path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_sweep_at_once_and_starts_no_queued_run(tmp_path, data_dir):
+def test_ctrl_c_stops_the_sweep_at_once_and_starts_no_queued_run(tmp_path, data_dir, ctrl_c_reaches_children):
   path = _sweep_file(tmp_path, data_dir, grid={"model.hidden_size": [32], "model.P": [1, 2, 3]},
                      executor={"workers": 1}, set={"tokens": 8 * 32 * 4000})  # Minutes a run.
   sweep, err, runs, interrupted = _interrupted_sweep(tmp_path / "res", path)

@@ -412,7 +412,7 @@ def test_a_checkpoint_saved_before_the_prefix_had_its_own_type_resumes_exactly(t
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, data_dir):
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, data_dir, ctrl_c_reaches_children):
   """SIGINT to `parscale train` after its first checkpoint: exit 130, one line saying that the same
   command resumes from that checkpoint's step; result.json `interrupted` (not `running`, not
   failed), and the sweep table reads it as pending."""
@@ -427,7 +427,10 @@ def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, data_
     assert proc.poll() is None and time.time() < deadline, proc.communicate()
     time.sleep(0.1)
   proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
+  try:
+    _, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()  # Nothing trains on after a failed test; a no-op on the exited process.
   result = json.loads((run / "result.json").read_text())
   step = int(result["reason"].rsplit(" ", 1)[1])
   assert proc.returncode == 130 and result["status"] == "interrupted" and step >= 10
