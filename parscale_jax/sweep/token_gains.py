@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parscale_jax.stats import mean_se_interval
+from parscale_jax.stats import mean_se_interval, standard_error
 
 MIN_BUDGETS = 3  # A slope through two points has no residual to check it by.
 
@@ -66,7 +66,7 @@ def matched_table(rows: list[dict]) -> str:
   cells = matched_differences(rows, baseline) if baseline else {}
   lines = [f"| A | setting | A − {baseline}, same backbone | A − {baseline}, same total parameters | n |",
            "|---|---|---|---|---|"]
-  for (others, tokens), variants in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+  for (others, tokens), variants in sorted(cells.items()):
     label = ", ".join([f"{k}={v}" for k, v in others] + [f"tokens={tokens}"])
     for variant, pairs in sorted(variants.items()):
       backbone, total = np.array(list(pairs.values())).T
@@ -156,7 +156,7 @@ def plot_gains(rows: list[dict], out: Path) -> list[Path]:
           continue
         tokens = sorted(points)
         values = [np.array(points[t])[:, column] for t in tokens]
-        sem = [v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values]
+        sem = np.nan_to_num([standard_error(v) for v in values])  # One seed: no bar.
         ax.errorbar(tokens, [v.mean() for v in values], yerr=sem, marker="os^D"[sizes.index(size) % 4],
                     ms=4, capsize=2, lw=1, color=colours[variant],
                     ls=("-", "--", ":", "-.")[sizes.index(size) % 4], label=f"{variant}, {size}")
