@@ -6,16 +6,14 @@ from pathlib import Path
 import textwrap
 import warnings
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-
-from parscale_jax.analysis import law as law_forms  # noqa: E402
-from parscale_jax.analysis.results import FitResult, NotIdentifiedWarning  # noqa: E402
-from parscale_jax.analysis.tables import Points  # noqa: E402
+from parscale_jax import figures
+from parscale_jax.analysis import law as law_forms
+from parscale_jax.analysis.results import FitResult, NotIdentifiedWarning
+from parscale_jax.analysis.tables import Points
+from parscale_jax.figures import plt
 
 
 def _panels(fit: FitResult, title: str):
@@ -118,12 +116,7 @@ def _label(ax, xlabel: str, ylabel: str, title: str, log_base: int = 10, legend_
 def _save(fig, out: Path, name: str) -> list[Path]:
   for ax in fig.axes:  # Minor tick labels of log axes collide with the major ones.
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-  fig.tight_layout()
-  paths = [out / f"{name}.png", out / f"{name}.pdf"]
-  for p in paths:
-    fig.savefig(p, dpi=130)
-  plt.close(fig)
-  return paths
+  return figures.save(fig, out, name)
 
 
 def loss_vs_n(fit, out):

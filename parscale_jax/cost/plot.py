@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from parscale_jax.figures import plt, save
 
 
 def plot_cost(result: dict, out: Path) -> list[Path]:
@@ -29,16 +27,7 @@ def plot_cost(result: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=8)
   a = result["assumptions"]
   fig.suptitle(f"{a['size']}: increase over P=1 at equal predicted loss ({a['device']['name']})")
-  return _save(fig, out, "cost")
-
-
-def _save(fig, out: Path, name: str) -> list[Path]:
-  fig.tight_layout()
-  paths = [out / f"{name}.png", out / f"{name}.pdf"]
-  for p in paths:
-    fig.savefig(p, dpi=130)
-  plt.close(fig)
-  return paths
+  return save(fig, out, "cost")
 
 
 def plot_plan(result, out: Path) -> list[Path]:
@@ -65,4 +54,4 @@ def plot_plan(result, out: Path) -> list[Path]:
     ax.set_ylabel("predicted loss")
   axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.suptitle("Pareto front of (N, P) candidates", fontsize=10)
-  return _save(fig, out, "plan")
+  return save(fig, out, "plan")

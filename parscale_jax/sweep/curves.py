@@ -6,16 +6,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from parscale_jax.analysis.plots import value_colors  # noqa: E402
-from parscale_jax.rundir import METRICS, ResultsDir, local_or_published  # noqa: E402
-from parscale_jax.sweep.comparisons import setting_label, settings_and_sizes  # noqa: E402
-from parscale_jax.train.metrics import read_metrics  # noqa: E402
+from parscale_jax import figures
+from parscale_jax.analysis.plots import value_colors
+from parscale_jax.figures import plt
+from parscale_jax.rundir import METRICS, ResultsDir, local_or_published
+from parscale_jax.sweep.comparisons import setting_label, settings_and_sizes
+from parscale_jax.train.metrics import read_metrics
 
 _SEED_STYLES = ("-", "--", ":", "-.")
 
@@ -60,10 +58,8 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path, published: Path 
       tokens, losses = read_curve(run_dir(r["run_id"]))
       if len(tokens) > 1:
         curves[r["run_id"]] = (r, tokens, losses)
-  out = Path(out)
-  paths = [out / "curves.png", out / "curves.pdf"]
   if not curves:
-    for path in paths:  # A stale plot from an earlier analysis must not be published.
+    for path in figures.figure_paths(out, "curves"):  # A stale plot from an earlier analysis must not be published.
       path.unlink(missing_ok=True)
     return []
   panels = settings_and_sizes([r for r, _, _ in curves.values()])
@@ -98,8 +94,4 @@ def plot_curves(results_dir: Path, rows: list[dict], out: Path, published: Path 
                 for i, s in enumerate(seeds)])
   fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
   fig.suptitle("Training curves (the first tenth of training, far above, is off scale)", fontsize=10)
-  fig.tight_layout()
-  for path in paths:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return paths
+  return figures.save(fig, out, "curves", dpi=110)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from parscale_jax import figures
+from parscale_jax.analysis.plots import value_colors
+from parscale_jax.figures import plt
 from parscale_jax.stats import mean_se_interval, standard_error
 
 MIN_BUDGETS = 3  # A slope through two points has no residual to check it by.
@@ -128,16 +131,10 @@ def plot_gains(rows: list[dict], out: Path) -> list[Path]:
   (and an old plot removed) without the baseline at two sizes."""
   baseline = baseline_variant(rows)
   cells = matched_differences(rows, baseline) if baseline else {}
-  paths = [Path(out) / "gains_vs_D.png", Path(out) / "gains_vs_D.pdf"]
   if not cells:
-    for path in paths:
+    for path in figures.figure_paths(out, "gains_vs_D"):
       path.unlink(missing_ok=True)
     return []
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  from parscale_jax.analysis.plots import value_colors
   series: dict[tuple, dict[int, list]] = {}  # (others, variant, size) -> tokens -> [(backbone, total)]
   for (others, tokens), variants in cells.items():
     for variant, pairs in variants.items():
@@ -170,8 +167,4 @@ def plot_gains(rows: list[dict], out: Path) -> list[Path]:
       ax.set_title(f"{title + ': ' if title else ''}against {baseline} of the {count}\n"
                    "(below 0: the variant is better; bars: ± SE over seeds)", fontsize=9)
     axes[row, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-  fig.tight_layout()
-  for path in paths:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return paths
+  return figures.save(fig, out, "gains_vs_D", dpi=110)
