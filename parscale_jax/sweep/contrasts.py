@@ -14,13 +14,15 @@ from parscale_jax.rundir import DIVERSITY, ResultsDir, local_or_published
 from parscale_jax.stats import mean_se_interval, paired_differences, standard_error
 
 
-_PAIRING_AXES = ("grid.variant", "grid.seed")
+PAIRING_AXES = ("variant", "seed")
 
 
-def _setting(row: dict) -> tuple:
-  """The row's grid values other than its variant and seed, as sorted (axis, value) pairs."""
+def grid_setting(row: dict, leave_out: tuple[str, ...] = PAIRING_AXES) -> tuple:
+  """The row's grid values other than the axes in `leave_out` (variant and seed: the pairing),
+  as sorted (axis, value) pairs."""
+  skip = {f"grid.{axis}" for axis in leave_out}
   return tuple(sorted((k[5:], row[k]) for k in row
-                      if k.startswith("grid.") and k not in _PAIRING_AXES and row[k] not in (None, "")))
+                      if k.startswith("grid.") and k not in skip and row[k] not in (None, "")))
 
 
 def _order(setting: tuple) -> tuple:
@@ -39,7 +41,7 @@ def contrast_table(rows: list[dict], contrasts) -> str:
   done = [r for r in rows if r["status"] == "done" and r.get("grid.variant")]
   losses: dict[tuple, dict[str, dict]] = {}
   for r in done:
-    losses.setdefault(_setting(r), {}).setdefault(r["grid.variant"], {})[r["seed"]] = r["loss"]
+    losses.setdefault(grid_setting(r), {}).setdefault(r["grid.variant"], {})[r["seed"]] = r["loss"]
   lines = ["| A − B | setting | mean ± SE [95 % interval] | n |", "|---|---|---|---|"]
   for a, b in contrasts:
     pooled: dict[tuple, list[np.ndarray]] = {}
@@ -88,7 +90,7 @@ def diversity_table(rows: list[dict], results_dir: Path, published: Path | None)
     found = local_or_published(results_dir, published, r["run_id"], needs=DIVERSITY)
     if found is not None:
       doc = json.loads(found.diversity.read_text())
-      cells.setdefault((_setting(r), r["grid.variant"]), []).append(doc)
+      cells.setdefault((grid_setting(r), r["grid.variant"]), []).append(doc)
   if not cells:
     return ""
   lines = ["| setting | variant | rho | best stream − aggregate loss | predicted N multiplier | n |",

@@ -13,6 +13,7 @@ from parscale_jax import figures
 from parscale_jax.analysis.plots import value_colors
 from parscale_jax.figures import plt
 from parscale_jax.stats import mean_se_interval, standard_error
+from parscale_jax.sweep.contrasts import PAIRING_AXES, grid_setting
 
 MIN_BUDGETS = 3  # A slope through two points has no residual to check it by.
 
@@ -23,9 +24,7 @@ def _done(rows: list[dict]) -> list[dict]:
 
 def _others(row: dict) -> tuple:
   """The row's grid values besides variant, seed, size and budget: one table block each."""
-  skip = ("grid.variant", "grid.seed", "grid.model.size", "grid.tokens")
-  return tuple(sorted((k[5:], row[k]) for k in row
-                      if k.startswith("grid.") and k not in skip and row[k] not in (None, "")))
+  return grid_setting(row, leave_out=(*PAIRING_AXES, "model.size", "tokens"))
 
 
 def baseline_variant(rows: list[dict]) -> str | None:
