@@ -53,6 +53,37 @@ def test_ladder_expands_to_one_run_per_budget_sharing_a_stable_run(tmp_path, dat
     assert float(lr(config.steps - 1)) < float(lr(start - 1))
 
 
+def test_progress_counts_a_ladders_shared_stable_run_once(tmp_path, data_dir):
+  """The sweep's work and ETA: each budget's own work is its cooldown, its trunk's (once) the steps
+  to the last cooldown start, in FLOPs (so P = 2 weighs more), read from what each has logged."""
+  from parscale_jax.model.accounting import flops_per_token
+  from parscale_jax.sweep.progress import SweepProgress
+  spec = load_sweep(_sweep(tmp_path, data_dir))
+  cost = {}
+  for run in spec.runs:
+    config = run.train_config(tmp_path)
+    cost[config.model.P] = config.tokens_per_step * flops_per_token(config.model, config.data.seq_len)
+  assert cost[2] > cost[1]
+  progress = SweepProgress(spec.runs, tmp_path, lambda *_: "pending")
+  states = {r.run_id: "pending" for r in spec.runs}
+  # Per P: budgets of 10 and 20 steps cool down from steps 8 and 16; the trunk trains 16 once.
+  total = (2 + 4 + 16) * (cost[1] + cost[2])
+  assert progress.work(states) == (0, total)
+
+  def logged(folder, step):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": step, "loss": 1.0}) + "\n")
+
+  logged(tmp_path / "trunks" / "P=1", 12)
+  assert progress.work(states) == (12 * cost[1], total)
+  states["P=1_tokens=2560"] = "done"
+  assert progress.work(states) == ((12 + 2) * cost[1], total)
+  logged(tmp_path / "runs" / "P=2_tokens=5120", 18)  # Its trunk, removed, reached step 16.
+  assert progress.work(states) == ((12 + 2) * cost[1] + (16 + 2) * cost[2], total)
+  assert progress.work({rid: "done" for rid in states}) == (total, total)
+  assert "0 % of the work" in SweepProgress(spec.runs, tmp_path / "empty", lambda *_: "pending").summary()
+
+
 @pytest.mark.parametrize("doc, message", [
     ({"ladder": {"budgets": [5120, 2560]}}, "must increase"),
     ({"ladder": {"budgets": [2560], "cooldown": 1.0}}, r"cooldown must be in \(0, 1\)"),

@@ -74,7 +74,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, *, executor: str | Executor = 
   if progress:
     from parscale_jax.sweep.progress import SweepProgress
     finished = sum(r["status"] in ("done", "failed") for r in rows)
-    # The sweep's own ETA (work in stream-tokens, runs in flight included) is the one shown.
+    # The sweep's own ETA (work in FLOPs, runs in flight included) is the one shown.
     bar = bars.progress_bar(len(spec.runs), finished, f"sweep {spec.name}", "run", eta=False)
     live = SweepProgress(spec.runs, results_dir, state)
   try:
