@@ -185,6 +185,23 @@ def test_contrast_table_lists_budgets_in_numeric_order():
                                                        "size=g6-250k, tokens=1228800"]
 
 
+def test_loss_table_has_a_column_per_variant_and_budgets_in_numeric_order():
+  """Named variants are the columns (by their P, then name: the one-stream prefix beside P = 1),
+  so that each budget and size is one line; without variants the columns are the P values."""
+  from parscale_jax.sweep.comparisons import loss_table
+  P = {"P1": 1, "prefix": 1, "P2": 2}
+  rows = [{"status": "done", "stage": "main", "grid.variant": v, "grid.tokens": t, "grid.model.size": "g6",
+           "size": "g6", "N": 100, "P": P[v], "seed": seed, "loss": 2.0 - 0.1 * P[v] - t / 1e7 + seed / 100}
+          for t in (1228800, 614400) for v in ("P2", "prefix", "P1") for seed in (0, 1)]
+  lines = loss_table(rows).splitlines()
+  assert lines[0] == "| setting | size | P1 | prefix | P2 |"
+  assert lines[2] == ("| main, tokens=614400 | g6 | 1.8436 ± 0.0050 (n=2) | 1.8436 ± 0.0050 (n=2) | "
+                      "1.7436 ± 0.0050 (n=2) |")
+  assert [line.split(" | ")[0] for line in lines[2:]] == ["| main, tokens=614400", "| main, tokens=1228800"]
+  plain = [{k: v for k, v in r.items() if k != "grid.variant"} for r in rows if r["grid.variant"] != "prefix"]
+  assert loss_table(plain).splitlines()[0] == "| setting | size | P=1 | P=2 |"
+
+
 @pytest.mark.slow
 def test_a_fresh_clone_resumes_the_published_copies_of_runs_in_flight(tmp_path, data_dir):
   """With publish_unfinished, a branch and its trunk stopped part-way are published as their

@@ -13,35 +13,47 @@ SHAPE_AXES = ("model.size", "model.hidden_size", "model.intermediate_size", "mod
 _ROW_AXES = ("grid.model.P", "grid.seed", *(f"grid.{a}" for a in SHAPE_AXES))
 
 
-def setting_label(row: dict) -> str:
-  """The stage and any grid axes besides size, P and seed (a pilot's learning rate, say)."""
-  extra = [f"{k[5:]}={row[k]}" for k in sorted(row)
-           if k.startswith("grid.") and k not in _ROW_AXES and row[k] not in (None, "")]
-  return ", ".join([row["stage"], *extra])
+def _setting_axes(row: dict, leave_out: tuple[str, ...]) -> list[tuple[str, object]]:
+  return [(k[5:], row[k]) for k in sorted(row) if k.startswith("grid.") and k not in _ROW_AXES
+          and k not in leave_out and row[k] not in (None, "")]
 
 
-def settings_and_sizes(rows: list[dict]) -> list[tuple[str, str]]:
-  """The (setting label, size) pairs of `rows`, by setting and then by N (not by size name)."""
+def setting_label(row: dict, leave_out: tuple[str, ...] = ()) -> str:
+  """The stage and any grid axes besides size, P and seed (a pilot's learning rate, say), less
+  the row keys in `leave_out`."""
+  return ", ".join([row["stage"], *(f"{k}={v}" for k, v in _setting_axes(row, leave_out))])
+
+
+def settings_and_sizes(rows: list[dict], leave_out: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+  """The (setting label, size) pairs of `rows`, by setting (numbers by value: 614400 before
+  1228800) and then by N (not by size name)."""
   smallest: dict[tuple[str, str], float] = {}
+  order: dict[str, tuple] = {}
   for r in rows:
-    key = (setting_label(r), r["size"])
+    key = (setting_label(r, leave_out), r["size"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
-  return sorted(smallest, key=lambda key: (key[0], smallest[key]))
+    order[key[0]] = (r["stage"], tuple((k, _axis_order(v)) for k, v in _setting_axes(r, leave_out)))
+  return sorted(smallest, key=lambda key: (order[key[0]], smallest[key]))
 
 
 def loss_table(rows: list[dict]) -> str:
-  """Mean validation loss per setting, size and P; ± the standard error over seeds."""
+  """Mean validation loss per setting, size and P (or named variant: a column each); ± the
+  standard error over seeds."""
   done = [r for r in rows if r["status"] == "done"]
-  groups: dict[tuple[str, str], dict[int, list[float]]] = {}
+  column = lambda r: r.get("grid.variant") or f"P={r['P']}"
+  groups: dict[tuple[str, str], dict[str, list[float]]] = {}
   for r in done:
-    groups.setdefault((setting_label(r), r["size"]), {}).setdefault(r["P"], []).append(r["loss"])
-  ps = sorted({r["P"] for r in done})
-  lines = ["| setting | size | " + " | ".join(f"P={p}" for p in ps) + " |",
-           "|---|---|" + "---|" * len(ps)]
-  for key in settings_and_sizes(done):
+    key = (setting_label(r, ("grid.variant",)), r["size"])
+    groups.setdefault(key, {}).setdefault(column(r), []).append(r["loss"])
+  fewest_streams: dict[str, int] = {}
+  for r in done:
+    fewest_streams[column(r)] = min(fewest_streams.get(column(r), r["P"]), r["P"])
+  columns = sorted(fewest_streams, key=lambda c: (fewest_streams[c], c))
+  lines = ["| setting | size | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+  for key in settings_and_sizes(done, ("grid.variant",)):
     cells = []
-    for p in ps:
-      losses = np.array(groups[key].get(p, []))
+    for name in columns:
+      losses = np.array(groups[key].get(name, []))
       cell = f"{losses.mean():.4f}" if len(losses) else ""
       if len(losses) > 1:
         cell += f" ± {standard_error(losses):.4f} (n={len(losses)})"
