@@ -313,3 +313,14 @@ def test_gains_against_tokens_under_both_parameter_counts(tmp_path):
   assert all(p.stat().st_size for p in plots)
   one_size = [r for r in rows if r["size"] == "s1"]  # No line through P = 1's sizes: no plot, none left.
   assert plot_gains(one_size, tmp_path) == [] and not any(p.exists() for p in plots)
+  assert plot_gains([r for r in rows if r["tokens"] == 614400], tmp_path) == []  # One budget.
+  # A grid over P without named variants (cpu_grid_mlp's kind): P=1 is the baseline, and the P
+  # values are what is compared.
+  grid = [{**{k: v for k, v in r.items() if k != "grid.variant"}, "grid.model.P": r["P"]}
+          for r in rows if r["grid.variant"] != "prefix"]
+  assert baseline_variant(grid) == "P=1"
+  lines = matched_table(grid).splitlines()
+  assert lines[0].startswith("| A | setting | A − P=1, same backbone | A − P=1, same total parameters |")
+  assert [line.split("|")[1:6] for line in lines[2:]] == \
+      [line.replace("P4", "P=4", 1).split("|")[1:6] for line in matched_table(rows).splitlines()[2:]
+       if line.startswith("| P4 |")]

@@ -123,6 +123,17 @@ def test_published_runs_count_as_done_in_a_fresh_clone(tmp_path, data_dir):
   table = (clone / "results" / "pub" / "table.csv").read_text()
   assert f"{losses['hidden_size=32']}" in table
 
+  # A table published without its run folders, here nowhere else: a report on no finished runs
+  # must not replace it.
+  import shutil
+  shutil.rmtree(clone / "analysis" / "results" / "pub" / "runs")
+  shutil.rmtree(clone / "results")
+  before = {p.name: p.read_bytes() for p in (clone / "analysis" / "results" / "pub").iterdir()}
+  report = _parscale(clone, "sweep", "report", "sweeps/pub.yaml")
+  assert report.returncode == 2 and report.stderr.count("\n") == 1, report.stderr
+  assert "holds 2 finished runs that are not finished here" in report.stderr
+  assert {p.name: p.read_bytes() for p in (clone / "analysis" / "results" / "pub").iterdir()} == before
+
 
 def test_a_results_folder_holds_one_sweep_with_one_set_of_settings(tmp_path, data_dir):
   first = _write(tmp_path, data_dir)

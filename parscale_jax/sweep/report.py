@@ -11,6 +11,7 @@ from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_
                                             stage_comparison)
 from parscale_jax.sweep.contrasts import baseline_table, contrast_table, diversity_table, measure_diversity
 from parscale_jax.sweep.token_gains import matched_table, plot_gains, trend_table
+from parscale_jax.tablefile import read_table
 
 
 def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
@@ -18,6 +19,8 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   from parscale_jax.sweep.curves import plot_curves
 
   results_dir = Path(results_dir)
+  if spec.publish_dir is not None:
+    refuse_to_shrink(rows, spec.publish_dir)
   stages = spec.analysis.fit_stages or spec.stages
   fit_rows = [r for r in rows if r["stage"] in stages]
   failed = [r for r in rows if r["status"] == "failed"]
@@ -31,6 +34,15 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   gain = pooled_p_gain(rows, stages[0])
   if gain:
     text += ["## P streams against one, pooled over sizes", "", gain, ""]
+  # Both counts and the gains' trend pair runs within one stage: the first, as the pooled gain.
+  first_stage = [r for r in rows if r["stage"] == stages[0]]
+  matched = matched_table(first_stage)
+  if matched:
+    text += ["## Both parameter counts", "", "Each variant (or P) minus P = 1 of the same seed and "
+             "budget: with the same backbone, and with the same total parameters (every parameter "
+             "counted, as the paper does), P = 1's loss read at the run's N off the line through the "
+             "P = 1 runs of that seed and budget in ln N (beyond the sizes, extended). Pairs over "
+             "(size, seed); the sizes of a seed share that line.", "", matched, ""]
   comparison = stage_comparison(rows, stages[0])
   if comparison:
     text += ["## Stages compared", "", comparison]
@@ -42,20 +54,13 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   by_axis = axis_comparison(rows)
   if by_axis and not spec.analysis.contrasts:
     text += ["## Grid axes compared", "", by_axis]
-  gains_plot = plot_gains(rows, results_dir)  # Also removes an old one that no longer applies.
+  gains_plot = plot_gains(first_stage, results_dir)  # Also removes an old one that no longer applies.
   if spec.analysis.contrasts:
     measure_diversity(spec, results_dir, rows, spec.publish_dir, log)
     text += ["## Variants compared", "", "Validation loss (nats per token) of A minus B, paired by "
              "seed; ± is the standard error over pairs, the interval Student's t at 95 %.", "",
              contrast_table(rows, spec.analysis.contrasts), ""]
-    matched = matched_table(rows)
-    if matched:
-      text += ["## Both parameter counts", "", "Each variant minus P = 1 of the same seed and budget: "
-               "with the same backbone, and with the same total parameters (every parameter counted, "
-               "as the paper does), P = 1's loss read at the variant's N off the line through the P = 1 "
-               "runs of that seed and budget in ln N (beyond the sizes, extended). Pairs over (size, "
-               "seed); the sizes of a seed share that line.", "", matched, ""]
-    trend = trend_table(rows, spec.analysis.contrasts)
+    trend = trend_table(first_stage, spec.analysis.contrasts)
     if trend:
       text += ["## Gains against tokens", "", "Change of A − B per doubling of training tokens: per "
                "(size, seed), the least-squares slope of the paired difference against log2(tokens) "
@@ -69,7 +74,6 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
                "the streams' residuals 1 − p(next token) (`parscale diversity`); the multiplier is "
                "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity, ""]
   if spec.analysis.compare_to:
-    from parscale_jax.tablefile import read_table
     folder = spec.path.parent / spec.analysis.compare_to
     against = baseline_table(rows, read_table(ResultsDir(folder).table))
     if against:
@@ -85,6 +89,22 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   if spec.publish_dir is not None:
     publish(results_dir, spec.publish_dir, log)
   return report
+
+
+def refuse_to_shrink(rows: list[dict], target: Path) -> None:
+  """A published folder whose table has finished runs that are not finished here (their run
+  folders neither here nor published, as in a table published before runs were) is not replaced
+  by a report on fewer runs."""
+  table = Path(target) / TABLE
+  if not table.exists():
+    return
+  here = {r["run_id"]: r["status"] for r in rows}
+  lost = [r["run_id"] for r in read_table(table)
+          if r.get("status") == "done" and here.get(r["run_id"], "done") != "done"]
+  if lost:
+    raise UserError(f"{target} holds {len(lost)} finished runs that are not finished here (first: "
+                    f"{lost[0]}) and not published as run folders; nothing was analysed or published: "
+                    f"train them (parscale sweep run) or set analysis.publish to another folder")
 
 
 def publish(results_dir: Path, target: Path, log=print) -> None:

@@ -19,21 +19,26 @@ MIN_BUDGETS = 3  # A slope through two points has no residual to check it by.
 
 
 def _done(rows: list[dict]) -> list[dict]:
-  return [r for r in rows if r["status"] == "done" and r.get("grid.variant") and r.get("tokens")]
+  return [r for r in rows if r["status"] == "done" and r.get("tokens")]
+
+
+def _variant(row: dict) -> str:
+  """The run's named variant, or in a grid over P without variants, `P=<P>`."""
+  return row.get("grid.variant") or f"P={row['P']}"
 
 
 def _others(row: dict) -> tuple:
-  """The row's grid values besides variant, seed, size and budget: one table block each."""
-  return grid_setting(row, leave_out=(*PAIRING_AXES, "model.size", "tokens"))
+  """The row's grid values besides variant (or P), seed, size and budget: one table block each."""
+  return grid_setting(row, leave_out=(*PAIRING_AXES, "model.P", "model.size", "tokens"))
 
 
 def baseline_variant(rows: list[dict]) -> str | None:
-  """The variant that is plain P = 1 (no ParScale parameters: N equals N_backbone); None unless
-  exactly one is."""
+  """The variant (or `P=1` in a grid over P) that is plain P = 1 (no ParScale parameters: N equals
+  N_backbone); None unless exactly one is."""
   plain: dict[str, bool] = {}
   for r in _done(rows):
     ok = r.get("P") == 1 and r.get("N") == r.get("N_backbone")
-    plain[r["grid.variant"]] = plain.get(r["grid.variant"], True) and ok
+    plain[_variant(r)] = plain.get(_variant(r), True) and ok
   names = [v for v, ok in plain.items() if ok]
   return names[0] if len(names) == 1 else None
 
@@ -44,11 +49,11 @@ def matched_differences(rows: list[dict], baseline: str) -> dict[tuple, dict[str
   line through the P = 1 runs of its seed and budget in ln N (two or more sizes needed)."""
   base: dict[tuple, dict[str, dict]] = {}
   for r in _done(rows):
-    if r["grid.variant"] == baseline:
+    if _variant(r) == baseline:
       base.setdefault((_others(r), r["tokens"], r["seed"]), {})[r["size"]] = (r["N"], r["loss"])
   out: dict[tuple, dict[str, dict]] = {}
   for r in _done(rows):
-    if r["grid.variant"] == baseline:
+    if _variant(r) == baseline:
       continue
     sizes = base.get((_others(r), r["tokens"], r["seed"]), {})
     if r["size"] not in sizes or len(sizes) < 2:
@@ -56,7 +61,7 @@ def matched_differences(rows: list[dict], baseline: str) -> dict[tuple, dict[str
     ln_n, loss = np.log([n for n, _ in sizes.values()]), np.array([l for _, l in sizes.values()])
     slope, intercept = np.polyfit(ln_n, loss, 1)
     same_total = r["loss"] - (intercept + slope * math.log(r["N"]))
-    cell = out.setdefault((_others(r), r["tokens"]), {}).setdefault(r["grid.variant"], {})
+    cell = out.setdefault((_others(r), r["tokens"]), {}).setdefault(_variant(r), {})
     cell[(r["size"], r["seed"])] = (r["loss"] - sizes[r["size"]][1], same_total)
   return out
 
@@ -91,7 +96,7 @@ def trend_table(rows: list[dict], contrasts) -> str:
   MIN_BUDGETS); mean ± SE [95 % t interval] over (size, seed), per size and sizes pooled. A − P = 1
   also against P = 1 of A's total parameters. Negative: A's lead grows with tokens."""
   done = _done(rows)
-  loss = {(_others(r), r["grid.variant"], r["size"], r["seed"], r["tokens"]): r["loss"] for r in done}
+  loss = {(_others(r), _variant(r), r["size"], r["seed"], r["tokens"]): r["loss"] for r in done}
   baseline = baseline_variant(rows)
   matched = matched_differences(rows, baseline) if baseline else {}
   series: dict[tuple, dict[tuple, dict[int, float]]] = {}  # (contrast, count, others) -> unit -> points
@@ -127,10 +132,10 @@ def trend_table(rows: list[dict], contrasts) -> str:
 def plot_gains(rows: list[dict], out: Path) -> list[Path]:
   """gains_vs_D.png and .pdf in `out`: each variant minus P = 1 against training tokens, a colour
   per variant and a marker per size (mean ± SE over seeds), under both counts side by side; none
-  (and an old plot removed) without the baseline at two sizes."""
+  (and an old plot removed) without the baseline at two sizes and two budgets."""
   baseline = baseline_variant(rows)
   cells = matched_differences(rows, baseline) if baseline else {}
-  if not cells:
+  if len({tokens for _, tokens in cells}) < 2:  # Not a trend without two budgets.
     for path in figures.figure_paths(out, "gains_vs_D"):
       path.unlink(missing_ok=True)
     return []
