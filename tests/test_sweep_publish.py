@@ -128,6 +128,7 @@ def test_published_runs_count_as_done_in_a_fresh_clone(tmp_path, data_dir):
   import shutil
   shutil.rmtree(clone / "analysis" / "results" / "pub" / "runs")
   shutil.rmtree(clone / "results")
+  (clone / "analysis" / "results" / "pub" / "sweep.json").unlink()  # As before sweeps marked theirs.
   before = {p.name: p.read_bytes() for p in (clone / "analysis" / "results" / "pub").iterdir()}
   report = _parscale(clone, "sweep", "report", "sweeps/pub.yaml")
   assert report.returncode == 2 and report.stderr.count("\n") == 1, report.stderr

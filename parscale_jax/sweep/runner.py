@@ -220,10 +220,14 @@ def report_sweep(spec: SweepSpec, results_dir: Path, log=lambda s: print(s, file
   results_dir = Path(results_dir)
   ResultsDir(results_dir).runs.mkdir(parents=True, exist_ok=True)
   claim_results_dir(spec, results_dir)
+  from parscale_jax.sweep.report import analyze_sweep, refuse_to_shrink
+  if spec.publish_dir is not None:  # Before anything is written there, the owner's mark too.
+    with table_turn(results_dir):
+      refuse_to_shrink(write_table(results_dir, spec.runs, spec.publish_dir, turn_held=True),
+                       spec.publish_dir)
   claim_publish_dir(spec)
   publish_finished(spec, results_dir)
   publish_unfinished(spec, results_dir)
-  from parscale_jax.sweep.report import analyze_sweep
   with table_turn(results_dir):
     rows = write_table(results_dir, spec.runs, spec.publish_dir, turn_held=True)
     analyze_sweep(spec, results_dir, rows, log=log)
