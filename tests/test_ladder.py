@@ -278,7 +278,8 @@ def test_gains_against_tokens_under_both_parameter_counts(tmp_path):
   doubling of tokens. Same backbone, the tables find that lead and its slope; same total
   parameters, the lead less what 10 % more parameters buy P = 1 (0.05 ln 1.1), and the same slope.
   The one-stream prefix (P = 1, but ParScale parameters) is not taken for the baseline."""
-  from parscale_jax.sweep.token_gains import baseline_variant, matched_table, plot_gains, trend_table
+  from parscale_jax.sweep.token_gains import (baseline_variant, matched_differences, matched_table, plot_gains,
+                                               trend_table)
   rng = np.random.default_rng(0)
   seed_lead, budget_shift = rng.normal(0, 0.01, 3), rng.normal(0, 0.02, (3, 5))
   rows = []
@@ -314,6 +315,15 @@ def test_gains_against_tokens_under_both_parameter_counts(tmp_path):
   one_size = [r for r in rows if r["size"] == "s1"]  # No line through P = 1's sizes: no plot, none left.
   assert plot_gains(one_size, tmp_path) == [] and not any(p.exists() for p in plots)
   assert plot_gains([r for r in rows if r["tokens"] == 614400], tmp_path) == []  # One budget.
+  # P = 1's gain per e-fold of N shrinks with N: a run with the total N of a P = 1 size is
+  # compared with that run, not with a line through all of them.
+  convex = [{"status": "done", "grid.variant": "P1" if p == 1 else "P2", "size": size, "seed": 0,
+             "tokens": 614400, "P": p, "N": n * (1 if p == 1 else 2), "N_backbone": n,
+             "loss": 1.0 + 1e3 / n + 0.01 * (p - 1)}
+            for size, n in (("a", 1e4), ("b", 2e4), ("c", 4e4)) for p in (1, 2)]
+  (pairs,) = matched_differences(convex, "P1").values()
+  assert pairs["P2"][("a", 0)][1] == pytest.approx(1e3 / 1e4 - 1e3 / 2e4 + 0.01)
+  assert pairs["P2"][("b", 0)][1] == pytest.approx(1e3 / 2e4 - 1e3 / 4e4 + 0.01)
   # A grid over P without named variants (cpu_grid_mlp's kind): P=1 is the baseline, and the P
   # values are what is compared.
   grid = [{**{k: v for k, v in r.items() if k != "grid.variant"}, "grid.model.P": r["P"]}

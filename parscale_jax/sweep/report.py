@@ -40,9 +40,9 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   if matched:
     text += ["## Both parameter counts", "", "Each variant (or P) minus P = 1 of the same seed and "
              "budget: with the same backbone, and with the same total parameters (every parameter "
-             "counted, as the paper does), P = 1's loss read at the run's N off the line through the "
-             "P = 1 runs of that seed and budget in ln N (beyond the sizes, extended). Pairs over "
-             "(size, seed); the sizes of a seed share that line.", "", matched, ""]
+             "counted, as the paper does), P = 1's loss read at the run's N off the P = 1 runs of "
+             "that seed and budget, neighbouring sizes joined by straight lines in ln N (beyond the "
+             "sizes, the end one extended). Pairs over (size, seed).", "", matched, ""]
   comparison = stage_comparison(rows, stages[0])
   if comparison:
     text += ["## Stages compared", "", comparison]

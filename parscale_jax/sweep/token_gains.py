@@ -1,7 +1,7 @@
 """How the streams' gain moves with training tokens (a budget ladder's question), under both
 parameter counts: against P = 1 of the same backbone, and against P = 1 of the same total
-parameters (every parameter counted, the paper's convention), read off the P = 1 runs' line in
-ln N through the sizes, per seed and budget."""
+parameters (every parameter counted, the paper's convention), read off the P = 1 runs of the
+sizes joined in ln N, per seed and budget."""
 from __future__ import annotations
 
 import math
@@ -43,10 +43,21 @@ def baseline_variant(rows: list[dict]) -> str | None:
   return names[0] if len(names) == 1 else None
 
 
+def _p1_at(points: list[tuple[float, float]], n: float) -> float:
+  """P = 1's loss at N = n from its (N, loss) runs sorted by N: straight lines in ln N between
+  neighbouring sizes (P = 1's gain per e-fold of N shrinks with N: one line through all of them
+  would misread the ends), the end segment extended beyond them."""
+  ln_n = np.log([size_n for size_n, _ in points])
+  loss = np.array([size_loss for _, size_loss in points])
+  i = int(np.clip(np.searchsorted(ln_n, math.log(n)) - 1, 0, len(points) - 2))
+  slope = (loss[i + 1] - loss[i]) / (ln_n[i + 1] - ln_n[i])
+  return float(loss[i] + slope * (math.log(n) - ln_n[i]))
+
+
 def matched_differences(rows: list[dict], baseline: str) -> dict[tuple, dict[str, dict]]:
   """{(others, tokens): {variant: {(size, seed): (same backbone, same total parameters)}}}: each
-  run's loss minus P = 1's at its backbone, and minus P = 1's at its total N, the latter on the
-  line through the P = 1 runs of its seed and budget in ln N (two or more sizes needed)."""
+  run's loss minus P = 1's at its backbone, and minus P = 1's at its total N, the latter read off
+  the P = 1 runs of its seed and budget joined in ln N (two or more sizes needed)."""
   base: dict[tuple, dict[str, dict]] = {}
   for r in _done(rows):
     if _variant(r) == baseline:
@@ -58,9 +69,7 @@ def matched_differences(rows: list[dict], baseline: str) -> dict[tuple, dict[str
     sizes = base.get((_others(r), r["tokens"], r["seed"]), {})
     if r["size"] not in sizes or len(sizes) < 2:
       continue
-    ln_n, loss = np.log([n for n, _ in sizes.values()]), np.array([l for _, l in sizes.values()])
-    slope, intercept = np.polyfit(ln_n, loss, 1)
-    same_total = r["loss"] - (intercept + slope * math.log(r["N"]))
+    same_total = r["loss"] - _p1_at(sorted(sizes.values()), r["N"])
     cell = out.setdefault((_others(r), r["tokens"]), {}).setdefault(_variant(r), {})
     cell[(r["size"], r["seed"])] = (r["loss"] - sizes[r["size"]][1], same_total)
   return out
