@@ -296,11 +296,14 @@ def test_gains_against_tokens_under_both_parameter_counts(tmp_path):
   matched = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3:6]
              for line in matched_table(rows).splitlines()[2:]}
   for i in range(5):
-    backbone, total, n = matched[("P4", f"tokens={614400 * 2 ** i}")]
+    backbone, total, n = matched[("P4", f"tokens={614400 * 2 ** i}, sizes pooled")]
     lead = seed_lead.mean() - 0.01 * i
     assert float(backbone.split()[0]) == pytest.approx(lead, abs=1e-4)
     assert float(total.split()[0]) == pytest.approx(lead + 0.05 * math.log(1.1), abs=1e-4)
     assert int(n) == 6
+    for size in ("s1", "s2"):  # Each size on its own: the seeds' mean lead, three pairs.
+      backbone, total, n = matched[("P4", f"size={size}, tokens={614400 * 2 ** i}")]
+      assert float(backbone.split()[0]) == pytest.approx(lead, abs=1e-4) and int(n) == 3
   trend = {tuple(c.strip() for c in line.split("|")[1:4]): line.split("|")[4:6]
            for line in trend_table(rows, [("P4", "P1"), ("P4", "prefix")]).splitlines()[2:]}
   for count in ("same backbone", "same total parameters"):

@@ -77,17 +77,28 @@ def matched_differences(rows: list[dict], baseline: str) -> dict[tuple, dict[str
 
 def matched_table(rows: list[dict]) -> str:
   """Markdown: per variant and budget, its loss minus P = 1's with the same backbone and with the
-  same total parameters; mean ± SE [95 % t interval] over (size, seed) pairs."""
+  same total parameters; mean ± SE [95 % t interval] over the seeds of each size, and over the
+  (size, seed) pairs with the sizes pooled."""
   baseline = baseline_variant(rows)
   cells = matched_differences(rows, baseline) if baseline else {}
+  backbone_n = {r["size"]: r["N_backbone"] for r in _done(rows)}
   lines = [f"| A | setting | A − {baseline}, same backbone | A − {baseline}, same total parameters | n |",
            "|---|---|---|---|---|"]
+
+  def line(variant: str, label: str, pairs: list[tuple[float, float]]) -> str:
+    backbone, total = np.array(pairs).T
+    return (f"| {variant} | {label} | {mean_se_interval(backbone)} | {mean_se_interval(total)} "
+            f"| {len(pairs)} |")
+
   for (others, tokens), variants in sorted(cells.items()):
     label = ", ".join([f"{k}={v}" for k, v in others] + [f"tokens={tokens}"])
     for variant, pairs in sorted(variants.items()):
-      backbone, total = np.array(list(pairs.values())).T
-      lines.append(f"| {variant} | {label} | {mean_se_interval(backbone)} | {mean_se_interval(total)} "
-                   f"| {len(pairs)} |")
+      sizes = sorted({size for size, _ in pairs}, key=lambda size: backbone_n[size])
+      for size in sizes:
+        lines.append(line(variant, f"size={size}, {label}",
+                          [v for (sz, _), v in sorted(pairs.items()) if sz == size]))
+      if len(sizes) > 1:
+        lines.append(line(variant, f"{label}, sizes pooled", [v for _, v in sorted(pairs.items())]))
   return "\n".join(lines) if len(lines) > 2 else ""
 
 
