@@ -81,7 +81,7 @@ def matched_table(rows: list[dict]) -> str:
   (size, seed) pairs with the sizes pooled."""
   baseline = baseline_variant(rows)
   cells = matched_differences(rows, baseline) if baseline else {}
-  backbone_n = {r["size"]: r["N_backbone"] for r in _done(rows)}
+  backbone_n = {r["size"]: r.get("N_backbone") or 0 for r in _done(rows)}  # Older tables lack it.
   lines = [f"| A | setting | A − {baseline}, same backbone | A − {baseline}, same total parameters | n |",
            "|---|---|---|---|---|"]
 
