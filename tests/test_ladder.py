@@ -160,7 +160,7 @@ def test_ladder_sweep_equals_runs_from_scratch_resumes_and_publishes(tmp_path, d
       [sys.executable, "-m", "parscale_jax.cli", "sweep", "status", str(sweep), "--results",
        str(tmp_path / "elsewhere")], capture_output=True, text=True, cwd=REPO)
   assert clone.returncode == 0, clone.stderr
-  assert "done: 2  (results" in clone.stdout, clone.stdout
+  assert "done: 2; 100 % of the work (training FLOPs)  (results" in clone.stdout, clone.stdout
   # A finished branch keeps its model, not its checkpoints. One lost before it finished starts
   # again from the trunk's kept checkpoint at its cooldown start, to the same loss.
   long_run = spec.runs[1]

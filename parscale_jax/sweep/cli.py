@@ -72,6 +72,7 @@ def _report(args) -> None:
 
 
 def _status(args) -> None:
+  from parscale_jax.sweep.progress import SweepProgress
   from parscale_jax.sweep.runner import run_state
   from parscale_jax.sweep.table import run_result
 
@@ -79,6 +80,7 @@ def _status(args) -> None:
   results = _results(args, spec)
   published = spec.publish_dir
   counts: dict[str, int] = {}
+  states: dict[str, str] = {}
   print(f"{'run':<48} {'status':<8} {'loss':>8}  detail")
   for run in spec.runs:
     state = run_state(results, run, published)
@@ -89,12 +91,15 @@ def _status(args) -> None:
     if changed:  # Its loss is not this file's result.
       state, detail = "stale", f"trained with other settings (differs in: {', '.join(changed)})"
     counts[state] = counts.get(state, 0) + 1
+    states[run.run_id] = state
     resume = ResultsDir(results).run(run.run_id).latest_checkpoint()
     if state == "pending" and resume is not None:
       detail = f"resumes from step {resume}"
     loss_text = "-" if loss is None else format(loss, ".4f")
     print(f"{run.run_id:<48} {state:<8} {loss_text:>8}  {detail}")
-  print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"  (results: {results})")
+  done, total = SweepProgress(spec.runs, results, run_state).work(states)
+  print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        + f"; {100 * done / max(total, 1):.0f} % of the work (training FLOPs)  (results: {results})")
   if not results.exists() and (published is None or not published.exists()):
     print(f"note: neither {results} nor a published folder exists under {os.getcwd()}: results "
           f"folders, analysis.publish and data paths are relative to the directory `sweep run` ran "
