@@ -185,6 +185,13 @@ def test_contrast_table_lists_budgets_in_numeric_order():
                                                        "size=g6-250k, tokens=1228800"]
 
 
+def test_grid_values_sort_numbers_by_value_then_text():
+  """One order for every table: numbers and numeric text by value, then the rest (booleans too) as text."""
+  from parscale_jax.sweep.comparisons import value_order
+  values = ["1228800", True, 614400, "mlp", 3e-3, False, "1e-3"]
+  assert sorted(values, key=value_order) == ["1e-3", 3e-3, 614400, "1228800", False, True, "mlp"]
+
+
 def test_loss_table_has_a_column_per_variant_and_budgets_in_numeric_order():
   """Named variants are the columns (by their P, then name: the one-stream prefix beside P = 1),
   so that each budget and size is one line; without variants the columns are the P values."""

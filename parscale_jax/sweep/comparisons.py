@@ -32,7 +32,7 @@ def settings_and_sizes(rows: list[dict], leave_out: tuple[str, ...] = ()) -> lis
   for r in rows:
     key = (setting_label(r, leave_out), r["size"])
     smallest[key] = min(smallest.get(key, r["N"]), r["N"])
-    order[key[0]] = (r["stage"], tuple((k, _axis_order(v)) for k, v in _setting_axes(r, leave_out)))
+    order[key[0]] = (r["stage"], setting_order(_setting_axes(r, leave_out)))
   return sorted(smallest, key=lambda key: (order[key[0]], smallest[key]))
 
 
@@ -127,11 +127,20 @@ def pooled_p_gain(rows: list[dict], stage: str) -> str:
   return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def _axis_order(value):
-  try:
-    return (0, float(value), "")
-  except (TypeError, ValueError):
-    return (1, 0.0, str(value))
+def value_order(value) -> tuple:
+  """Grid values in grid order: numbers, numeric text included, by value (614400 before 1228800);
+  everything else, booleans included, as text after them."""
+  if not isinstance(value, bool):
+    try:
+      return (0, float(value), "")
+    except (TypeError, ValueError):
+      pass
+  return (1, 0.0, str(value))
+
+
+def setting_order(setting: tuple) -> tuple:
+  """Sort key of a setting, sorted (axis, value) pairs, with each value in grid order."""
+  return tuple((k, value_order(v)) for k, v in setting)
 
 
 def axis_comparison(rows: list[dict]) -> str:
@@ -149,7 +158,7 @@ def axis_comparison(rows: list[dict]) -> str:
     by_value: dict[str, dict[tuple, float]] = {}
     for r in runs:
       by_value.setdefault(str(r[axis]), {})[(r["size"], r["P"], r["seed"])] = r["loss"]
-    values = sorted(by_value, key=_axis_order)
+    values = sorted(by_value, key=value_order)
     table = []
     for i, low in enumerate(values):
       for high in values[i + 1:]:

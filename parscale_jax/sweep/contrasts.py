@@ -12,6 +12,7 @@ from parscale_jax.analysis.results import paper_law
 from parscale_jax.atomic import write_text_atomic
 from parscale_jax.rundir import DIVERSITY, ResultsDir, local_or_published
 from parscale_jax.stats import mean_se_interval, paired_differences, standard_error
+from parscale_jax.sweep.comparisons import setting_order
 
 
 PAIRING_AXES = ("variant", "seed")
@@ -23,12 +24,6 @@ def grid_setting(row: dict, leave_out: tuple[str, ...] = PAIRING_AXES) -> tuple:
   skip = {f"grid.{axis}" for axis in leave_out}
   return tuple(sorted((k[5:], row[k]) for k in row
                       if k.startswith("grid.") and k not in skip and row[k] not in (None, "")))
-
-
-def _order(setting: tuple) -> tuple:
-  """Settings in grid order: numbers by value (614400 before 1228800), other values as text."""
-  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-  return tuple((k, (0, v, "") if number(v) else (1, 0, str(v))) for k, v in setting)
 
 
 def _label(setting: tuple) -> str:
@@ -45,7 +40,7 @@ def contrast_table(rows: list[dict], contrasts) -> str:
   lines = ["| A − B | setting | mean ± SE [95 % interval] | n |", "|---|---|---|---|"]
   for a, b in contrasts:
     pooled: dict[tuple, list[np.ndarray]] = {}
-    for setting in sorted(losses, key=_order):
+    for setting in sorted(losses, key=setting_order):
       cell = losses[setting]
       if a not in cell or b not in cell:
         continue
@@ -95,7 +90,7 @@ def diversity_table(rows: list[dict], results_dir: Path, published: Path | None)
     return ""
   lines = ["| setting | variant | rho | best stream − aggregate loss | predicted N multiplier | n |",
            "|---|---|---|---|---|---|"]
-  for (setting, variant), docs in sorted(cells.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+  for (setting, variant), docs in sorted(cells.items(), key=lambda kv: (setting_order(kv[0][0]), kv[0][1])):
     rho = [d["rho"] for d in docs]
     gap = [min(d["stream_losses"]) - d["aggregate_loss"] for d in docs]
     mult = [d["predicted_multiplier"] for d in docs]
