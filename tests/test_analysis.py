@@ -279,14 +279,14 @@ def test_a_sweep_ends_on_its_verdicts_and_the_paper_refit(tmp_path):
   assert verdict_lines(tmp_path / "nothing") == []
 
 
-def _ladder_rows(truth, sizes, noise=0.0):
-  """A budget ladder's table: every (N, P, D) from the law with a data term, 2 seeds."""
+def _ladder_rows(truth, sizes, noise=0.0, form="parscale_data"):
+  """A budget ladder's table: every (N, P, D) from a law with a data term, 2 seeds."""
   rng = np.random.default_rng(1)
   rows = []
   for n in sizes:
     for p in (1, 2, 4, 8):
       for d in (614400, 1228800, 2457600, 4915200, 9830400):
-        loss = DATA_FORMS["parscale_data"].predict(truth, np.array([n]), np.array([float(p)]),
+        loss = DATA_FORMS[form].predict(truth, np.array([n]), np.array([float(p)]),
                                                    np.array([float(d)]))[0, 0]
         for seed in (0, 1):
           rows.append({"N": n, "P": p, "tokens": d, "seed": seed, "status": "done",
@@ -313,6 +313,19 @@ def test_budget_ladder_fits_the_law_with_a_data_term():
   assert form["longest_budget_from_shorter"]["mean_abs_error"] < 0.01
   assert g["data_term"]["budgets"] == [614400, 1228800, 2457600, 4915200, 9830400]
   assert "diversity_data" in g["data_term"]["forms"]
+
+
+def test_a_decorrelation_done_before_the_shortest_budget_is_not_identified():
+  """rho(D) that reached rho_end long before 614K tokens leaves D_rho free: the fit's D_rho and
+  its bootstrap draws do not move, so only the flatness check can say the data do not pin it."""
+  verdicts = {}
+  for d_rho in (0.01, 2.0):  # Millions of tokens: 10K (done before any budget) and 2M (inside).
+    truth = np.array([[1.0, 0.02, 0.4, 0.005, 0.5, 0.6, d_rho]])  # E A alpha B beta rho_end D_rho
+    rows = _ladder_rows(truth, (2e5, 4e5, 8e5), noise=1e-4, form="diversity_data")
+    g = fit_group("ladder", load_points(rows)["all"], n_bootstrap=0, compare=False)
+    verdicts[d_rho] = g["data_term"]["forms"]["diversity_data"]["not_identified"]
+  assert any(reason.startswith("the data do not pin D_rho") for reason in verdicts[0.01])
+  assert not any("do not pin" in reason for reason in verdicts[2.0])
 
 
 def test_one_budget_is_no_token_axis():
