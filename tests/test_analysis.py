@@ -9,7 +9,7 @@ import pytest
 
 from parscale_jax.analysis import load_fit
 from parscale_jax.analysis.fit_table import fit_table
-from parscale_jax.analysis.fitting import fit_group
+from parscale_jax.analysis.fitting import fit_data_terms, fit_group
 from parscale_jax.analysis.law import DATA_FORMS, FORMS
 from parscale_jax.analysis.optimize import fit_point
 from parscale_jax.analysis.tables import Points, load_points
@@ -322,8 +322,8 @@ def test_a_decorrelation_done_before_the_shortest_budget_is_not_identified():
   for d_rho in (0.01, 2.0):  # Millions of tokens: 10K (done before any budget) and 2M (inside).
     truth = np.array([[1.0, 0.02, 0.4, 0.005, 0.5, 0.6, d_rho]])  # E A alpha B beta rho_end D_rho
     rows = _ladder_rows(truth, (2e5, 4e5, 8e5), noise=1e-4, form="diversity_data")
-    g = fit_group("ladder", load_points(rows)["all"], n_bootstrap=0, compare=False)
-    verdicts[d_rho] = g["data_term"]["forms"]["diversity_data"]["not_identified"]
+    forms = fit_data_terms("ladder", load_points(rows)["all"], n_bootstrap=0)["forms"]
+    verdicts[d_rho] = forms["diversity_data"]["not_identified"]
   assert any(reason.startswith("the data do not pin D_rho") for reason in verdicts[0.01])
   assert not any("do not pin" in reason for reason in verdicts[2.0])
 
