@@ -324,7 +324,8 @@ def test_a_decorrelation_done_before_the_shortest_budget_is_not_identified():
     rows = _ladder_rows(truth, (2e5, 4e5, 8e5), noise=1e-4, form="diversity_data")
     forms = fit_data_terms("ladder", load_points(rows)["all"], n_bootstrap=0)["forms"]
     verdicts[d_rho] = forms["diversity_data"]["not_identified"]
-  assert any(reason.startswith("the data do not pin D_rho") for reason in verdicts[0.01])
+  assert any(reason.startswith("the data do not pin D_rho") and "over before the shortest budget" in reason
+             for reason in verdicts[0.01])
   assert not any("do not pin" in reason for reason in verdicts[2.0])
 
 

@@ -197,8 +197,10 @@ def data_term_identification(g: dict, form: LawForm, budgets) -> list[str]:
   if "D_rho" in g["params"]:
     share = decorrelation_in_range(g["params"]["D_rho"], budgets)
     if share < MIN_VISIBLE_DECORRELATION:
-      reasons.append(f"the data do not pin D_rho = {g['params']['D_rho']:.3g}: {100 * share:.2g} % of "
-                     "rho's fall happens between the shortest and the longest budget")
+      when = ("is over before the shortest budget" if g["params"]["D_rho"] * 1e6 < np.min(budgets)
+              else "has barely begun at the longest budget")
+      reasons.append(f"the data do not pin D_rho = {g['params']['D_rho']:.3g}: rho's fall {when} "
+                     f"(under {100 * MIN_VISIBLE_DECORRELATION:g} % of it between the budgets)")
   if not g["r2"] >= R2_MIN:
     reasons.append(f"R² = {g['r2']:.3f} is below {R2_MIN}")
   for key, (lo, hi) in g.get("ci95", {}).items():
