@@ -35,7 +35,7 @@ import jax, jax.numpy as jnp
 from flax import nnx
 from parscale_jax.model import ModelConfig, init_cache
 from parscale_jax.model.decode import decode_step
-from parscale_jax.model.parscale import ParScaleLM
+from parscale_jax.model.parscale import abstract_model
 tokens, prompt = int(sys.argv[2]), jnp.zeros((1, 8), jnp.int32)
 decoders = []
 for fields in json.loads(sys.argv[1]):
@@ -44,7 +44,7 @@ for fields in json.loads(sys.argv[1]):
     dtype = jnp.dtype(config.dtype)
     # Weights drawn leaf by leaf at the compute dtype, as for serving (values do not change the
     # latency): one compiled initialiser of paper-1.6b was not compiled after minutes on a GPU.
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: ParScaleLM(config, nnx.Rngs(params=0))))
+    graphdef, abstract = nnx.split(abstract_model(config))
     state = jax.tree.map(lambda a: 0.02 * jax.random.normal(jax.random.key(0), a.shape, dtype), abstract)
     cache = init_cache(config, 1, prompt.shape[1] + tokens + 1, dtype)
     nxt, _, cache = decode_step(graphdef, state, prompt, cache, jax.random.key(0))

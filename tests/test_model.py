@@ -381,6 +381,19 @@ def test_compiled_initialiser_equals_the_eager_one():
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_key_sequence_draws_the_keys_of_nnx_rngs():
+  """Initialisation counts its keys in Python (fast to trace) and gives the weights that
+  nnx.Rngs(params=seed) gives, bit for bit, so runs keep their initial weights."""
+  from parscale_jax.model.keys import KeySequence
+  rngs, keys = nnx.Rngs(params=11), KeySequence(11)
+  for _ in range(3):
+    assert np.array_equal(jax.random.key_data(rngs.params()), jax.random.key_data(keys.params()))
+  config = dataclasses.replace(TINY, P=3, prefix_param="mlp")
+  ours, nnx_rngs = pj.ParScaleLM(config, KeySequence(5)), pj.ParScaleLM(config, nnx.Rngs(params=5))
+  for a, b in zip(jax.tree.leaves(nnx.state(ours)), jax.tree.leaves(nnx.state(nnx_rngs)), strict=True):
+    assert np.array_equal(a, b)
+
+
 def test_causal_blocks_equal_one_score_tensor():
   """model(ids) scores queries in blocks (positions 0..S-1 known); explicit positions take the
   one-tensor path. Logits and gradients agree, with and without the prefix."""

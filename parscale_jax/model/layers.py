@@ -12,6 +12,7 @@ from flax import nnx
 
 from parscale_jax.model.kernels import dense, softmax
 from parscale_jax.model.config import ModelConfig
+from parscale_jax.model.keys import ParamKeys
 
 
 def dtype_of(config: ModelConfig):
@@ -49,7 +50,7 @@ class Dense(nnx.Module):
 
   Initialised exactly as `nnx.Linear` (the same draws, transposed), so a seed gives the same model."""
 
-  def __init__(self, din: int, dout: int, config: ModelConfig, rngs: nnx.Rngs, bias: bool):
+  def __init__(self, din: int, dout: int, config: ModelConfig, rngs: ParamKeys, bias: bool):
     init = nnx.initializers.normal(config.init_std)
     self.weight = nnx.Param(init(rngs.params(), (din, dout), jnp.float32).T)
     self.bias = nnx.Param(jnp.zeros((dout,), jnp.float32)) if bias else None
@@ -66,7 +67,7 @@ class Dense(nnx.Module):
 class Attention(nnx.Module):
   """Grouped-query self-attention, with an optional learned prefix and an optional KV cache."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     self.config = config
     d, h, kv = config.hidden_size, config.head_dim, config.num_kv_heads
     self.q_proj = Dense(d, config.num_heads * h, config, rngs, bias=True)
@@ -190,7 +191,7 @@ def attend_in_chunks(q_BxSxKxGxH, keys_BxTxKxH, values_BxTxKxH, positions_BxS, k
 class MLP(nnx.Module):
   """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     d, f = config.hidden_size, config.intermediate_size
     self.gate_proj = Dense(d, f, config, rngs, bias=False)
     self.up_proj = Dense(d, f, config, rngs, bias=False)
@@ -200,7 +201,7 @@ class MLP(nnx.Module):
     return self.down_proj(jax.nn.silu(self.gate_proj(x_BxSxD)) * self.up_proj(x_BxSxD))
 
 
-def rms_norm(config: ModelConfig, rngs: nnx.Rngs) -> nnx.RMSNorm:
+def rms_norm(config: ModelConfig, rngs: ParamKeys) -> nnx.RMSNorm:
   return nnx.RMSNorm(config.hidden_size, epsilon=config.rms_norm_eps, dtype=jnp.float32,
                      param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
 
@@ -208,7 +209,7 @@ def rms_norm(config: ModelConfig, rngs: nnx.Rngs) -> nnx.RMSNorm:
 class DecoderLayer(nnx.Module):
   """Pre-norm residual block: attention then SwiGLU."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     self.input_layernorm = rms_norm(config, rngs)
     self.self_attn = Attention(config, rngs)
     self.post_attention_layernorm = rms_norm(config, rngs)

@@ -15,6 +15,7 @@ from flax import nnx
 
 from parscale_jax.errors import UserError
 from parscale_jax.model.config import ModelConfig
+from parscale_jax.model.keys import KeySequence, ParamKeys
 from parscale_jax.model.layers import DecoderLayer, Dense, dtype_of, rms_norm, static_rope_tables
 from parscale_jax.model.prefix import PREFIX_FORMS, ParScaleParam
 
@@ -26,7 +27,7 @@ class Backbone(nnx.Module):
   run by `jax.lax.scan`: XLA compiles one layer whatever the depth. Either way the layers are
   drawn one after another, so a seed gives the same weights scanned or not."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     layers = [DecoderLayer(config, rngs) for _ in range(config.num_layers)]
     self.scanned = config.scanned
     self.remat = config.remat
@@ -93,7 +94,7 @@ def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
 class Aggregator(nnx.Module):
   """Linear(P·D → D) → SiLU → Linear(D → P) over the (hidden, stream)-ordered concatenation."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     d, p = config.hidden_size, config.P
     init = nnx.initializers.normal(config.init_std)
     self.w1 = ParScaleParam(init(rngs.params(), (p * d, d)))
@@ -115,7 +116,7 @@ class Aggregator(nnx.Module):
 class ParScaleLM(nnx.Module):
   """Qwen2 decoder with P parallel streams. `model(input_ids_BxS)` returns float32 logits_BxSxV."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     self.config = config
     c = config
     self.embed_tokens = nnx.Embed(c.vocab_size, c.hidden_size, param_dtype=jnp.float32,
@@ -268,9 +269,9 @@ def create_model(config: ModelConfig, seed: int = 0) -> ParScaleLM:
   The key enters that program as an argument. With the seed as a constant, XLA reported a very
   slow compile of this program for the 36-layer paper-1.6b on an H200, and it was not done after
   four minutes; a constant key lets XLA constant-fold the random numbers, the likely cause."""
-  return nnx.jit(lambda key: ParScaleLM(config, nnx.Rngs(params=key)))(jax.random.key(seed))
+  return nnx.jit(lambda key: ParScaleLM(config, KeySequence(key)))(jax.random.key(seed))
 
 
 def abstract_model(config: ModelConfig) -> ParScaleLM:
   """The model with shapes only (no memory, no compute): for counting and for loading."""
-  return nnx.eval_shape(lambda: ParScaleLM(config, nnx.Rngs(params=0)))
+  return nnx.eval_shape(lambda: ParScaleLM(config, KeySequence(0)))

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from parscale_jax.model.keys import ParamKeys
+
 
 class ParScaleParam(nnx.Param):
   """ParScale's own parameters (prefix and aggregator): what a frozen-backbone run trains."""
@@ -27,7 +29,7 @@ class RawPrefix:
   """raw: the prefix tensors themselves, model.prefix_k and model.prefix_v [P, L, K, T, H]."""
 
   @staticmethod
-  def build(c, rngs: nnx.Rngs) -> dict:
+  def build(c, rngs: ParamKeys) -> dict:
     shape = (c.P, c.num_layers, c.num_kv_heads, c.prefix_tokens, c.head_dim)
     init = nnx.initializers.normal(c.prefix_init_std)
     return {"prefix_k": PrefixParam(init(rngs.params(), shape)),
@@ -52,7 +54,7 @@ class PrefixMLP(nnx.Module):
   std dim^-1/2 (unit-variance pre-activations), W2 scaled by the tanh units' rms; biases zero. The
   two forms then start from the same prefix distribution and differ only in how they train."""
 
-  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, rngs: ParamKeys):
     c = config
     m, h, layers = c.prefix_mlp_dim, c.prefix_mlp_hidden, c.num_layers
     out = 2 * c.num_kv_heads * c.prefix_tokens * c.head_dim
@@ -78,7 +80,7 @@ class MLPPrefix:
   """mlp: the paper's reparameterisation, model.prefix_mlp (PrefixMLP)."""
 
   @staticmethod
-  def build(c, rngs: nnx.Rngs) -> dict:
+  def build(c, rngs: ParamKeys) -> dict:
     return {"prefix_mlp": PrefixMLP(c, rngs)}
 
   @staticmethod

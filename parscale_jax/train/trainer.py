@@ -32,6 +32,7 @@ from parscale_jax.data.tokenizer import check_vocabulary, tokenizer_fingerprint
 from parscale_jax.model.accounting import flops_per_token, param_counts
 from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder, load_pretrained,
                                               save_pretrained)
+from parscale_jax.model.keys import KeySequence
 from parscale_jax.model.parscale import ParScaleLM
 from parscale_jax.train import checkpointing, sharding
 from parscale_jax.train.config import TrainConfig, config_differences, config_to_dict
@@ -79,7 +80,7 @@ class Training:
   eval_rows_sharding: Any
 
   def _create(self, key):
-    _, params, frozen = split_model(ParScaleLM(self.config.model, nnx.Rngs(params=key)),
+    _, params, frozen = split_model(ParScaleLM(self.config.model, KeySequence(key)),
                                     self.config.freeze_backbone)
     return params, frozen
 
@@ -110,7 +111,7 @@ def build_training(config: TrainConfig, mesh) -> Training:
   """The public seam to a run's training: everything `train` compiles, without data or files.
   Abstract shapes and shardings first: no parameter exists until fresh_state or a restore."""
   optimizer = make_optimizer(config.optim, config.steps)
-  abstract = nnx.eval_shape(lambda: ParScaleLM(config.model, nnx.Rngs(params=config.seed)))
+  abstract = nnx.eval_shape(lambda: ParScaleLM(config.model, KeySequence(config.seed)))
   graphdef, abs_params, abs_frozen = split_model(abstract, config.freeze_backbone)
   abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abs_params,
                               frozen=abs_frozen, opt_state=jax.eval_shape(optimizer.init, abs_params))
