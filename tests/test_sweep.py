@@ -195,6 +195,25 @@ def test_ctrl_c_stops_the_sweep_at_once_and_starts_no_queued_run(tmp_path, data_
   assert not group_alive()
 
 
+def test_a_worker_that_got_ctrl_c_starts_no_further_run(monkeypatch):
+  """A pool worker hands the interrupt back as its task's exception and takes the next queued
+  task; once interrupted, it starts nothing more, whenever the sweep process stops it."""
+  from parscale_jax.sweep import worker
+  started = []
+
+  def execute_run(run, results_dir, retry_failed):
+    started.append(run)
+    if run == "first":
+      raise KeyboardInterrupt
+    return {"run_id": run}
+
+  monkeypatch.setattr(worker, "execute_run", execute_run)
+  monkeypatch.setattr(worker, "_interrupted", False)
+  with pytest.raises(KeyboardInterrupt):
+    worker.execute_chain(["first", "its next budget"], "results")
+  assert worker.execute_chain(["queued"], "results") == [] and started == ["first"]
+
+
 @pytest.mark.slow
 def test_failing_run_is_recorded_and_others_finish_with_two_processes(tmp_path, data_dir):
   # One run points its two-stage init at a directory that does not exist: it fails at run time.

@@ -122,10 +122,26 @@ def drop_checkpoints_of_finished(workdir: Path, result: dict) -> None:
     shutil.rmtree(RunDir(workdir).checkpoints, ignore_errors=True)
 
 
+# Set when Ctrl-C reached this worker: it starts no further run. (A pool worker reports the
+# interrupt as its task's exception and takes the next queued task, often before the sweep
+# process has stopped it.)
+_interrupted = False
+
+
 def execute_chain(runs, results_dir: str, retry_failed: bool = False) -> list[dict]:
   """Runs one after another in this worker: a token ladder's budgets share their trunk, which
-  one worker trains as far as each budget needs, in budget order."""
-  return [execute_run(run, results_dir, retry_failed) for run in runs]
+  one worker trains as far as each budget needs, in budget order. None after a Ctrl-C."""
+  global _interrupted
+  results = []
+  for run in runs:
+    if _interrupted:
+      break
+    try:
+      results.append(execute_run(run, results_dir, retry_failed))
+    except KeyboardInterrupt:
+      _interrupted = True
+      raise
+  return results
 
 
 def chains(runs) -> list[list]:
