@@ -385,9 +385,12 @@ def test_key_sequence_draws_the_keys_of_nnx_rngs():
   """Initialisation counts its keys in Python (fast to trace) and gives the weights that
   nnx.Rngs(params=seed) gives, bit for bit, so runs keep their initial weights."""
   from parscale_jax.model.keys import KeySequence
-  rngs, keys = nnx.Rngs(params=11), KeySequence(11)
-  for _ in range(3):
-    assert np.array_equal(jax.random.key_data(rngs.params()), jax.random.key_data(keys.params()))
+  for seed in (11, jax.random.key(11)):
+    rngs, keys = nnx.Rngs(params=seed), KeySequence(seed)
+    for _ in range(3):
+      assert np.array_equal(jax.random.key_data(rngs.params()), jax.random.key_data(keys.params()))
+  assert np.array_equal(jax.random.key_data(KeySequence(np.int64(11)).params()),
+                        jax.random.key_data(KeySequence(11).params()))
   config = dataclasses.replace(TINY, P=3, prefix_param="mlp")
   ours, nnx_rngs = pj.ParScaleLM(config, KeySequence(5)), pj.ParScaleLM(config, nnx.Rngs(params=5))
   for a, b in zip(jax.tree.leaves(nnx.state(ours)), jax.tree.leaves(nnx.state(nnx_rngs)), strict=True):
