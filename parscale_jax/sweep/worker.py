@@ -130,7 +130,8 @@ _interrupted = False
 
 def execute_chain(runs, results_dir: str, retry_failed: bool = False) -> list[dict]:
   """Runs one after another in this worker: a token ladder's budgets share their trunk, which
-  one worker trains as far as each budget needs, in budget order. None after a Ctrl-C."""
+  one worker trains as far as each budget needs, in budget order. Once Ctrl-C has reached this
+  worker, it starts none."""
   global _interrupted
   results = []
   for run in runs:

@@ -33,7 +33,7 @@ from parscale_jax.model.accounting import flops_per_token, param_counts
 from parscale_jax.model.hf_checkpoint import (CheckpointError, checkpoint_folder, load_pretrained,
                                               save_pretrained)
 from parscale_jax.model.keys import KeySequence
-from parscale_jax.model.parscale import ParScaleLM
+from parscale_jax.model.parscale import ParScaleLM, abstract_model
 from parscale_jax.train import checkpointing, sharding
 from parscale_jax.train.config import TrainConfig, config_differences, config_to_dict
 from parscale_jax.train.evaluate import evaluate
@@ -111,7 +111,7 @@ def build_training(config: TrainConfig, mesh) -> Training:
   """The public seam to a run's training: everything `train` compiles, without data or files.
   Abstract shapes and shardings first: no parameter exists until fresh_state or a restore."""
   optimizer = make_optimizer(config.optim, config.steps)
-  abstract = nnx.eval_shape(lambda: ParScaleLM(config.model, KeySequence(config.seed)))
+  abstract = abstract_model(config.model)
   graphdef, abs_params, abs_frozen = split_model(abstract, config.freeze_backbone)
   abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abs_params,
                               frozen=abs_frozen, opt_state=jax.eval_shape(optimizer.init, abs_params))
