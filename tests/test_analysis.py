@@ -329,6 +329,15 @@ def test_a_decorrelation_done_before_the_shortest_budget_is_not_identified():
   assert not any("do not pin" in reason for reason in verdicts[2.0])
 
 
+def test_only_the_diversity_data_form_checks_that_its_budgets_see_rho_fall():
+  budgets = (614400, 9830400)
+  unseen = DATA_FORMS["diversity_data"].unseen
+  assert "over before the shortest budget" in unseen({"D_rho": 0.1}, budgets)[0]
+  assert "barely begun at the longest budget" in unseen({"D_rho": 1e4}, budgets)[0]
+  assert unseen({"D_rho": 2.0}, budgets) == []
+  assert all(form.unseen is None for name, form in DATA_FORMS.items() if name != "diversity_data")
+
+
 def test_one_budget_is_no_token_axis():
   rows = [{"N": n, "P": p, "loss": 3.0 - 0.1 * p - n / 1e6, "tokens": 2457600}
           for n in (1e5, 2e5, 4e5) for p in (1, 2, 4)]

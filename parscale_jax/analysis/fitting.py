@@ -179,28 +179,13 @@ def fit_group(name: str, points: Points, *, n_bootstrap: int = 1000, weights_mod
   return result
 
 
-# The share of rho(D)'s fall (1 - rho_end) that must happen between the shortest and the longest
-# budget for the data to pin its scale D_rho: below it the fall is over before the shortest budget
-# (or barely begun at the longest), and no resample moves D_rho, so its interval is narrow but empty.
-MIN_VISIBLE_DECORRELATION = 0.01
-
-
-def decorrelation_in_range(D_rho: float, budgets) -> float:
-  """The share of rho(D)'s fall that happens between the shortest and the longest budget."""
-  scale = D_rho * 1e6
-  return float(np.exp(-np.min(budgets) / scale) - np.exp(-np.max(budgets) / scale))
-
-
 def data_term_identification(g: dict, form: LawForm, budgets) -> list[str]:
+  """Why a fitted form with a data term is not identified by points at these budgets (empty when
+  it is)."""
   reasons = [f"{key} = {g['params'][key]:.3g} is at its lower bound" for key in form.names
              if g["params"][key] <= AT_BOUND]
-  if "D_rho" in g["params"]:
-    share = decorrelation_in_range(g["params"]["D_rho"], budgets)
-    if share < MIN_VISIBLE_DECORRELATION:
-      when = ("is over before the shortest budget" if g["params"]["D_rho"] * 1e6 < np.min(budgets)
-              else "has barely begun at the longest budget")
-      reasons.append(f"the data do not pin D_rho = {g['params']['D_rho']:.3g}: rho's fall {when} "
-                     f"(under {100 * MIN_VISIBLE_DECORRELATION:g} % of it between the budgets)")
+  if form.unseen is not None:
+    reasons += form.unseen(g["params"], budgets)
   if not g["r2"] >= R2_MIN:
     reasons.append(f"R² = {g['r2']:.3f} is below {R2_MIN}")
   for key, (lo, hi) in g.get("ci95", {}).items():

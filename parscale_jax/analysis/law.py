@@ -64,6 +64,29 @@ def stream_correlation(rho_end, D_rho, D):
   return rho_end + (1.0 - rho_end) * np.exp(-D / (D_rho * 1e6))
 
 
+# The share of rho(D)'s fall (1 - rho_end) that must happen between the shortest and the longest
+# budget for the data to pin its scale D_rho: below it the fall is over before the shortest budget
+# (or barely begun at the longest), and no resample moves D_rho, so its interval is narrow but empty.
+MIN_VISIBLE_DECORRELATION = 0.01
+
+
+def decorrelation_in_range(D_rho: float, budgets) -> float:
+  """The share of rho(D)'s fall that happens between the shortest and the longest budget."""
+  scale = D_rho * 1e6
+  return float(np.exp(-np.min(budgets) / scale) - np.exp(-np.max(budgets) / scale))
+
+
+def unseen_decorrelation(params: dict, budgets) -> list[str]:
+  """Why budgets spanning these tokens cannot pin D_rho (empty when they can)."""
+  D_rho = params["D_rho"]
+  if decorrelation_in_range(D_rho, budgets) >= MIN_VISIBLE_DECORRELATION:
+    return []
+  when = ("is over before the shortest budget" if D_rho * 1e6 < np.min(budgets)
+          else "has barely begun at the longest budget")
+  return [f"the data do not pin D_rho = {D_rho:.3g}: rho's fall {when} "
+          f"(under {100 * MIN_VISIBLE_DECORRELATION:g} % of it between the budgets)"]
+
+
 def diversity_with_data(theta, N, P, D):
   """L = E + (A·1e9/N)^alpha · ((P-1)·rho(D) + 1) / P + (B·1e9 / D)^beta — the saturating
   (diversity) form, its correlation rho falling with tokens as `stream_correlation`."""
@@ -84,6 +107,9 @@ class LawForm:
   # form here is L = E + (A·1e9 / (N·m))^alpha, which `params_for_loss` inverts. None for the
   # forms over tokens, whose worth of streams also depends on D.
   n_multiplier: Callable | None = None
+  # Why points at these budgets cannot pin a parameter whose effect lives on the token axis:
+  # unseen(params by name, budgets) -> reasons, empty when they can. None: nothing to check.
+  unseen: Callable | None = None
 
   def params(self, theta) -> dict:
     """theta [K] -> {name: value}; theta [S, K] -> {name: column [S, 1]} (broadcasts against
@@ -151,7 +177,7 @@ DATA_FORMS: dict[str, LawForm] = {
                               (E0, A0[::2], (0.5, 1.0), B0, BETA0, (0.3, 0.8), (1.0, 5.0)),
                               "L = E + (A*1e9/N)^alpha * ((P-1)*rho(D) + 1)/P + (B*1e9 / D)^beta, "
                               "rho(D) = rho_end + (1 - rho_end)*exp(-D / (D_rho*1e6))",
-                              ("N", "P", "D")),
+                              ("N", "P", "D"), unseen=unseen_decorrelation),
 }
 
 
