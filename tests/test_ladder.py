@@ -344,3 +344,38 @@ def test_gains_against_tokens_under_both_parameter_counts(tmp_path):
   assert [line.split("|")[1:6] for line in lines[2:]] == \
       [line.replace("P4", "P=4", 1).split("|")[1:6] for line in matched_table(rows).splitlines()[2:]
        if line.startswith("| P4 |")]
+
+
+def test_rho_is_tabled_and_drawn_against_tokens_from_local_or_published_runs(tmp_path):
+  """Each P > 1 run's diversity.json, from its folder here or else its published copy: rho's mean
+  ± SE over seeds per (size, budget, variant), and rho_vs_D with a panel per size; one budget draws
+  nothing and removes an old plot."""
+  from parscale_jax.rundir import ResultsDir
+  from parscale_jax.sweep.diversity import diversity_cells, diversity_table, plot_rho_vs_tokens
+  results, published = tmp_path / "results", tmp_path / "published"
+  rows, rho = [], {}
+  for size in ("s1", "s2"):
+    for variant, p in (("P1", 1), ("P2", 2), ("P4", 4)):
+      for seed in (0, 1):
+        for i, tokens in enumerate((614400, 1228800, 2457600)):
+          run_id = f"{size}_{variant}_{seed}_{tokens}"
+          rows.append({"run_id": run_id, "status": "done", "P": p, "seed": seed, "size": size,
+                       "grid.model.size": size, "grid.variant": variant, "grid.seed": seed,
+                       "grid.tokens": tokens})
+          if p > 1:
+            rho[run_id] = 0.9 - 0.1 * i - 0.05 * (p == 4) + 0.01 * seed
+            folder = ResultsDir(results if seed == 0 else published).run(run_id).path
+            folder.mkdir(parents=True)
+            (folder / "diversity.json").write_text(json.dumps(
+                {"rho": rho[run_id], "stream_losses": [2.0, 2.1][:p], "aggregate_loss": 1.9,
+                 "predicted_multiplier": 1.5}))
+  cells = diversity_cells(rows, results, published)
+  assert len(cells) == 2 * 2 * 3 and all(len(docs) == 2 for docs in cells.values())
+  lines = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3:7]
+           for line in diversity_table(cells).splitlines()[2:]}
+  value, gap, _, n = lines[("size=s2, tokens=1228800", "P4")]
+  assert value.split() == ["0.7550", "±", "0.0050"] and gap.split()[0] == "0.1000" and int(n) == 2
+  plots = plot_rho_vs_tokens(cells, tmp_path)
+  assert [p.name for p in plots] == ["rho_vs_D.png", "rho_vs_D.pdf"] and all(p.stat().st_size for p in plots)
+  one_budget = {key: docs for key, docs in cells.items() if dict(key[0])["tokens"] == 614400}
+  assert plot_rho_vs_tokens(one_budget, tmp_path) == [] and not any(p.exists() for p in plots)

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from parscale_jax import figures
 from parscale_jax.analysis.results import FitResult, write_fit
 from parscale_jax.atomic import copy_file_atomic, write_text_atomic
 from parscale_jax.errors import UserError
 from parscale_jax.rundir import REPORT, SWEEP_MARK, TABLE, ResultsDir
 from parscale_jax.sweep.comparisons import (axis_comparison, loss_table, pooled_p_gain, setting_label,
                                             stage_comparison)
-from parscale_jax.sweep.contrasts import baseline_table, contrast_table, diversity_table, measure_diversity
+from parscale_jax.sweep.contrasts import baseline_table, contrast_table
+from parscale_jax.sweep.diversity import (diversity_cells, diversity_table, measure_diversity,
+                                          plot_rho_vs_tokens)
 from parscale_jax.sweep.token_gains import matched_table, plot_gains, trend_table
 from parscale_jax.tablefile import read_table
 
@@ -68,11 +71,14 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
                "A's lead over B grows with tokens.", "", trend, ""]
     if gains_plot:
       text += ["![each variant minus P = 1 against tokens, under both counts](gains_vs_D.png)", ""]
-    diversity = diversity_table(rows, results_dir, spec.publish_dir)
-    if diversity:
+    cells = diversity_cells(rows, results_dir, spec.publish_dir)
+    rho_plot = plot_rho_vs_tokens(cells, results_dir)  # Also removes an old one that no longer applies.
+    if cells:
       text += ["## Stream diversity", "", "rho: mean pairwise correlation over validation tokens of "
                "the streams' residuals 1 − p(next token) (`parscale diversity`); the multiplier is "
-               "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity, ""]
+               "(P / (1 + (P − 1) rho))^(1/alpha) with the paper's alpha.", "", diversity_table(cells), ""]
+      if rho_plot:
+        text += ["![rho against tokens, per size and variant](rho_vs_D.png)", ""]
   if spec.analysis.compare_to:
     folder = spec.path.parent / spec.analysis.compare_to
     against = baseline_table(rows, read_table(ResultsDir(folder).table))
@@ -118,8 +124,8 @@ def publish(results_dir: Path, target: Path, log=print) -> None:
     if old.suffix in (".json", ".png", ".pdf") and old.name != SWEEP_MARK:  # Not the owner's mark.
       old.unlink()
   fit_dir = results_dir / "fit"
-  plots = [results_dir / name for name in ("curves.png", "curves.pdf", "gains_vs_D.png", "gains_vs_D.pdf")
-           if (results_dir / name).exists()]
+  plots = [path for name in ("curves", "gains_vs_D", "rho_vs_D")
+           for path in figures.figure_paths(results_dir, name) if path.exists()]
   if fit_dir.is_dir():
     plots += list(fit_dir.iterdir())
   for path in plots:
