@@ -58,8 +58,12 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
   if by_axis and not spec.analysis.contrasts:
     text += ["## Grid axes compared", "", by_axis]
   gains_plot = plot_gains(first_stage, results_dir)  # Also removes an old one that no longer applies.
+  cells = {}  # Stream diversity, measured where variants are contrasted.
   if spec.analysis.contrasts:
     measure_diversity(spec, results_dir, rows, spec.publish_dir, log)
+    cells = diversity_cells(rows, results_dir, spec.publish_dir)
+  rho_plot = plot_rho_vs_tokens(cells, results_dir)  # As gains_vs_D: an old one that no longer applies goes.
+  if spec.analysis.contrasts:
     text += ["## Variants compared", "", "Validation loss (nats per token) of A minus B, paired by "
              "seed; ± is the standard error over pairs, the interval Student's t at 95 %.", "",
              contrast_table(rows, spec.analysis.contrasts), ""]
@@ -71,8 +75,6 @@ def analyze_sweep(spec, results_dir: Path, rows: list[dict], log=print) -> Path:
                "A's lead over B grows with tokens.", "", trend, ""]
     if gains_plot:
       text += ["![each variant minus P = 1 against tokens, under both counts](gains_vs_D.png)", ""]
-    cells = diversity_cells(rows, results_dir, spec.publish_dir)
-    rho_plot = plot_rho_vs_tokens(cells, results_dir)  # Also removes an old one that no longer applies.
     if cells:
       text += ["## Stream diversity", "", "rho: mean pairwise correlation over validation tokens of "
                "the streams' residuals 1 − p(next token) (`parscale diversity`); the multiplier is "
