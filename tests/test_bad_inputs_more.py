@@ -377,6 +377,41 @@ def test_a_truncated_checkpoint_manifest_is_one_line_without_tracebacks(tmp_path
   assert out.stderr.count("\n") == 1 and "cannot be restored" in out.stderr, out.stderr[:3000]
 
 
+# A library user's failed restore, in its own process: pytest's own hook for unraisable
+# exceptions would stand in for the one under test.
+_FAILED_RESTORE_IN_A_NOTEBOOK = """
+import gc, shutil, sys, time
+from pathlib import Path
+import yaml
+from parscale_jax.errors import UserError
+from parscale_jax.train.config import config_from_dict
+from parscale_jax.train.trainer import train
+right, wrong, run = sys.argv[1:]
+train(config_from_dict(yaml.safe_load(open(right))), run, progress=False)
+for name in ("config.yaml", "result.json"):
+  (Path(run) / name).unlink()
+shutil.rmtree(Path(run) / "final")
+try:
+  train(config_from_dict(yaml.safe_load(open(wrong))), run, progress=False)
+except UserError as e:
+  print(e, file=sys.stderr)
+time.sleep(1)  # The user works on; tensorstore's reads end, and the collector takes their coroutines.
+gc.collect()
+"""
+
+
+def test_a_failed_restore_in_library_use_says_one_line_and_nothing_when_collected(tmp_path, data_dir):
+  """The reads orbax leaves unfinished when a restore fails raise again when the garbage collector
+  takes them: in a notebook, dozens of tracebacks followed the one error."""
+  for name, model in (("right", {"P": 2}), ("wrong", {"P": 4})):
+    config = tiny_train_dict(data_dir, tokens=8 * 32 * 10, checkpoint_every=5, model=model)
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+  out = subprocess.run([sys.executable, "-c", _FAILED_RESTORE_IN_A_NOTEBOOK, str(tmp_path / "right.yaml"),
+                        str(tmp_path / "wrong.yaml"), str(tmp_path / "run")], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stderr.count("\n") == 1 and "cannot be restored" in out.stderr, out.stderr[:3000]
+
+
 @pytest.mark.slow
 def test_checkpoints_without_config_yaml_are_not_given_a_wrong_one(tmp_path, data_dir):
   config = tiny_train_dict(data_dir, tokens=8 * 32 * 10, checkpoint_every=5)

@@ -75,7 +75,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, meta: dic
                                 f"{free / 1e6:.1f} MB are free")
   state = state.as_dict()  # A TrainState, stored as its fields by name.
   meta = {**meta, "state_checksum": state_checksum(state)}
-  _drop_closed_loop_callbacks()  # A failed write's callbacks, as a failed restore's (below).
+  _drop_failed_checkpoint_noise()  # A failed write's callbacks, as a failed restore's (below).
   try:
     with _orbax_thread_errors_unlogged():
       mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -115,11 +115,20 @@ def _is_closed_loop(error) -> bool:
   return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
 
-def _drop_closed_loop_callbacks() -> None:
-  """When a restore fails, tensorstore reads still in flight call back into orbax's event loop,
-  which is closed by then; each prints a traceback ("Event loop is closed") from its thread, dozens
-  around the one line that says what is wrong. Those alone are dropped, for the rest of the
-  process."""
+def _is_abandoned_read(unraisable) -> bool:
+  """An orbax coroutine of a failed restore or save, closed unfinished when the garbage collector
+  took it: it raises on that close (its exception's cause is the GeneratorExit)."""
+  code = getattr(unraisable.object, "cr_code", None)
+  return (code is not None and "orbax" in Path(code.co_filename).parts
+          and isinstance(getattr(unraisable.exc_value, "__cause__", None), GeneratorExit))
+
+
+def _drop_failed_checkpoint_noise() -> None:
+  """When a restore (or save) fails, tensorstore reads still in flight call back into orbax's
+  event loop, which is closed by then ("Event loop is closed", from their threads), and its
+  unfinished read coroutines raise again when collected ("Exception ignored in: <coroutine ...>"):
+  dozens of tracebacks around the one line that says what is wrong, in a notebook as much as on
+  the command line. Those alone are dropped, for the rest of the process."""
   if getattr(sys.excepthook, "drops_closed_loop", False):
     return
   excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
@@ -129,7 +138,7 @@ def _drop_closed_loop_callbacks() -> None:
       excepthook(kind, value, tb)
 
   def quiet_unraisablehook(unraisable):
-    if not _is_closed_loop(unraisable.exc_value):
+    if not (_is_closed_loop(unraisable.exc_value) or _is_abandoned_read(unraisable)):
       unraisablehook(unraisable)
 
   quiet_excepthook.drops_closed_loop = True
@@ -141,7 +150,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings, d
   arrays and of shardings); `data_iterator` is set to the saved position."""
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_state.as_dict(), shardings.as_dict())
-  _drop_closed_loop_callbacks()  # Before: the first callbacks come while the error unwinds.
+  _drop_failed_checkpoint_noise()  # Before: the first callbacks come while the error unwinds.
   try:
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target),
