@@ -116,7 +116,7 @@ def _is_closed_loop(error) -> bool:
 
 
 def _is_abandoned_read(unraisable) -> bool:
-  """An orbax coroutine of a failed restore or save, closed unfinished when the garbage collector
+  """An orbax coroutine left unfinished by a failed restore and closed when the garbage collector
   took it: it raises on that close (its exception's cause is the GeneratorExit)."""
   code = getattr(unraisable.object, "cr_code", None)
   return (code is not None and "orbax" in Path(code.co_filename).parts
@@ -126,9 +126,9 @@ def _is_abandoned_read(unraisable) -> bool:
 def _drop_failed_checkpoint_noise() -> None:
   """When a restore (or save) fails, tensorstore reads still in flight call back into orbax's
   event loop, which is closed by then ("Event loop is closed", from their threads), and its
-  unfinished read coroutines raise again when collected ("Exception ignored in: <coroutine ...>"):
-  dozens of tracebacks around the one line that says what is wrong, in a notebook as much as on
-  the command line. Those alone are dropped, for the rest of the process."""
+  unfinished read coroutines raise again when collected, later, in a long-lived process such as a
+  notebook ("Exception ignored in: <coroutine ...>"): dozens of tracebacks around the one line that
+  says what is wrong. Those alone are dropped, for the rest of the process."""
   if getattr(sys.excepthook, "drops_closed_loop", False):
     return
   excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
