@@ -23,3 +23,11 @@ def save(fig, out: Path, name: str, dpi: int = 130) -> list[Path]:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   return paths
+
+
+def token_axis(ax, budgets) -> None:
+  """The x axis of a plot against training tokens: doublings evenly spaced, a tick per budget."""
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(sorted(budgets), [f"{t / 1e6:.3g}" for t in sorted(budgets)])
+  ax.minorticks_off()
+  ax.set_xlabel("D (training tokens, millions)")

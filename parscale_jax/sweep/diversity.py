@@ -100,12 +100,8 @@ def plot_rho_vs_tokens(cells: dict[tuple, list[dict]], out: Path) -> list[Path]:
       sem = np.nan_to_num([standard_error(points[t]) for t in tokens])  # One seed: no bar.
       ax.errorbar(tokens, [np.mean(points[t]) for t in tokens], yerr=sem, marker="o", ms=4, capsize=2,
                   lw=1, color=colours[variant], label=variant)
-    ax.set_xscale("log", base=2)
-    budgets = sorted({t for points in series[others].values() for t in points})
-    ax.set_xticks(budgets, [f"{t / 1e6:.3g}" for t in budgets])
-    ax.minorticks_off()
+    figures.token_axis(ax, {t for points in series[others].values() for t in points})
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("D (training tokens, millions)")
     ax.set_ylabel("rho (streams' residual correlation)")
     ax.set_title(f"{grid_label(others)}\n(1: the streams are alike; bars: ± SE over seeds)", fontsize=9)
     ax.legend(fontsize=7)

@@ -181,11 +181,8 @@ def plot_gains(rows: list[dict], out: Path) -> list[Path]:
         ax.errorbar(tokens, [v.mean() for v in values], yerr=sem, marker="os^D"[sizes.index(size) % 4],
                     ms=4, capsize=2, lw=1, color=colours[variant],
                     ls=("-", "--", ":", "-.")[sizes.index(size) % 4], label=f"{variant}, {size}")
-      ax.set_xscale("log", base=2)
-      budgets = sorted({t for (setting, _, _), points in series.items() if setting == others for t in points})
-      ax.set_xticks(budgets, [f"{t / 1e6:.3g}" for t in budgets])
-      ax.minorticks_off()
-      ax.set_xlabel("D (training tokens, millions)")
+      figures.token_axis(ax, {t for (setting, _, _), points in series.items() if setting == others
+                              for t in points})
       ax.set_ylabel(f"loss − {baseline} (nats)")
       title = ", ".join(f"{k}={v}" for k, v in others)
       ax.set_title(f"{title + ': ' if title else ''}against {baseline} of the {count}\n"
